@@ -1,0 +1,48 @@
+# telemetryd — `make run` starts the local stack, `make test` runs every test.
+# Both install what is missing first (make tools): InfluxDB 1.8.10 built from
+# the Go module proxy into .tools/bin, Mosquitto and Chromium from apt.
+
+GO      ?= go
+TOOLS   := $(CURDIR)/.tools/bin
+INFLUXD := $(TOOLS)/influxd
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium
+
+$(INFLUXD):
+	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
+
+/usr/sbin/mosquitto /usr/bin/chromium:
+	@command -v apt-get >/dev/null || { echo "install mosquitto and chromium with your package manager" >&2; exit 1; }
+	@test -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" || apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients chromium >/dev/null
+
+run: tools build
+	./deploy/run-local.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Every test, integration tests included: they start their own InfluxDB and
+# Mosquitto on free loopback ports. CI=true turns a missing server into a failure.
+test: tools fmt-check vet
+	$(GO) test -race -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,415 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// Sink durably stores a batch of line protocol (ns precision, one point per
+// line). Write may block up to ctx's deadline. An error wrapping
+// telemetry.ErrPermanent means the batch, as it is, will never be accepted;
+// any other error is transient.
+type Sink interface {
+	Write(ctx context.Context, lines []byte) error
+}
+
+// ChildAuthorizer decides whether a gateway may report for another device.
+type ChildAuthorizer interface {
+	MayReportFor(gateway, device telemetry.DeviceID) bool
+}
+
+// LabelSource supplies the operator-assigned labels of a device, stored as
+// tags on every reading. The returned slice must not be modified.
+type LabelSource interface {
+	Labels(device telemetry.DeviceID) []telemetry.Tag
+}
+
+// Publisher receives normalized readings for live fan-out. Publish must not
+// block and must not modify the readings.
+type Publisher interface {
+	Publish(rs []telemetry.Reading)
+}
+
+// Config tunes the bridge. The zero value of each field means its default.
+type Config struct {
+	Limits Limits
+	// QueueFrames bounds the frames waiting for the writer (default 8192).
+	// When full, Consume blocks (back-pressure to devices) until its ctx ends.
+	QueueFrames int
+	// MaxBatchLines is the most lines per storage write (default 5000).
+	MaxBatchLines int
+	// FlushInterval is the longest a reading waits for its batch (default 100ms).
+	FlushInterval time.Duration
+	// RetryMin and RetryMax bound the backoff between failed writes (default 100ms, 5s).
+	RetryMin, RetryMax time.Duration
+	// DrainTimeout bounds the final flush at shutdown (default 20s).
+	DrainTimeout time.Duration
+	// Children authorizes gateways; nil rejects every reading for another device.
+	Children ChildAuthorizer
+	// Labels adds registry labels as tags; nil adds none.
+	Labels LabelSource
+}
+
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.withDefaults()
+	if c.QueueFrames <= 0 {
+		c.QueueFrames = 8192
+	}
+	if c.MaxBatchLines <= 0 {
+		c.MaxBatchLines = 5000
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 100 * time.Millisecond
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+	return c
+}
+
+// Stats are the bridge's counters since start.
+type Stats struct {
+	FramesAccepted, ReadingsAccepted, ReadingsRejected uint64
+	ReadingsWritten, ReadingsStorageRejected           uint64
+	WriteBatches, WriteErrors, WriteRetries            uint64
+	QueueFrames                                        int
+}
+
+// entry is one accepted frame on its way to storage.
+type entry struct {
+	lines []byte  // the frame's accepted readings, encoded once
+	index []int32 // frame index of the reading on each line
+	done  func(telemetry.Outcome)
+	at    time.Time
+}
+
+// Bridge normalizes frames, publishes them live and writes them to a Sink.
+type Bridge struct {
+	cfg      Config
+	limits   Limits
+	sink     Sink
+	live     Publisher
+	children ChildAuthorizer
+	labels   LabelSource
+	log      *slog.Logger
+
+	queue    chan *entry
+	stopping chan struct{} // closed when Run begins to shut down
+	mu       sync.RWMutex  // guards closed against in-flight Consume calls
+	closed   bool
+
+	encoders sync.Pool // *lineprotocol.Encoder
+
+	framesAccepted, readingsAccepted, readingsRejected atomic.Uint64
+	readingsWritten, readingsStorageRejected           atomic.Uint64
+	writeBatches, writeErrors, writeRetries            atomic.Uint64
+}
+
+// New returns a Bridge writing to sink and publishing to live (which may be
+// nil). Call Run to start its writer.
+func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
+	cfg = cfg.withDefaults()
+	b := &Bridge{
+		cfg:      cfg,
+		limits:   cfg.Limits,
+		sink:     sink,
+		live:     live,
+		children: cfg.Children,
+		labels:   cfg.Labels,
+		log:      log,
+		queue:    make(chan *entry, cfg.QueueFrames),
+		stopping: make(chan struct{}),
+	}
+	b.encoders.New = func() any { return new(lineprotocol.Encoder) }
+	return b
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Bridge) Stats() Stats {
+	return Stats{
+		FramesAccepted:          b.framesAccepted.Load(),
+		ReadingsAccepted:        b.readingsAccepted.Load(),
+		ReadingsRejected:        b.readingsRejected.Load(),
+		ReadingsWritten:         b.readingsWritten.Load(),
+		ReadingsStorageRejected: b.readingsStorageRejected.Load(),
+		WriteBatches:            b.writeBatches.Load(),
+		WriteErrors:             b.writeErrors.Load(),
+		WriteRetries:            b.writeRetries.Load(),
+		QueueFrames:             len(b.queue),
+	}
+}
+
+// Consume implements telemetry.Consumer: it normalizes f's readings, queues
+// the accepted ones for storage and publishes them live. Readings the decoder
+// already rejected (f.Invalid) are reported, not normalized.
+func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Receipt, error) {
+	invalid := f.Invalid
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
+	}
+	received := f.Received
+	if received.IsZero() {
+		received = time.Now()
+	}
+	enc := b.encoders.Get().(*lineprotocol.Encoder)
+	defer b.encoders.Put(enc)
+	enc.Reset()
+
+	var rcpt telemetry.Receipt
+	var index []int32
+	accepted := f.Readings[:0:0]
+	next := 0 // cursor into invalid
+	for i := range f.Readings {
+		if next < len(invalid) && invalid[next].Index == i {
+			rcpt.Rejected = append(rcpt.Rejected, invalid[next])
+			next++
+			continue
+		}
+		r := &f.Readings[i]
+		if rej := b.normalize(r, f.Device, received); rej != nil {
+			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: rej.code, Message: rej.msg})
+			continue
+		}
+		if err := appendLine(enc, r); err != nil {
+			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: CodeInvalidValue, Message: err.Error()})
+			continue
+		}
+		index = append(index, int32(i))
+		accepted = append(accepted, *r)
+	}
+	rcpt.Accepted = len(accepted)
+	b.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+	if len(accepted) == 0 {
+		if f.Done != nil {
+			f.Done(telemetry.Outcome{})
+		}
+		return rcpt, nil
+	}
+	e := &entry{
+		lines: append([]byte(nil), enc.Bytes()...),
+		index: index,
+		done:  f.Done,
+		at:    received,
+	}
+	select {
+	case b.queue <- e:
+	case <-b.stopping:
+		return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
+	case <-ctx.Done():
+		return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
+	}
+	// Live is live: dashboards get the readings now, not after the flush.
+	if b.live != nil {
+		b.live.Publish(accepted)
+	}
+	b.framesAccepted.Add(1)
+	b.readingsAccepted.Add(uint64(len(accepted)))
+	return rcpt, nil
+}
+
+// Run is the writer: it batches queued frames and writes them to the sink
+// until ctx is cancelled. Then it stops accepting frames (Consume returns
+// ErrClosed), drains the queue, flushes within Config.DrainTimeout, and
+// returns. Frames it could not store by then are completed with an error
+// (and so never acknowledged).
+func (b *Bridge) Run(ctx context.Context) error {
+	var (
+		pending []*entry
+		lines   int
+		timer   = time.NewTimer(time.Hour)
+		body    []byte
+	)
+	timer.Stop()
+	flush := func(ctx context.Context) {
+		if len(pending) == 0 {
+			return
+		}
+		body = b.writeBatch(ctx, pending, body)
+		clear(pending)
+		pending, lines = pending[:0], 0
+	}
+	add := func(e *entry) {
+		if len(pending) == 0 {
+			timer.Reset(b.cfg.FlushInterval)
+		}
+		pending = append(pending, e)
+		lines += len(e.index)
+	}
+loop:
+	for {
+		select {
+		case e := <-b.queue:
+			add(e)
+			if lines >= b.cfg.MaxBatchLines {
+				timer.Stop()
+				flush(ctx)
+			}
+		case <-timer.C:
+			flush(ctx)
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	timer.Stop()
+	close(b.stopping)
+	b.mu.Lock() // wait for in-flight Consume calls; none can enqueue after this
+	b.closed = true
+	b.mu.Unlock()
+
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DrainTimeout)
+	defer cancel()
+	for {
+		select {
+		case e := <-b.queue:
+			add(e)
+			if lines >= b.cfg.MaxBatchLines {
+				flush(drainCtx)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	flush(drainCtx)
+	return nil
+}
+
+// writeBatch writes the entries as one request, retrying transient errors
+// until ctx ends, and completes every entry. It returns body for reuse.
+func (b *Bridge) writeBatch(ctx context.Context, es []*entry, body []byte) []byte {
+	body = body[:0]
+	n := 0
+	for _, e := range es {
+		body = append(body, e.lines...)
+		n += len(e.index)
+	}
+	err := b.writeRetrying(ctx, body)
+	switch {
+	case err == nil:
+		b.readingsWritten.Add(uint64(n))
+		for _, e := range es {
+			complete(e, telemetry.Outcome{})
+		}
+	case errors.Is(err, telemetry.ErrPermanent):
+		b.isolate(ctx, es)
+	default:
+		b.log.Error("storage write abandoned; frames stay unacknowledged", "readings", n, "error", err)
+		for _, e := range es {
+			complete(e, telemetry.Outcome{Err: err})
+		}
+	}
+	return body
+}
+
+// isolate handles a batch the storage refused permanently: it writes frames
+// on their own, and within a refused frame the lines on their own, so that
+// only the offending readings are reported and every other one is stored.
+// Rewriting a line that the storage already took from a partial write is
+// harmless: the same series and timestamp overwrite themselves.
+func (b *Bridge) isolate(ctx context.Context, es []*entry) {
+	for _, e := range es {
+		err := b.writeRetrying(ctx, e.lines)
+		if err == nil {
+			b.readingsWritten.Add(uint64(len(e.index)))
+			complete(e, telemetry.Outcome{})
+			continue
+		}
+		if !errors.Is(err, telemetry.ErrPermanent) {
+			complete(e, telemetry.Outcome{Err: err})
+			continue
+		}
+		var out telemetry.Outcome
+		lines := splitLines(e.lines)
+		for i, line := range lines {
+			err := b.writeRetrying(ctx, line)
+			switch {
+			case err == nil:
+				b.readingsWritten.Add(1)
+			case errors.Is(err, telemetry.ErrPermanent):
+				b.readingsStorageRejected.Add(1)
+				out.Rejected = append(out.Rejected, telemetry.Rejection{
+					Index: int(e.index[i]), Code: CodeStorageRejected, Message: err.Error(),
+				})
+				b.log.Warn("storage rejected a reading", "line", string(line), "error", err)
+			default:
+				out.Err = err
+			}
+		}
+		complete(e, out)
+	}
+}
+
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] != '\n' {
+			i++
+		}
+		if i < len(b) {
+			i++ // keep the newline
+		}
+		out = append(out, b[:i])
+		b = b[i:]
+	}
+	return out
+}
+
+// retryAfter is implemented by sink errors that carry a server's Retry-After.
+type retryAfter interface{ RetryAfterDelay() time.Duration }
+
+// writeRetrying writes body, retrying transient failures with exponential
+// backoff (honouring a Retry-After) until it succeeds, fails permanently, or
+// ctx ends.
+func (b *Bridge) writeRetrying(ctx context.Context, body []byte) error {
+	delay := b.cfg.RetryMin
+	for attempt := 0; ; attempt++ {
+		b.writeBatches.Add(1)
+		err := b.sink.Write(ctx, body)
+		if err == nil || errors.Is(err, telemetry.ErrPermanent) {
+			return err
+		}
+		b.writeErrors.Add(1)
+		if ctx.Err() != nil {
+			return fmt.Errorf("bridge: storage write: %w (gave up: %w)", err, ctx.Err())
+		}
+		wait := delay
+		var ra retryAfter
+		if errors.As(err, &ra) && ra.RetryAfterDelay() > wait {
+			wait = ra.RetryAfterDelay()
+		}
+		if attempt == 0 || attempt%10 == 0 {
+			b.log.Warn("storage write failed; retrying", "attempt", attempt+1, "retry_in", wait, "error", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("bridge: storage write: %w (gave up: %w)", err, ctx.Err())
+		}
+		b.writeRetries.Add(1)
+		delay = min(delay*2, b.cfg.RetryMax)
+	}
+}
+
+func complete(e *entry, o telemetry.Outcome) {
+	if e.done != nil {
+		e.done(o)
+	}
+}

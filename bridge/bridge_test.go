@@ -1,0 +1,342 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// fakeSink records writes; fail decides the error of each write.
+type fakeSink struct {
+	mu     sync.Mutex
+	writes []string
+	fail   func(body string) error
+	block  chan struct{} // when set, Write waits for it
+}
+
+func (s *fakeSink) Write(ctx context.Context, lines []byte) error {
+	if s.block != nil {
+		select {
+		case <-s.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		if err := s.fail(string(lines)); err != nil {
+			return err
+		}
+	}
+	s.writes = append(s.writes, string(lines))
+	return nil
+}
+
+func (s *fakeSink) stored() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.writes, "")
+}
+
+func (s *fakeSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.writes)
+}
+
+type recorder struct {
+	mu       sync.Mutex
+	outcomes map[int]telemetry.Outcome
+}
+
+func (r *recorder) done(i int) func(telemetry.Outcome) {
+	return func(o telemetry.Outcome) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.outcomes == nil {
+			r.outcomes = map[int]telemetry.Outcome{}
+		}
+		if _, dup := r.outcomes[i]; dup {
+			panic(fmt.Sprintf("frame %d completed twice", i))
+		}
+		r.outcomes[i] = o
+	}
+}
+
+func (r *recorder) get(i int) (telemetry.Outcome, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.outcomes[i]
+	return o, ok
+}
+
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.outcomes)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func frame(dev string, done func(telemetry.Outcome), values ...float64) *telemetry.Frame {
+	f := &telemetry.Frame{Device: telemetry.DeviceID(dev), Done: done, Received: time.Unix(1763820000, 0)}
+	for i, v := range values {
+		f.Readings = append(f.Readings, telemetry.Reading{
+			Measurement: "m",
+			Fields:      []telemetry.Field{{Name: "v", Value: telemetry.Float(v)}},
+			Time:        int64(1763820000000000000 + i),
+		})
+	}
+	return f
+}
+
+func startBridge(t *testing.T, cfg Config, sink Sink, live Publisher) (*Bridge, context.CancelFunc, chan struct{}) {
+	t.Helper()
+	b := New(cfg, sink, live, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = b.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	return b, cancel, stopped
+}
+
+func TestBridgeAcksOnlyAfterWrite(t *testing.T) {
+	sink := &fakeSink{block: make(chan struct{})}
+	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
+	var rec recorder
+	rcpt, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1, 2))
+	if err != nil || rcpt.Accepted != 2 || len(rcpt.Rejected) != 0 {
+		t.Fatalf("Consume = %+v, %v", rcpt, err)
+	}
+	time.Sleep(20 * time.Millisecond) // the write is held: no ack may appear
+	if rec.len() != 0 {
+		t.Fatal("frame acknowledged before its write completed")
+	}
+	close(sink.block)
+	eventually(t, "ack", func() bool { return rec.len() == 1 })
+	if o, _ := rec.get(0); o.Err != nil || len(o.Rejected) != 0 {
+		t.Fatalf("outcome = %+v", o)
+	}
+	if got := sink.stored(); strings.Count(got, "\n") != 2 || !strings.Contains(got, "device_id=d1") {
+		t.Fatalf("stored %q", got)
+	}
+}
+
+func TestBridgeBatchesUpToMaxLines(t *testing.T) {
+	sink := &fakeSink{}
+	b, _, _ := startBridge(t, Config{MaxBatchLines: 10, FlushInterval: time.Hour}, sink, nil)
+	var rec recorder
+	for i := range 5 {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "5 acks", func() bool { return rec.len() == 5 })
+	if sink.count() != 1 {
+		t.Fatalf("%d writes, want one batch of 10 lines", sink.count())
+	}
+}
+
+func TestBridgeReportsRejectedReadingsAndAcksTheRest(t *testing.T) {
+	sink := &fakeSink{}
+	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
+	var rec recorder
+	f := frame("d1", rec.done(0), 1, 2, 3)
+	f.Readings[1].Measurement = "bad name"
+	f.Readings = append(f.Readings, telemetry.Reading{}) // decoder placeholder
+	f.Invalid = []telemetry.Rejection{{Index: 3, Code: "invalid_value", Message: "null"}}
+	rcpt, err := b.Consume(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rcpt.Accepted != 2 || len(rcpt.Rejected) != 2 || rcpt.Rejected[0].Index != 1 || rcpt.Rejected[0].Code != CodeInvalidName || rcpt.Rejected[1].Index != 3 {
+		t.Fatalf("receipt = %+v", rcpt)
+	}
+	eventually(t, "ack", func() bool { return rec.len() == 1 })
+}
+
+func TestBridgeAllRejectedCompletesAtOnce(t *testing.T) {
+	b := testBridge(Config{})
+	var rec recorder
+	f := frame("d1", rec.done(0), 1)
+	f.Readings[0].Measurement = ""
+	rcpt, err := b.Consume(context.Background(), f)
+	if err != nil || rcpt.Accepted != 0 {
+		t.Fatal(rcpt, err)
+	}
+	if _, ok := rec.get(0); !ok {
+		t.Fatal("a frame with nothing accepted must complete immediately")
+	}
+}
+
+func TestBridgeRetriesTransientErrors(t *testing.T) {
+	var mu sync.Mutex
+	failures := 3
+	sink := &fakeSink{fail: func(string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures > 0 {
+			failures--
+			return errors.New("connection refused")
+		}
+		return nil
+	}}
+	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond}, sink, nil)
+	var rec recorder
+	if _, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ack after retries", func() bool { return rec.len() == 1 })
+	if o, _ := rec.get(0); o.Err != nil {
+		t.Fatal(o.Err)
+	}
+	if s := b.Stats(); s.WriteRetries != 3 || s.ReadingsWritten != 1 {
+		t.Fatalf("stats = %+v", s)
+	}
+}
+
+// permanentErr mimics storage's classification of a 400.
+type permanentErr struct{ msg string }
+
+func (e permanentErr) Error() string { return e.msg }
+func (e permanentErr) Unwrap() error { return telemetry.ErrPermanent }
+
+func TestBridgeIsolatesPermanentlyRejectedLines(t *testing.T) {
+	sink := &fakeSink{fail: func(body string) error {
+		if strings.Contains(body, "v=666") {
+			return permanentErr{"partial write: field type conflict"}
+		}
+		return nil
+	}}
+	b, _, _ := startBridge(t, Config{FlushInterval: 5 * time.Millisecond, MaxBatchLines: 100}, sink, nil)
+	var rec recorder
+	for i, vals := range [][]float64{{1, 2}, {3, 666, 4}, {5}} {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), vals...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "3 outcomes", func() bool { return rec.len() == 3 })
+	o, _ := rec.get(1)
+	if o.Err != nil || len(o.Rejected) != 1 || o.Rejected[0].Index != 1 || o.Rejected[0].Code != CodeStorageRejected ||
+		!strings.Contains(o.Rejected[0].Message, "type conflict") {
+		t.Fatalf("outcome of the frame with the bad line = %+v", o)
+	}
+	for _, i := range []int{0, 2} {
+		if o, _ := rec.get(i); o.Err != nil || len(o.Rejected) != 0 {
+			t.Fatalf("frame %d outcome = %+v", i, o)
+		}
+	}
+	stored := sink.stored()
+	for _, v := range []string{"v=1 ", "v=2 ", "v=3 ", "v=4 ", "v=5 "} {
+		if !strings.Contains(stored, v) {
+			t.Errorf("good line %q not stored", v)
+		}
+	}
+}
+
+func TestBridgeOverloadedWhenQueueFull(t *testing.T) {
+	sink := &fakeSink{block: make(chan struct{})}
+	defer close(sink.block)
+	b, _, _ := startBridge(t, Config{QueueFrames: 1, MaxBatchLines: 1, FlushInterval: time.Millisecond}, sink, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var err error
+	for i := 0; i < 5 && err == nil; i++ {
+		_, err = b.Consume(ctx, frame("d1", nil, 1))
+	}
+	if !errors.Is(err, telemetry.ErrOverloaded) {
+		t.Fatalf("err = %v, want ErrOverloaded", err)
+	}
+}
+
+func TestBridgeDrainsOnShutdown(t *testing.T) {
+	sink := &fakeSink{}
+	b, cancel, stopped := startBridge(t, Config{FlushInterval: time.Hour}, sink, nil)
+	var rec recorder
+	for i := range 3 {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), float64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-stopped
+	if rec.len() != 3 || strings.Count(sink.stored(), "\n") != 3 {
+		t.Fatalf("after drain: %d outcomes, stored %q", rec.len(), sink.stored())
+	}
+	if _, err := b.Consume(context.Background(), frame("d1", nil, 1)); !errors.Is(err, telemetry.ErrClosed) {
+		t.Fatalf("Consume after shutdown = %v, want ErrClosed", err)
+	}
+}
+
+type publishRecorder struct {
+	mu sync.Mutex
+	rs []telemetry.Reading
+}
+
+func (p *publishRecorder) Publish(rs []telemetry.Reading) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rs = append(p.rs, rs...)
+}
+
+func TestBridgePublishesLiveBeforeTheWrite(t *testing.T) {
+	sink := &fakeSink{block: make(chan struct{})}
+	defer close(sink.block)
+	live := &publishRecorder{}
+	b, _, _ := startBridge(t, Config{}, sink, live)
+	f := frame("d1", nil, 7)
+	f.Readings = append(f.Readings, telemetry.Reading{Measurement: "bad name", Fields: f.Readings[0].Fields})
+	if _, err := b.Consume(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	if len(live.rs) != 1 || live.rs[0].Fields[0].Value.AsFloat() != 7 {
+		t.Fatalf("published %+v; want only the accepted reading, before any write", live.rs)
+	}
+}
+
+func BenchmarkConsume(b *testing.B) {
+	sink := &fakeSink{}
+	br := New(Config{QueueFrames: 1 << 20}, sink, nil, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	var buf bytes.Buffer
+	_ = buf
+	b.ReportAllocs()
+	go func() {
+		for range br.queue {
+		}
+	}()
+	for b.Loop() {
+		f := &telemetry.Frame{Device: "dev-1", Received: time.Now(), Readings: []telemetry.Reading{{
+			Measurement: "environment",
+			Tags:        []telemetry.Tag{tg("site", "plant-3")},
+			Fields: []telemetry.Field{
+				{Name: "temperature", Value: telemetry.Float(21.4)}, {Name: "humidity", Value: telemetry.Float(40.1)},
+				{Name: "door_open", Value: telemetry.Bool(false)}, {Name: "status", Value: telemetry.String("ok")},
+			},
+			Time: 1763820000123000000,
+		}}}
+		if _, err := br.Consume(ctx, f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// WebSocket close codes used on dashboard sockets.
+const (
+	closeGoingAway   = 1001
+	closePolicy      = 1008
+	closeTryLater    = 1013
+	maxSubscriptions = 64
+	maxFilterItems   = 1000
+)
+
+// Viewer is an authenticated dashboard user.
+type Viewer struct {
+	Name string
+	// Scope restricts every subscription to readings whose tags match all
+	// of these key/value pairs; nil means unrestricted.
+	Scope map[string]string
+}
+
+// ViewerAuthenticator checks a dashboard token. It returns an error for an
+// unknown or revoked token. Implementations must be safe for concurrent use
+// and must not do I/O per call.
+type ViewerAuthenticator interface {
+	AuthenticateViewer(ctx context.Context, token string) (Viewer, error)
+}
+
+// DashboardConfig tunes the /v1/live handler. The zero value of each field
+// means its default.
+type DashboardConfig struct {
+	// PingInterval between server pings; a socket silent for two intervals is closed (default 20s).
+	PingInterval time.Duration
+	// MaxPending bounds frames queued for one socket (default 256). A
+	// dashboard that falls further behind is closed with 1013 and should
+	// reconnect and re-subscribe (its snapshot then brings it up to date).
+	MaxPending int
+	// MaxMessageSize bounds a client message (default 64 KiB).
+	MaxMessageSize int
+	// CheckOrigin vets the Origin header of an upgrade; nil allows all.
+	CheckOrigin func(r *http.Request) bool
+	// Viewers authenticates dashboards; nil leaves /v1/live open.
+	Viewers ViewerAuthenticator
+}
+
+// Dashboards serves dashboard WebSockets: clients subscribe with filters and
+// receive snapshots and live readings from the Hub.
+type Dashboards struct {
+	cfg      DashboardConfig
+	hub      *Hub
+	log      *slog.Logger
+	upgrader *gws.Upgrader
+	conns    sync.Map // *dashConn → struct{}
+	count    atomic.Int64
+	closing  atomic.Bool
+}
+
+// NewDashboards returns the /v1/live handler; start its ping loop with Run.
+func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards {
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 20 * time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 256
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = 64 << 10
+	}
+	d := &Dashboards{cfg: cfg, hub: hub, log: log}
+	d.upgrader = gws.NewUpgrader(&dashEvents{d: d}, &gws.ServerOption{
+		ReadMaxPayloadSize: cfg.MaxMessageSize,
+		CheckUtf8Enabled:   true,
+		Recovery:           gws.Recovery,
+		Logger:             gwsLogger{log},
+	})
+	return d
+}
+
+// Connections is the number of open dashboard sockets.
+func (d *Dashboards) Connections() int { return int(d.count.Load()) }
+
+// BearerToken returns the token from "Authorization: Bearer …" or, for
+// clients that cannot set headers (browsers' WebSocket), "?token=".
+func BearerToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return r.URL.Query().Get("token")
+}
+
+func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d.closing.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if d.cfg.CheckOrigin != nil && !d.cfg.CheckOrigin(r) {
+		writeHTTPError(w, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
+		return
+	}
+	viewer := Viewer{Name: "anonymous"}
+	if d.cfg.Viewers != nil {
+		v, err := d.cfg.Viewers.AuthenticateViewer(r.Context(), BearerToken(r))
+		if err != nil {
+			writeHTTPError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required")
+			return
+		}
+		viewer = v
+	}
+	socket, err := d.upgrader.Upgrade(w, r)
+	if err != nil {
+		return // gws has answered the client
+	}
+	c := &dashConn{d: d, conn: socket, viewer: viewer}
+	socket.Session().Store(sessionKey, c)
+	go socket.ReadLoop()
+}
+
+// Run pings every socket each PingInterval until ctx is done, then closes
+// every socket with 1001 (going away).
+func (d *Dashboards) Run(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			d.conns.Range(func(k, _ any) bool {
+				k.(*dashConn).conn.WriteAsync(gws.OpcodePing, nil, nil)
+				return true
+			})
+		case <-ctx.Done():
+			d.closing.Store(true)
+			d.conns.Range(func(k, _ any) bool {
+				k.(*dashConn).close(closeGoingAway, "server shutting down")
+				return true
+			})
+			return nil
+		}
+	}
+}
+
+func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+const sessionKey = "c"
+
+// dashConn is one dashboard socket; it implements Client.
+type dashConn struct {
+	d       *Dashboards
+	conn    *gws.Conn
+	viewer  Viewer
+	pending atomic.Int64
+	closed  atomic.Bool
+	subs    atomic.Int32
+}
+
+// Send implements Client: it queues frame on the socket's write queue unless
+// MaxPending frames are already waiting, in which case the socket is closed
+// with 1013 (the documented slow-consumer policy).
+func (c *dashConn) Send(frame []byte) bool {
+	if c.closed.Load() {
+		return false
+	}
+	if c.pending.Add(1) > int64(c.d.cfg.MaxPending) {
+		c.pending.Add(-1)
+		c.close(closeTryLater, "too slow: reconnect and resubscribe")
+		return false
+	}
+	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) { c.pending.Add(-1) })
+	return true
+}
+
+func (c *dashConn) close(code uint16, reason string) {
+	if c.closed.Swap(true) {
+		return
+	}
+	// Never block the caller (the hub) on a stuck peer: the deadline frees
+	// a write that is blocked, and the close happens on its own goroutine.
+	go func() {
+		_ = c.conn.SetDeadline(time.Now().Add(2 * time.Second))
+		_ = c.conn.WriteClose(code, []byte(reason))
+	}()
+}
+
+func (c *dashConn) sendJSON(v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		c.Send(b)
+	}
+}
+
+type dashEvents struct {
+	gws.BuiltinEventHandler
+	d *Dashboards
+}
+
+func connOf(socket *gws.Conn) *dashConn {
+	v, _ := socket.Session().Load(sessionKey)
+	c, _ := v.(*dashConn)
+	return c
+}
+
+func (e *dashEvents) deadline() time.Time { return time.Now().Add(2 * e.d.cfg.PingInterval) }
+
+func (e *dashEvents) OnOpen(socket *gws.Conn) {
+	_ = socket.SetDeadline(e.deadline())
+	if c := connOf(socket); c != nil {
+		e.d.conns.Store(c, struct{}{})
+		e.d.count.Add(1)
+	}
+}
+
+func (e *dashEvents) OnClose(socket *gws.Conn, err error) {
+	c := connOf(socket)
+	if c == nil {
+		return
+	}
+	c.closed.Store(true)
+	if _, loaded := e.d.conns.LoadAndDelete(c); loaded {
+		e.d.count.Add(-1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e.d.hub.Detach(ctx, c)
+}
+
+func (e *dashEvents) OnPing(socket *gws.Conn, payload []byte) {
+	_ = socket.SetDeadline(e.deadline())
+	_ = socket.WritePong(payload)
+}
+
+func (e *dashEvents) OnPong(socket *gws.Conn, _ []byte) { _ = socket.SetDeadline(e.deadline()) }
+
+// clientMessage is what a dashboard sends.
+type clientMessage struct {
+	Op           string            `json:"op"`
+	ID           string            `json:"id"`
+	Devices      []string          `json:"devices"`
+	Measurements []string          `json:"measurements"`
+	Fields       []string          `json:"fields"`
+	Tags         map[string]string `json:"tags"`
+}
+
+type errorMessage struct {
+	Type  string    `json:"type"`
+	Sub   string    `json:"sub,omitempty"`
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
+	defer message.Close()
+	_ = socket.SetDeadline(e.deadline())
+	c := connOf(socket)
+	if c == nil {
+		return
+	}
+	var m clientMessage
+	if err := json.Unmarshal(message.Bytes(), &m); err != nil {
+		c.sendJSON(errorMessage{Type: "error", Error: errorBody{"invalid_request", "message is not valid JSON: " + err.Error()}})
+		return
+	}
+	if err := m.validate(); err != nil {
+		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: errorBody{"invalid_request", err.Error()}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch m.Op {
+	case "subscribe":
+		if c.subs.Add(1) > maxSubscriptions {
+			c.subs.Add(-1)
+			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: errorBody{"too_many_subscriptions", "at most 64 subscriptions per socket"}})
+			return
+		}
+		e.d.hub.Subscribe(ctx, c, m.ID, Filter{
+			Devices: m.Devices, Measurements: m.Measurements, Fields: m.Fields, Tags: m.Tags, Scope: c.viewer.Scope,
+		})
+	case "unsubscribe":
+		c.subs.Add(-1)
+		e.d.hub.Unsubscribe(ctx, c, m.ID)
+		c.sendJSON(map[string]string{"type": "unsubscribed", "sub": m.ID})
+	}
+}
+
+func (m *clientMessage) validate() error {
+	if m.Op != "subscribe" && m.Op != "unsubscribe" {
+		return errors.New(`op must be "subscribe" or "unsubscribe"`)
+	}
+	if m.ID == "" || len(m.ID) > 64 {
+		return errors.New("id must be 1 to 64 characters")
+	}
+	if len(m.Devices) > maxFilterItems || len(m.Measurements) > maxFilterItems || len(m.Fields) > maxFilterItems || len(m.Tags) > 32 {
+		return errors.New("filter too large")
+	}
+	return nil
+}
+
+// gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", v) }

@@ -1,0 +1,19 @@
+// Package bridge is the middle of the pipeline: it takes decoded frames from
+// the transports (it implements telemetry.Consumer), normalizes every reading,
+// publishes the accepted ones to the live Hub at once, and writes them to
+// durable storage in batches, acknowledging each frame only after its
+// readings are durable.
+//
+// Data flows one way: transports call Bridge.Consume; the Bridge calls its
+// Sink (storage) from the single writer goroutine started by Run and the Hub
+// through a non-blocking Publish. Acknowledgements travel back as the
+// frame's own Done callback, never as a call into the transport.
+//
+// Blocking: Consume blocks only while the bounded write queue is full, and no
+// longer than its ctx allows; Hub.Publish never blocks. A slow storage
+// therefore slows devices (back-pressure), never dashboards; a slow
+// dashboard never slows anything but itself.
+//
+// The dashboard side (the Hub and the /v1/live WebSocket handler) lives here
+// too, because it consumes the same normalized readings.
+package bridge

@@ -1,0 +1,497 @@
+package bridge
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// Client is one dashboard connection as the Hub sees it.
+type Client interface {
+	// Send queues one encoded frame for the client without blocking. The
+	// frame is shared with other clients and must not be modified. Send
+	// returns false when the client's bounded queue is full; the Hub then
+	// detaches the client, whose transport closes it (slow-consumer policy).
+	Send(frame []byte) bool
+}
+
+// Filter selects the readings a subscription receives. Empty lists and "*"
+// mean "all".
+type Filter struct {
+	Devices      []string
+	Measurements []string
+	// Fields limits which fields are sent; readings without any of them are skipped.
+	Fields []string
+	// Tags must all match the reading's tags.
+	Tags map[string]string
+	// Scope is set by the server, not the client: the label selectors a
+	// restricted viewer may see. It is enforced exactly like Tags.
+	Scope map[string]string
+}
+
+func all(list []string) bool { return len(list) == 0 || slices.Contains(list, "*") }
+
+func (f *Filter) matchSeries(r *telemetry.Reading) bool {
+	if !all(f.Devices) && !slices.Contains(f.Devices, string(r.Device)) {
+		return false
+	}
+	if !all(f.Measurements) && !slices.Contains(f.Measurements, r.Measurement) {
+		return false
+	}
+	return tagsMatch(r.Tags, f.Tags) && tagsMatch(r.Tags, f.Scope)
+}
+
+func (f *Filter) wantField(name string) bool { return all(f.Fields) || slices.Contains(f.Fields, name) }
+
+func (f *Filter) match(r *telemetry.Reading) bool {
+	if !f.matchSeries(r) {
+		return false
+	}
+	if all(f.Fields) {
+		return true
+	}
+	for _, fl := range r.Fields {
+		if slices.Contains(f.Fields, fl.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+func tagsMatch(tags []telemetry.Tag, want map[string]string) bool {
+	for k, v := range want {
+		found := false
+		for _, t := range tags {
+			if t.Key == k {
+				found = t.Value == v
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// key identifies the filter's shape for sharing encoded frames between
+// subscribers with the same subscription.
+func (f *Filter) key(id string) string {
+	b := append([]byte(id), 0)
+	for _, l := range [][]string{f.Devices, f.Measurements, f.Fields} {
+		for _, s := range l {
+			b = append(b, s...)
+			b = append(b, 1)
+		}
+		b = append(b, 0)
+	}
+	for _, m := range []map[string]string{f.Tags, f.Scope} {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			b = append(b, k...)
+			b = append(b, 1)
+			b = append(b, m[k]...)
+			b = append(b, 1)
+		}
+		b = append(b, 0)
+	}
+	return string(b)
+}
+
+// HubConfig tunes the Hub. The zero value of each field means its default.
+type HubConfig struct {
+	// InboxBatches bounds the published batches waiting for fan-out
+	// (default 16384). When full, Publish drops the batch for live
+	// delivery only (storage is unaffected) and counts it.
+	InboxBatches int
+	// MaxSeries bounds the last-value cache used for snapshots (default
+	// 100000); series beyond it are not remembered, and counted.
+	MaxSeries int
+}
+
+// HubStats are the Hub's counters.
+type HubStats struct {
+	Clients, Subscriptions, Series          int
+	Published, DroppedBatches, Deliveries   uint64
+	SlowClientsDropped, SeriesNotRemembered uint64
+}
+
+type subscription struct {
+	id     string
+	filter Filter
+	key    string
+}
+
+type clientState struct {
+	subs []*subscription
+}
+
+type hubOp struct {
+	client Client
+	sub    *subscription // subscribe when set
+	unsub  string        // unsubscribe id when sub is nil and unsub != ""
+	detach bool
+	stats  chan HubStats
+}
+
+type series struct {
+	reading telemetry.Reading // latest time; Fields hold the last value of every field seen
+}
+
+// Hub fans normalized readings out to dashboard clients and remembers the
+// last value of every series for subscription snapshots. All state is owned
+// by the goroutine running Run; other methods only send it messages.
+type Hub struct {
+	cfg   HubConfig
+	log   *slog.Logger
+	inbox chan []telemetry.Reading
+	ops   chan hubOp
+
+	published, dropped, deliveries, slowDropped, seriesNotRemembered atomic.Uint64
+}
+
+// NewHub returns a Hub; start it with Run.
+func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
+	if cfg.InboxBatches <= 0 {
+		cfg.InboxBatches = 16384
+	}
+	if cfg.MaxSeries <= 0 {
+		cfg.MaxSeries = 100000
+	}
+	return &Hub{
+		cfg:   cfg,
+		log:   log,
+		inbox: make(chan []telemetry.Reading, cfg.InboxBatches),
+		ops:   make(chan hubOp, 1024),
+	}
+}
+
+// Publish implements Publisher. It never blocks: when the fan-out is behind
+// by more than InboxBatches batches, the batch is not shown live (and is
+// counted); it is still stored.
+func (h *Hub) Publish(rs []telemetry.Reading) {
+	select {
+	case h.inbox <- rs:
+		h.published.Add(1)
+	default:
+		h.dropped.Add(1)
+	}
+}
+
+// Subscribe adds or replaces subscription id of client c. The Hub first sends
+// c a snapshot of the last value of every matching series, then live batches.
+func (h *Hub) Subscribe(ctx context.Context, c Client, id string, f Filter) {
+	h.op(ctx, hubOp{client: c, sub: &subscription{id: id, filter: f, key: f.key(id)}})
+}
+
+// Unsubscribe removes subscription id of client c.
+func (h *Hub) Unsubscribe(ctx context.Context, c Client, id string) {
+	h.op(ctx, hubOp{client: c, unsub: id})
+}
+
+// Detach forgets client c and all its subscriptions.
+func (h *Hub) Detach(ctx context.Context, c Client) {
+	h.op(ctx, hubOp{client: c, detach: true})
+}
+
+// Stats returns the Hub's counters (zero counts of state if the Hub is not running).
+func (h *Hub) Stats(ctx context.Context) HubStats {
+	ch := make(chan HubStats, 1)
+	h.op(ctx, hubOp{stats: ch})
+	select {
+	case s := <-ch:
+		return s
+	case <-ctx.Done():
+		return h.counters()
+	}
+}
+
+func (h *Hub) counters() HubStats {
+	return HubStats{
+		Published: h.published.Load(), DroppedBatches: h.dropped.Load(), Deliveries: h.deliveries.Load(),
+		SlowClientsDropped: h.slowDropped.Load(), SeriesNotRemembered: h.seriesNotRemembered.Load(),
+	}
+}
+
+func (h *Hub) op(ctx context.Context, o hubOp) {
+	select {
+	case h.ops <- o:
+	case <-ctx.Done():
+	}
+}
+
+// Run owns the Hub's state and does the fan-out until ctx is done.
+func (h *Hub) Run(ctx context.Context) error {
+	s := hubState{
+		hub:     h,
+		clients: make(map[Client]*clientState),
+		last:    make(map[string]*series),
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case o := <-h.ops:
+			s.apply(o)
+		case rs := <-h.inbox:
+			// Coalesce what is already waiting into one frame per
+			// subscription: under load this cuts per-frame costs without
+			// ever waiting for more.
+			batch := append(s.batch[:0], rs...)
+		drain:
+			for len(batch) < 1024 {
+				select {
+				case more := <-h.inbox:
+					batch = append(batch, more...)
+				default:
+					break drain
+				}
+			}
+			s.fanOut(batch)
+			clear(batch)
+			s.batch = batch[:0]
+		}
+	}
+}
+
+type hubState struct {
+	hub     *Hub
+	clients map[Client]*clientState
+	last    map[string]*series
+	batch   []telemetry.Reading
+	keyBuf  []byte
+	frames  map[string][]byte
+}
+
+func (s *hubState) apply(o hubOp) {
+	h := s.hub
+	switch {
+	case o.stats != nil:
+		st := h.counters()
+		st.Clients = len(s.clients)
+		for _, c := range s.clients {
+			st.Subscriptions += len(c.subs)
+		}
+		st.Series = len(s.last)
+		o.stats <- st
+	case o.detach:
+		delete(s.clients, o.client)
+	case o.sub != nil:
+		cs := s.clients[o.client]
+		if cs == nil {
+			cs = &clientState{}
+			s.clients[o.client] = cs
+		}
+		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
+		cs.subs = append(cs.subs, o.sub)
+		if !o.client.Send(s.snapshot(o.sub)) {
+			s.dropSlow(o.client)
+		}
+	case o.unsub != "":
+		if cs := s.clients[o.client]; cs != nil {
+			cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.unsub })
+		}
+	}
+}
+
+func (s *hubState) dropSlow(c Client) {
+	delete(s.clients, c)
+	s.hub.slowDropped.Add(1)
+}
+
+func (s *hubState) fanOut(rs []telemetry.Reading) {
+	for i := range rs {
+		s.remember(&rs[i])
+	}
+	if len(s.clients) == 0 {
+		return
+	}
+	if s.frames == nil {
+		s.frames = make(map[string][]byte)
+	}
+	clear(s.frames)
+	for c, cs := range s.clients {
+		for _, sub := range cs.subs {
+			frame, ok := s.frames[sub.key]
+			if !ok {
+				frame = encodeFrame(nil, "readings", sub, rs)
+				s.frames[sub.key] = frame
+			}
+			if frame == nil {
+				continue
+			}
+			if !c.Send(frame) {
+				s.dropSlow(c)
+				break
+			}
+			s.hub.deliveries.Add(1)
+		}
+	}
+}
+
+// remember updates the last-value cache with r.
+func (s *hubState) remember(r *telemetry.Reading) {
+	k := append(s.keyBuf[:0], r.Device...)
+	k = append(k, 0)
+	k = append(k, r.Measurement...)
+	for _, t := range r.Tags {
+		k = append(k, 0)
+		k = append(k, t.Key...)
+		k = append(k, 1)
+		k = append(k, t.Value...)
+	}
+	s.keyBuf = k
+	sr, ok := s.last[string(k)]
+	if !ok {
+		if len(s.last) >= s.hub.cfg.MaxSeries {
+			s.hub.seriesNotRemembered.Add(1)
+			return
+		}
+		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: r.Tags}}
+		s.last[string(k)] = sr
+	}
+	if r.Time >= sr.reading.Time {
+		sr.reading.Time = r.Time
+	}
+	for _, f := range r.Fields {
+		if i := slices.IndexFunc(sr.reading.Fields, func(x telemetry.Field) bool { return x.Name == f.Name }); i >= 0 {
+			if r.Time >= sr.reading.Time {
+				sr.reading.Fields[i] = f
+			}
+		} else {
+			sr.reading.Fields = append(sr.reading.Fields, f)
+		}
+	}
+}
+
+func (s *hubState) snapshot(sub *subscription) []byte {
+	var rs []telemetry.Reading
+	for _, sr := range s.last {
+		rs = append(rs, sr.reading)
+	}
+	slices.SortFunc(rs, func(a, b telemetry.Reading) int {
+		switch {
+		case a.Device != b.Device:
+			return cmpString(string(a.Device), string(b.Device))
+		case a.Measurement != b.Measurement:
+			return cmpString(a.Measurement, b.Measurement)
+		}
+		return 0
+	})
+	frame := encodeFrame(nil, "snapshot", sub, rs)
+	if frame == nil { // nothing matched: an empty snapshot still confirms the subscription
+		frame = append(frameHead(nil, "snapshot", sub.id), "]}"...)
+	}
+	return frame
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func frameHead(dst []byte, typ, id string) []byte {
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, typ...)
+	dst = append(dst, `","sub":`...)
+	dst = telemetry.AppendJSONString(dst, id)
+	return append(dst, `,"readings":[`...)
+}
+
+// encodeFrame encodes the readings of rs that sub matches as one frame, or
+// returns nil when none matches.
+func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Reading) []byte {
+	n := 0
+	for i := range rs {
+		r := &rs[i]
+		if !sub.filter.match(r) {
+			continue
+		}
+		if n == 0 {
+			dst = frameHead(dst, typ, sub.id)
+		} else {
+			dst = append(dst, ',')
+		}
+		dst = AppendReadingJSON(dst, r, &sub.filter)
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return append(dst, "]}"...)
+}
+
+// AppendReadingJSON appends the dashboard form of a reading:
+// {"device_id":…,"measurement":…,"ts":<ns>,"fields":{…},"tags":{…},"units":{…}}.
+// Only fields f wants are included (f may be nil); "tags" omits device_id and
+// "units" appears only when a field declared a unit.
+func AppendReadingJSON(dst []byte, r *telemetry.Reading, f *Filter) []byte {
+	dst = append(dst, `{"device_id":`...)
+	dst = telemetry.AppendJSONString(dst, string(r.Device))
+	dst = append(dst, `,"measurement":`...)
+	dst = telemetry.AppendJSONString(dst, r.Measurement)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, r.Time, 10)
+	dst = append(dst, `,"fields":{`...)
+	units := false
+	first := true
+	for _, fl := range r.Fields {
+		if f != nil && !f.wantField(fl.Name) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = telemetry.AppendJSONString(dst, fl.Name)
+		dst = append(dst, ':')
+		dst = fl.Value.AppendJSON(dst)
+		units = units || fl.Unit != ""
+	}
+	dst = append(dst, `},"tags":{`...)
+	first = true
+	for _, t := range r.Tags {
+		if t.Key == DeviceIDTag {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = telemetry.AppendJSONString(dst, t.Key)
+		dst = append(dst, ':')
+		dst = telemetry.AppendJSONString(dst, t.Value)
+	}
+	dst = append(dst, '}')
+	if units {
+		dst = append(dst, `,"units":{`...)
+		first = true
+		for _, fl := range r.Fields {
+			if fl.Unit == "" || (f != nil && !f.wantField(fl.Name)) {
+				continue
+			}
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = telemetry.AppendJSONString(dst, fl.Name)
+			dst = append(dst, ':')
+			dst = telemetry.AppendJSONString(dst, fl.Unit)
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}

@@ -1,0 +1,210 @@
+package bridge
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// Rejection codes the bridge reports for readings it refuses. They are part
+// of the device protocol: devices may switch on them.
+const (
+	CodeInvalidName     = "invalid_name"
+	CodeInvalidValue    = "invalid_value"
+	CodeInvalidTag      = "invalid_tag"
+	CodeFutureTimestamp = "timestamp_in_future"
+	CodeNoFields        = "no_fields"
+	CodeForbiddenDevice = "forbidden_device"
+	CodeStorageRejected = "storage_rejected"
+)
+
+// DeviceIDTag is the tag every stored reading carries: the authenticated device.
+const DeviceIDTag = "device_id"
+
+// Limits bound what one reading may contain. The zero value of a field
+// means its default.
+type Limits struct {
+	// MaxClockSkew is how far in the future a device time may be (default 5m).
+	MaxClockSkew time.Duration
+	// MaxTags per reading, payload tags and labels together (default 32).
+	MaxTags int
+	// MaxTagValueLen in bytes (default 256).
+	MaxTagValueLen int
+	// MaxNameLen for measurement, field and tag key names in bytes (default 128).
+	MaxNameLen int
+	// MaxStringLen for string field values in bytes (default 65535, InfluxDB's limit).
+	MaxStringLen int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxClockSkew <= 0 {
+		l.MaxClockSkew = 5 * time.Minute
+	}
+	if l.MaxTags <= 0 {
+		l.MaxTags = 32
+	}
+	if l.MaxTagValueLen <= 0 {
+		l.MaxTagValueLen = 256
+	}
+	if l.MaxNameLen <= 0 {
+		l.MaxNameLen = 128
+	}
+	if l.MaxStringLen <= 0 {
+		l.MaxStringLen = 65535
+	}
+	return l
+}
+
+// validName reports whether s may be used as a measurement, field or tag key.
+// The allow-list ([A-Za-z0-9_.:/-], not starting with '_', not "time") means
+// no device-supplied name can escape its place in line protocol, start a
+// comment line, or collide with InfluxDB's reserved names.
+func validName(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen || s[0] == '_' || s == "time" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '_', c == '.', c == ':', c == '/', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validTagValue accepts printable UTF-8 without a trailing backslash (which
+// line protocol cannot represent).
+func validTagValue(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen || !utf8.ValidString(s) || s[len(s)-1] == '\\' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// rejectError is a reading-level refusal with its protocol code.
+type rejectError struct {
+	code, msg string
+}
+
+func (e *rejectError) Error() string { return e.msg }
+
+func reject(code, format string, args ...any) *rejectError {
+	return &rejectError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// normalize validates r in place and completes it: the device (sender or an
+// authorized child), the receive time when the device gave none, and the
+// device_id tag plus labels, sorted by key as line protocol requires.
+// It returns nil or a *rejectError.
+func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, received time.Time) *rejectError {
+	l := &b.limits
+	if r.Device == "" || r.Device == sender {
+		r.Device = sender
+	} else if b.children == nil || !b.children.MayReportFor(sender, r.Device) {
+		return reject(CodeForbiddenDevice, "device %q is not assigned to gateway %q", r.Device, sender)
+	}
+	if !validName(r.Measurement, l.MaxNameLen) {
+		return reject(CodeInvalidName, "invalid measurement name %q", truncate(r.Measurement))
+	}
+	if len(r.Fields) == 0 {
+		return reject(CodeNoFields, "reading has no fields")
+	}
+	for i := range r.Fields {
+		f := &r.Fields[i]
+		if !validName(f.Name, l.MaxNameLen) {
+			return reject(CodeInvalidName, "invalid field name %q", truncate(f.Name))
+		}
+		switch f.Value.Kind() {
+		case telemetry.KindFloat:
+			if x := f.Value.AsFloat(); math.IsNaN(x) || math.IsInf(x, 0) {
+				return reject(CodeInvalidValue, "field %q: NaN and infinities cannot be stored", f.Name)
+			}
+		case telemetry.KindString:
+			if s := f.Value.AsString(); len(s) > l.MaxStringLen || !utf8.ValidString(s) {
+				return reject(CodeInvalidValue, "field %q: string longer than %d bytes or not UTF-8", f.Name, l.MaxStringLen)
+			}
+		case telemetry.KindInt, telemetry.KindBool:
+		default:
+			return reject(CodeInvalidValue, "field %q has no value", f.Name)
+		}
+		for j := range i {
+			if r.Fields[j].Name == f.Name {
+				return reject(CodeInvalidName, "field %q appears twice", f.Name)
+			}
+		}
+	}
+	switch {
+	case r.Time == 0:
+		r.Time = received.UnixNano()
+	case r.Time > received.Add(l.MaxClockSkew).UnixNano():
+		return reject(CodeFutureTimestamp, "timestamp %s is more than %s ahead of the server clock",
+			time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano), l.MaxClockSkew)
+	}
+	return b.normalizeTags(r)
+}
+
+func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {
+	l := &b.limits
+	var labels []telemetry.Tag
+	if b.labels != nil {
+		labels = b.labels.Labels(r.Device)
+	}
+	if n := len(r.Tags) + len(labels) + 1; n > l.MaxTags {
+		return reject(CodeInvalidTag, "%d tags exceed the limit of %d", n, l.MaxTags)
+	}
+	for _, t := range r.Tags {
+		if !validName(t.Key, l.MaxNameLen) || t.Key == DeviceIDTag {
+			return reject(CodeInvalidTag, "invalid tag key %q", truncate(t.Key))
+		}
+		if !validTagValue(t.Value, l.MaxTagValueLen) {
+			return reject(CodeInvalidTag, "tag %q: value empty, longer than %d bytes, or with control characters", t.Key, l.MaxTagValueLen)
+		}
+	}
+	tags := make([]telemetry.Tag, 0, len(r.Tags)+len(labels)+1)
+	tags = append(tags, r.Tags...)
+	// Registry labels win over payload tags of the same key: they are the
+	// operator's word, the payload is the device's.
+	for _, lb := range labels {
+		if i := slices.IndexFunc(tags, func(t telemetry.Tag) bool { return t.Key == lb.Key }); i >= 0 {
+			tags[i].Value = lb.Value
+		} else {
+			tags = append(tags, lb)
+		}
+	}
+	tags = append(tags, telemetry.Tag{Key: DeviceIDTag, Value: string(r.Device)})
+	slices.SortFunc(tags, func(a, b telemetry.Tag) int {
+		switch {
+		case a.Key < b.Key:
+			return -1
+		case a.Key > b.Key:
+			return 1
+		}
+		return 0
+	})
+	for i := 1; i < len(tags); i++ {
+		if tags[i].Key == tags[i-1].Key {
+			return reject(CodeInvalidTag, "tag %q appears twice", tags[i].Key)
+		}
+	}
+	r.Tags = tags
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything telemetryd reads from flags and the environment.
+// Every flag's default comes from its TELEMETRY_* variable, so the same
+// settings work from a shell, a unit file or docker-compose.
+type config struct {
+	HTTPAddr        string
+	AllowedOrigins  string
+	DataDir         string
+	DeviceTokens    string
+	LogFormat       string
+	LogLevel        string
+	ShutdownGrace   time.Duration
+	MQTTURL         string
+	MQTTTopic       string
+	MQTTClientID    string
+	MQTTUsername    string
+	MQTTPassword    string
+	MQTTConnections int
+	InfluxURL       string
+	InfluxToken     string
+	InfluxOrg       string
+	InfluxBucket    string
+	InfluxTimeout   time.Duration
+	InfluxGzip      bool
+	BatchLines      int
+	FlushInterval   time.Duration
+	QueueFrames     int
+	MaxClockSkew    time.Duration
+	MaxFrameBytes   int
+	MaxReadings     int
+}
+
+// envFlags registers flags whose defaults come from environment variables
+// and remembers each flag's variable for the help text.
+type envFlags struct {
+	fs     *flag.FlagSet
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+func (e *envFlags) getenv(k string) string {
+	v, _ := e.lookup(k)
+	return v
+}
+
+func (e *envFlags) usage(env, text string) string { return text + " (env " + env + ")" }
+
+func (e *envFlags) str(p *string, name, env, def, text string) {
+	if v := e.getenv(env); v != "" {
+		def = v
+	}
+	e.fs.StringVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) dur(p *time.Duration, name, env string, def time.Duration, text string) {
+	if v := e.getenv(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = d
+		}
+	}
+	e.fs.DurationVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) int(p *int, name, env string, def int, text string) {
+	if v := e.getenv(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = n
+		}
+	}
+	e.fs.IntVar(p, name, def, e.usage(env, text))
+}
+
+func (e *envFlags) bool(p *bool, name, env string, def bool, text string) {
+	if v := e.getenv(env); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+		} else {
+			def = b
+		}
+	}
+	e.fs.BoolVar(p, name, def, e.usage(env, text))
+}
+
+// parseConfig parses args with defaults from lookupEnv (os.LookupEnv in main).
+func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("telemetryd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: telemetryd [flags]\n\nIngests device telemetry over WebSocket and MQTT, stores it in InfluxDB\nand rebroadcasts it live to dashboards. Every flag defaults to its\nenvironment variable.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	e := &envFlags{fs: fs, lookup: lookupEnv}
+	e.str(&c.HTTPAddr, "http-addr", "TELEMETRY_HTTP_ADDR", ":8080", "HTTP listen address for /v1/ingest, /v1/live, /healthz, /readyz")
+	e.str(&c.AllowedOrigins, "allowed-origins", "TELEMETRY_ALLOWED_ORIGINS", "", "comma-separated Origins allowed to open WebSockets (besides same-origin and clients that send none); * allows all")
+	e.str(&c.DataDir, "data-dir", "TELEMETRY_DATA_DIR", "./data", "directory for local state")
+	e.str(&c.DeviceTokens, "device-tokens", "TELEMETRY_DEVICE_TOKENS", "", `file of "<device-id> <token>" lines authenticating WebSocket devices`)
+	e.str(&c.LogFormat, "log-format", "TELEMETRY_LOG_FORMAT", "json", "log format: json or text")
+	e.str(&c.LogLevel, "log-level", "TELEMETRY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	e.dur(&c.ShutdownGrace, "shutdown-grace", "TELEMETRY_SHUTDOWN_GRACE", 25*time.Second, "longest graceful shutdown after SIGTERM")
+	e.mqttURL(&c.MQTTURL)
+	e.str(&c.MQTTTopic, "mqtt-topic", "TELEMETRY_MQTT_TOPIC", "devices/+/telemetry", "MQTT topic to consume; '+' is the device id")
+	e.str(&c.MQTTClientID, "mqtt-client-id", "TELEMETRY_MQTT_CLIENT_ID", "telemetryd", "stable MQTT client id (keeps the persistent session)")
+	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
+	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
+	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
+	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
+	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
+	e.str(&c.InfluxBucket, "influx-bucket", "TELEMETRY_INFLUX_BUCKET", "telemetry/autogen", `InfluxDB bucket ("database/retention-policy" on 1.8)`)
+	e.dur(&c.InfluxTimeout, "influx-timeout", "TELEMETRY_INFLUX_TIMEOUT", 10*time.Second, "timeout of one InfluxDB request")
+	e.bool(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", true, "gzip write requests")
+	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
+	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 100*time.Millisecond, "longest a reading waits for its InfluxDB write")
+	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
+	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
+	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if len(e.errs) > 0 {
+		return c, e.errs[0]
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return c, nil
+}
+
+// mqttURL registers -mqtt-url. Its variable set to the empty string
+// disables MQTT, so "unset" and "empty" differ here.
+func (e *envFlags) mqttURL(p *string) {
+	def := "tcp://127.0.0.1:1883"
+	if v, ok := e.lookup("TELEMETRY_MQTT_URL"); ok {
+		def = v
+	}
+	e.fs.StringVar(p, "mqtt-url", def, e.usage("TELEMETRY_MQTT_URL", "MQTT broker URL; empty disables MQTT"))
+}

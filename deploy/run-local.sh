@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Starts the local stack for `make run`: InfluxDB 1.8.10, Mosquitto and
+# telemetryd, all on loopback, state under $TELEMETRY_DATA_DIR. Ctrl-C stops
+# everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+data=${TELEMETRY_DATA_DIR:-$root/data}
+influx_port=${INFLUX_PORT:-8086}
+mqtt_port=${MQTT_PORT:-1883}
+http_addr=${TELEMETRY_HTTP_ADDR:-127.0.0.1:8080}
+mkdir -p "$data/influxdb" "$data/mosquitto" "$data/logs"
+data=$(cd "$data" && pwd)
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$influx_port" "$mqtt_port" "${http_addr##*:}"; do
+  if port_busy "$p"; then echo "port $p is already in use; stop what uses it or set INFLUX_PORT / MQTT_PORT / TELEMETRY_HTTP_ADDR" >&2; exit 1; fi
+done
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping the local stack…"
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; wait "${pids[i]}" 2>/dev/null || true; done
+}
+trap cleanup INT TERM EXIT
+
+cat > "$data/influxdb/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:0"
+[meta]
+  dir = "$data/influxdb/meta"
+[data]
+  dir = "$data/influxdb/data"
+  wal-dir = "$data/influxdb/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx_port"
+  flux-enabled = true
+  log-enabled = false
+[logging]
+  level = "warn"
+[continuous_queries]
+  log-enabled = false
+CONF
+"$root/.tools/bin/influxd" run -config "$data/influxdb/influxdb.conf" > "$data/logs/influxd.log" 2>&1 &
+pids+=($!)
+
+{ cat deploy/mosquitto.conf
+  echo "persistence_location $data/mosquitto/"
+  echo "log_dest file $data/logs/mosquitto.log"
+  echo "listener $mqtt_port 127.0.0.1"
+  echo "allow_anonymous true"
+} > "$data/mosquitto/mosquitto.conf"
+mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+"$mosquitto" -c "$data/mosquitto/mosquitto.conf" > "$data/logs/mosquitto.stdout" 2>&1 &
+pids+=($!)
+
+for i in $(seq 1 120); do
+  if curl -fsS "http://127.0.0.1:$influx_port/ping" >/dev/null 2>&1; then break; fi
+  sleep 0.25
+done
+
+tokens=$data/device-tokens.txt
+if [ ! -f "$tokens" ]; then
+  tok=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  printf '# <device-id> <token>\ndemo-device-1 %s\n' "$tok" > "$tokens"
+  chmod 600 "$tokens"
+fi
+
+export TELEMETRY_DATA_DIR=$data
+export TELEMETRY_HTTP_ADDR=$http_addr
+export TELEMETRY_MQTT_URL=${TELEMETRY_MQTT_URL-tcp://127.0.0.1:$mqtt_port}
+export TELEMETRY_INFLUX_URL=${TELEMETRY_INFLUX_URL:-http://127.0.0.1:$influx_port}
+export TELEMETRY_DEVICE_TOKENS=${TELEMETRY_DEVICE_TOKENS:-$tokens}
+export TELEMETRY_LOG_FORMAT=${TELEMETRY_LOG_FORMAT:-text}
+"$root/bin/telemetryd" &
+pids+=($!)
+
+cat <<MSG
+
+  telemetryd   http://$http_addr   (devices: ws://$http_addr/v1/ingest, dashboards: ws://$http_addr/v1/live)
+  health       http://$http_addr/healthz   http://$http_addr/readyz
+  InfluxDB     http://127.0.0.1:$influx_port   (database "telemetry")
+  Mosquitto    tcp://127.0.0.1:$mqtt_port   (topic devices/<id>/telemetry)
+  device token $(awk '!/^#/ {print $1 " " $2; exit}' "$tokens")   (from $tokens)
+  logs         $data/logs/
+
+  Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}" || true

@@ -1,0 +1,17 @@
+// Package ingest holds the device transports: the WebSocket endpoint
+// (/v1/ingest, gws inside net/http) and the MQTT consumer (paho, QoS 1,
+// persistent session, manual acks). Each decodes device payloads with
+// ingest/payload and hands frames to a telemetry.Consumer (the bridge).
+//
+// Contract with the consumer: a transport acknowledges a device only from
+// the frame's Done callback, i.e. after the consumer reports the readings
+// durable — a WebSocket {"ack":seq} frame or an MQTT PUBACK, the latter in
+// receive order. Transports never call the consumer from a library callback
+// that must not block: the MQTT handler only enqueues (bounded, sized above
+// the broker's in-flight window); WebSocket frames are consumed on their own
+// connection's read loop, so back-pressure slows only that device.
+//
+// Identity: WebSocket devices authenticate at the upgrade through the
+// Authenticator declared here; MQTT devices are authenticated by the broker,
+// and the device id is taken from the topic.
+package ingest

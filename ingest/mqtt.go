@@ -1,0 +1,352 @@
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// DeviceChecker says whether a device id from a topic is a known, active
+// device. Implementations must answer from memory.
+type DeviceChecker interface {
+	Active(id telemetry.DeviceID) bool
+}
+
+// MQTTConfig configures the MQTT consumer. The zero value of each field
+// except URL means its default.
+type MQTTConfig struct {
+	URL string // tcp://host:1883, ssl://host:8883, ws://…
+	// Topic with one '+' standing for the device id (default "devices/+/telemetry").
+	Topic string
+	// ClientID must be stable so the broker keeps the session (default "telemetryd").
+	ClientID           string
+	Username, Password string
+	TLS                *tls.Config
+	// Connections > 1 consumes through that many clients in a shared
+	// subscription ($share/<ClientID>/<Topic>) for throughput; per-device
+	// order is then not preserved across clients.
+	Connections int
+	// Queue bounds messages received but not yet handed to the pipeline,
+	// per connection (default 65536). It must exceed the broker's
+	// max_inflight_messages: a message that finds it full is left unacked
+	// until the next reconnect, and counted.
+	Queue  int
+	Limits payload.Limits
+	// Devices, when set, drops (and acks, and counts) messages whose topic
+	// names an unknown or revoked device.
+	Devices DeviceChecker
+}
+
+func (c MQTTConfig) withDefaults() MQTTConfig {
+	if c.Topic == "" {
+		c.Topic = "devices/+/telemetry"
+	}
+	if c.ClientID == "" {
+		c.ClientID = "telemetryd"
+	}
+	if c.Connections <= 0 {
+		c.Connections = 1
+	}
+	if c.Queue <= 0 {
+		c.Queue = 65536
+	}
+	return c
+}
+
+// MQTTStats are the consumer's counters.
+type MQTTStats struct {
+	Connected                                          int
+	Messages, InvalidMessages, UnknownDevice, Overflow uint64
+	ReadingsAccepted, ReadingsRejected, Acked          uint64
+	Unacked                                            int64
+}
+
+// MQTT consumes device telemetry from a broker: QoS 1, persistent session,
+// manual acks sent in receive order once the pipeline reports the message
+// durable.
+type MQTT struct {
+	cfg       MQTTConfig
+	next      telemetry.Consumer
+	log       *slog.Logger
+	devicePos int // index of the '+' segment in the topic
+
+	mu         sync.Mutex
+	clients    []mqtt.Client
+	subscribed atomic.Int32 // clients connected with their subscription in place
+
+	messages, invalid, unknownDevice, overflow atomic.Uint64
+	readingsAccepted, readingsRejected, acked  atomic.Uint64
+	unacked                                    atomic.Int64
+}
+
+// NewMQTT returns a consumer; Run connects it.
+func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, error) {
+	cfg = cfg.withDefaults()
+	pos := -1
+	for i, seg := range strings.Split(cfg.Topic, "/") {
+		if seg == "+" {
+			if pos >= 0 {
+				return nil, fmt.Errorf("mqtt: topic %q: only one '+' (the device id) is allowed", cfg.Topic)
+			}
+			pos = i
+		}
+	}
+	if pos < 0 || strings.Contains(cfg.Topic, "#") {
+		return nil, fmt.Errorf("mqtt: topic %q must contain exactly one '+' for the device id and no '#'", cfg.Topic)
+	}
+	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos}, nil
+}
+
+// Stats returns the consumer's counters.
+func (m *MQTT) Stats() MQTTStats {
+	return MQTTStats{
+		Connected: m.connectedCount(), Messages: m.messages.Load(), InvalidMessages: m.invalid.Load(),
+		UnknownDevice: m.unknownDevice.Load(), Overflow: m.overflow.Load(),
+		ReadingsAccepted: m.readingsAccepted.Load(), ReadingsRejected: m.readingsRejected.Load(),
+		Acked: m.acked.Load(), Unacked: m.unacked.Load(),
+	}
+}
+
+func (m *MQTT) connectedCount() int { return int(m.subscribed.Load()) }
+
+// Connected reports whether every client is connected to the broker and
+// subscribed.
+func (m *MQTT) Connected() bool {
+	return m.connectedCount() == m.cfg.Connections
+}
+
+// Run connects (retrying until the broker answers), subscribes on every
+// (re)connect, and hands messages to the pipeline until ctx is done. It then
+// stops taking messages — those not yet handed over stay unacked and the
+// broker redelivers them — but keeps the connection so that acks still owed
+// can be sent; call Close after the pipeline has drained.
+func (m *MQTT) Run(ctx context.Context) error {
+	topic := m.cfg.Topic
+	if m.cfg.Connections > 1 {
+		topic = "$share/" + m.cfg.ClientID + "/" + topic
+	}
+	var wg sync.WaitGroup
+	for i := range m.cfg.Connections {
+		id := m.cfg.ClientID
+		if m.cfg.Connections > 1 {
+			id = fmt.Sprintf("%s-%d", id, i)
+		}
+		inbox := make(chan mqtt.Message, m.cfg.Queue)
+		c := mqtt.NewClient(m.clientOptions(id, topic, inbox))
+		m.mu.Lock()
+		m.clients = append(m.clients, c)
+		m.mu.Unlock()
+		c.Connect() // ConnectRetry: keeps trying in the background
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.work(ctx, inbox)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Close disconnects from the broker. Messages never acked are redelivered
+// to the next session with the same client id.
+func (m *MQTT) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.clients {
+		c.Disconnect(250)
+	}
+	m.clients = nil
+}
+
+func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions().
+		AddBroker(m.cfg.URL).
+		SetClientID(clientID).
+		SetCleanSession(false).
+		SetOrderMatters(true). // handler only enqueues; keeps receive order
+		SetAutoAckDisabled(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetPingTimeout(10 * time.Second).
+		SetWriteTimeout(5 * time.Second).
+		SetConnectTimeout(10 * time.Second)
+	if m.cfg.Username != "" {
+		o.SetUsername(m.cfg.Username)
+		o.SetPassword(m.cfg.Password)
+	}
+	if m.cfg.TLS != nil {
+		o.SetTLSConfig(m.cfg.TLS)
+	}
+	handler := func(_ mqtt.Client, msg mqtt.Message) {
+		select {
+		case inbox <- msg:
+		default:
+			// Unreachable while the queue exceeds the broker's in-flight
+			// window; if it happens the message stays unacked until reconnect.
+			m.overflow.Add(1)
+		}
+	}
+	// The persistent session's backlog arrives right after CONNACK, before
+	// any SUBSCRIBE: a default handler catches it so it is not left unacked.
+	o.SetDefaultPublishHandler(handler)
+	var subscribed atomic.Bool // this client's share of m.subscribed
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		t := c.Subscribe(topic, 1, handler)
+		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			m.log.Error("mqtt subscribe failed; reconnecting", "topic", topic, "error", t.Error())
+			go func() { c.Disconnect(0); c.Connect() }()
+			return
+		}
+		if !subscribed.Swap(true) {
+			m.subscribed.Add(1)
+		}
+		m.log.Info("mqtt connected and subscribed", "client_id", clientID, "topic", topic)
+	})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		if subscribed.Swap(false) {
+			m.subscribed.Add(-1)
+		}
+		m.log.Warn("mqtt connection lost; reconnecting", "client_id", clientID, "error", err)
+	})
+	return o
+}
+
+// work hands messages to the pipeline in receive order until ctx is done.
+func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message) {
+	dec := payload.NewDecoder(m.cfg.Limits)
+	acks := &ackSequencer{m: m}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-inbox:
+			m.handle(ctx, dec, acks, msg)
+		}
+	}
+}
+
+func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequencer, msg mqtt.Message) {
+	m.messages.Add(1)
+	ack := acks.add(msg)
+	drop := func() { ack(true) }
+	device, ok := m.deviceOf(msg.Topic())
+	if !ok || (m.cfg.Devices != nil && !m.cfg.Devices.Active(device)) {
+		m.unknownDevice.Add(1)
+		drop() // redelivery cannot help: acked, dropped, counted
+		return
+	}
+	received := time.Now()
+	pm, err := dec.Decode(msg.Payload(), received)
+	if err != nil {
+		m.invalid.Add(1)
+		m.log.Debug("invalid mqtt payload", "device", device, "error", err)
+		drop()
+		return
+	}
+	f := &telemetry.Frame{
+		Device:   device,
+		Readings: pm.Readings,
+		Invalid:  pm.Invalid,
+		Received: received,
+		// Stored, or refused for good: either way redelivery cannot help, so
+		// ack. Not stored (shutdown): no ack, the broker redelivers.
+		Done: func(o telemetry.Outcome) { ack(o.Err == nil) },
+	}
+	for {
+		rcpt, err := m.next.Consume(ctx, f)
+		if err == nil {
+			m.readingsAccepted.Add(uint64(rcpt.Accepted))
+			m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+			return
+		}
+		if errors.Is(err, telemetry.ErrOverloaded) && ctx.Err() == nil {
+			continue // the broker's in-flight window bounds what waits here
+		}
+		ack(false) // shutting down: left unacked, the broker redelivers
+		return
+	}
+}
+
+func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {
+	segs := strings.Split(topic, "/")
+	if m.devicePos >= len(segs) {
+		return "", false
+	}
+	id := segs[m.devicePos]
+	if !ValidDeviceID(id) {
+		return "", false
+	}
+	return telemetry.DeviceID(id), true
+}
+
+// ValidDeviceID reports whether s has the form of a device id: 1 to 128
+// characters of [A-Za-z0-9_.:-].
+func ValidDeviceID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ackSequencer releases PUBACKs in receive order (MQTT-4.6.0-2) even when
+// messages complete out of order (e.g. a rejected message completes at once
+// while an earlier one is still being written).
+type ackSequencer struct {
+	m       *MQTT
+	mu      sync.Mutex
+	pending []*pendingAck
+}
+
+type pendingAck struct {
+	msg       mqtt.Message
+	done, ack bool
+}
+
+// add registers msg in receive order and returns its completion: call it
+// once, with send false to release the slot without a PUBACK (the message
+// is then redelivered on the next session).
+func (s *ackSequencer) add(msg mqtt.Message) func(send bool) {
+	p := &pendingAck{msg: msg}
+	s.mu.Lock()
+	s.pending = append(s.pending, p)
+	s.mu.Unlock()
+	s.m.unacked.Add(1)
+	return func(send bool) {
+		s.mu.Lock()
+		p.done, p.ack = true, send
+		n := 0
+		for n < len(s.pending) && s.pending[n].done {
+			if s.pending[n].ack {
+				s.pending[n].msg.Ack()
+			}
+			n++
+		}
+		if n > 0 {
+			clear(s.pending[:n])
+			s.pending = s.pending[n:]
+		}
+		s.mu.Unlock()
+		s.m.unacked.Add(-int64(n))
+		s.m.acked.Add(uint64(n))
+	}
+}

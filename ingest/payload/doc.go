@@ -1,0 +1,76 @@
+// Package payload decodes device payloads — WebSocket text frames and MQTT
+// message bodies — into telemetry readings.
+//
+// # Contract
+//
+// Transports (the WebSocket and MQTT ingest servers) call Decoder.Decode once
+// per received payload and hand the resulting readings to the bridge, which
+// validates names and forwards them into the pipeline. Decoding only
+// interprets the wire format: it does not check measurement, field or tag
+// names against any charset or length rule.
+//
+// A Decoder is not safe for concurrent use: it owns a fastjson.Parser and
+// scratch buffers that every call reuses. Keep one per connection or
+// goroutine, or share them through a sync.Pool.
+//
+// The input buffer belongs to the caller and may be reused as soon as Decode
+// returns (gws recycles its read buffers). Decode therefore copies every
+// string it returns out of the input, and the returned Message — readings,
+// fields, tags, rejections — owns all of its memory: it stays valid after
+// later Decode calls on the same Decoder and may be handed to another
+// goroutine. Strings may be shared between messages (a Decoder interns
+// names and short string values), which is harmless because strings are
+// immutable.
+//
+// # Formats
+//
+// The format is detected per payload:
+//
+//   - Native, single reading: an object with a "metrics" key, e.g.
+//     {"seq":17,"ts":1763820000123,"measurement":"environment",
+//     "metrics":{"temperature":21.4,"door_open":false,"status":"ok"},
+//     "tags":{"site":"plant-3"},"device":"child-7"}.
+//   - Native, batch: an object with a "readings" array of such reading objects.
+//   - SenML JSON (RFC 8428): a top-level array of records, or an envelope
+//     object {"seq":19,"measurement":"m","senml":[...records...]} so that
+//     SenML frames can carry a sequence number to acknowledge.
+//
+// "seq", when present, must be a non-negative integer. Unknown keys are
+// ignored for forward compatibility. When a structural key (such as "ts" or
+// "metrics") repeats within one object, its first occurrence counts;
+// repeated metric names or tag keys within one reading reject that reading.
+//
+// # Errors
+//
+// Problems with the payload as a whole (malformed JSON, wrong top-level
+// type, no metrics/readings/senml key, bad "seq") make Decode return an
+// error wrapping ErrInvalidPayload; more readings than Limits.MaxReadings
+// gives ErrTooManyReadings. In both cases, when the payload was an object
+// whose "seq" could still be read — even from malformed JSON, by a
+// best-effort scan of its top-level keys — Message.Seq and Message.HasSeq are
+// set so the caller can name the rejected frame.
+//
+// Problems with a single reading (or SenML record) do not fail the frame:
+// its slot in Message.Readings is a zero Reading placeholder, and
+// Message.Invalid gets a telemetry.Rejection with the reading's index and one
+// of the Code* constants, so indexes stay aligned with the payload.
+//
+// # Values and times
+//
+// Native metrics: a JSON number is always a float field (21 and 21.5 must
+// not become an integer and a float field in InfluxDB); booleans and strings
+// keep their type; {"value":..,"type":"int"|"float"|"bool"|"string",
+// "unit":".."} gives an explicit type and unit. "ts" is a Unix epoch whose
+// unit follows from its magnitude (below 1e11 seconds, 1e14 milliseconds,
+// 1e17 microseconds, else nanoseconds; a fraction is allowed in any unit) or
+// an RFC 3339 string; 0 or absent leaves Reading.Time 0 ("no device time").
+// Numeric times are converted from their decimal text exactly, never through
+// float64.
+//
+// SenML: one reading with one field per record. The resolved name (bn+n) is
+// split at its last '/' into the child device id and the field name. A
+// resolved time below 2^28 seconds is relative to the receive time. A record
+// that carries only base fields (bn, bt, bu, bv, bs, bver) and no name or
+// value produces no reading: its slot is a placeholder and its index is
+// listed in Message.Skipped, not in Message.Invalid.
+package payload

@@ -1,0 +1,288 @@
+package payload
+
+import (
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fastjson"
+)
+
+// maxExponent caps the exponent we accumulate from a number literal: any
+// exponent this large already over- or underflows every conversion we do,
+// and capping keeps the arithmetic from overflowing on "1e999999999999".
+const maxExponent = 1 << 20
+
+// decimal is a JSON number literal split into its parts. Timestamps and
+// "int" fields are converted from it exactly: a float64 has 53 bits of
+// mantissa, not enough for a nanosecond Unix time (about 61 bits).
+//
+// Its value is ±D × 10^(exp−len(frac)), where D is the integer written with
+// the digits of intPart followed by those of frac.
+type decimal struct {
+	neg     bool
+	intPart []byte
+	frac    []byte
+	exp     int
+}
+
+// parseDecimal splits a number literal, enforcing the strict JSON grammar
+// (RFC 8259 §6). fastjson is lenient here — it passes "01", "1.", "+1",
+// "inf" and "nan" through — and those must not reach a field value.
+func parseDecimal(b []byte) (decimal, bool) {
+	var x decimal
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		x.neg = true
+		i++
+	}
+	start := i
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	default:
+		return x, false
+	}
+	x.intPart = b[start:i]
+	if i < len(b) && b[i] == '.' {
+		i++
+		fs := i
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+		if i == fs {
+			return x, false
+		}
+		x.frac = b[fs:i]
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		negExp := false
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			negExp = b[i] == '-'
+			i++
+		}
+		es := i
+		for i < len(b) && isDigit(b[i]) {
+			if x.exp < maxExponent {
+				x.exp = x.exp*10 + int(b[i]-'0')
+			}
+			i++
+		}
+		if i == es {
+			return x, false
+		}
+		if negExp {
+			x.exp = -x.exp
+		}
+	}
+	return x, i == len(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func (x decimal) ndigits() int { return len(x.intPart) + len(x.frac) }
+
+func (x decimal) digit(i int) byte {
+	if i < len(x.intPart) {
+		return x.intPart[i] - '0'
+	}
+	return x.frac[i-len(x.intPart)] - '0'
+}
+
+func (x decimal) isZero() bool {
+	for i := range x.ndigits() {
+		if x.digit(i) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// intDigits returns how many digits the integer part of |x| has, not
+// counting leading zeros (0 when |x| < 1). |x| < 10^k exactly when
+// intDigits() <= k, which is how timestamp units are told apart without
+// rounding.
+func (x decimal) intDigits() int {
+	n := x.ndigits()
+	lead := 0
+	for lead < n && x.digit(lead) == 0 {
+		lead++
+	}
+	if lead == n {
+		return 0
+	}
+	return max(len(x.intPart)+x.exp-lead, 0)
+}
+
+// scaled returns x × 10^shift truncated toward zero, whether that dropped
+// no nonzero digit (exact), and whether it fits in an int64 (ok).
+func (x decimal) scaled(shift int) (v int64, exact, ok bool) {
+	limit := uint64(math.MaxInt64)
+	if x.neg {
+		limit++ // -2^63 fits
+	}
+	// Digits at positions before point are integral after scaling.
+	point := len(x.intPart) + x.exp + shift
+	n := x.ndigits()
+	var acc uint64
+	exact = true
+	for i := range n {
+		d := uint64(x.digit(i))
+		if i >= point {
+			if d != 0 {
+				exact = false
+			}
+			continue
+		}
+		if acc > (limit-d)/10 {
+			return 0, false, false
+		}
+		acc = acc*10 + d
+	}
+	// Zeros implied by a point beyond the written digits. Zero stays zero
+	// however far the point moves, and anything else overflows within 19
+	// steps, so this loop is short even for a huge exponent.
+	for i := n; i < point && acc != 0; i++ {
+		if acc > limit/10 {
+			return 0, false, false
+		}
+		acc *= 10
+	}
+	if x.neg {
+		return int64(-acc), exact, true
+	}
+	return int64(acc), exact, true
+}
+
+// parseUintLiteral parses a plain non-negative integer literal ("0", "17"),
+// rejecting signs, leading zeros, fractions and exponents.
+func parseUintLiteral(b []byte) (uint64, bool) {
+	if len(b) == 0 || (b[0] == '0' && len(b) > 1) {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if !isDigit(c) {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// rawNumber returns the literal text of a number value. The slice is
+// scratch space, valid until the next call.
+func (d *Decoder) rawNumber(v *fastjson.Value) []byte {
+	d.num = v.MarshalTo(d.num[:0])
+	return d.num
+}
+
+// float decodes a number value as a finite float64. On failure it returns
+// a reason for the error message.
+func (d *Decoder) float(v *fastjson.Value) (float64, string) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, "want a number, got " + describe(v)
+	}
+	raw := d.rawNumber(v)
+	if _, ok := parseDecimal(raw); !ok {
+		return 0, "malformed number " + shorten(raw)
+	}
+	// string(raw) does not escape (strconv copies the text into its errors),
+	// so for short literals it is built on the stack.
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, "number " + shorten(raw) + " is out of the float64 range"
+	}
+	return f, ""
+}
+
+// int decodes a number value that must be integral and fit in an int64.
+func (d *Decoder) int(v *fastjson.Value) (int64, string) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, "want an integer, got " + describe(v)
+	}
+	raw := d.rawNumber(v)
+	x, ok := parseDecimal(raw)
+	if !ok {
+		return 0, "malformed number " + shorten(raw)
+	}
+	n, exact, ok := x.scaled(0)
+	switch {
+	case !ok:
+		return 0, "number " + shorten(raw) + " is out of the int64 range"
+	case !exact:
+		return 0, "number " + shorten(raw) + " is not an integer"
+	}
+	return n, ""
+}
+
+// seconds decodes a SenML time (seconds, possibly fractional or negative)
+// into nanoseconds, exactly; digits below a nanosecond are dropped.
+func (d *Decoder) seconds(v *fastjson.Value) (int64, string) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, "want a number of seconds, got " + describe(v)
+	}
+	raw := d.rawNumber(v)
+	x, ok := parseDecimal(raw)
+	if !ok {
+		return 0, "malformed number " + shorten(raw)
+	}
+	ns, _, ok := x.scaled(9)
+	if !ok {
+		return 0, "time " + shorten(raw) + " is out of range"
+	}
+	return ns, ""
+}
+
+// epochShift returns the power of ten that turns an epoch with the given
+// number of integer digits into nanoseconds: the unit is inferred from the
+// magnitude (< 1e11 seconds, < 1e14 ms, < 1e17 µs, else ns).
+func epochShift(intDigits int) int {
+	switch {
+	case intDigits <= 11:
+		return 9
+	case intDigits <= 14:
+		return 6
+	case intDigits <= 17:
+		return 3
+	}
+	return 0
+}
+
+// unixNanos converts t to Unix nanoseconds, failing for times before 1970
+// or beyond the int64 range (year 2262), where UnixNano is undefined.
+func unixNanos(t time.Time) (int64, bool) {
+	if t.Unix() < 0 {
+		return 0, false
+	}
+	ns := t.UnixNano()
+	return ns, time.Unix(0, ns).Equal(t)
+}
+
+// addNanos adds two nanosecond quantities, reporting overflow.
+func addNanos(a, b int64) (int64, bool) {
+	s := a + b
+	if (b > 0 && s < a) || (b < 0 && s > a) {
+		return 0, false
+	}
+	return s, true
+}
+
+// shorten quotes a literal for an error message, eliding the middle of a
+// long one so a hostile payload can't bloat the rejection.
+func shorten(b []byte) string {
+	const keep = 16
+	if len(b) <= 2*keep {
+		return strconv.Quote(string(b))
+	}
+	return strconv.Quote(string(b[:keep]) + "…" + string(b[len(b)-keep:]))
+}

@@ -1,0 +1,118 @@
+package payload
+
+import (
+	"math"
+	"testing"
+)
+
+func TestParseDecimalGrammar(t *testing.T) {
+	good := []string{"0", "-0", "1", "-1", "10", "1.5", "0.001", "1e5", "1E+5", "1e-5", "-1.25e-3", "123456789012345678901234567890"}
+	bad := []string{"", "-", "01", "-01", "+1", ".5", "1.", "1e", "1e+", "1.2.3", "--1", "inf", "NaN", "1x", "0x10", " 1"}
+	for _, s := range good {
+		if _, ok := parseDecimal([]byte(s)); !ok {
+			t.Errorf("parseDecimal(%q) rejected", s)
+		}
+	}
+	for _, s := range bad {
+		if _, ok := parseDecimal([]byte(s)); ok {
+			t.Errorf("parseDecimal(%q) accepted", s)
+		}
+	}
+}
+
+func TestDecimalScaled(t *testing.T) {
+	tests := []struct {
+		in        string
+		shift     int
+		want      int64
+		exact, ok bool
+	}{
+		{"0", 9, 0, true, true},
+		{"1", 9, 1e9, true, true},
+		{"1.5", 0, 1, false, true},
+		{"-1.5", 0, -1, false, true},
+		{"1.50", 1, 15, true, true},
+		{"1234e-2", 2, 1234, true, true},
+		{"0.000000001", 9, 1, true, true},
+		{"0.0000000015", 9, 1, false, true},
+		{"9223372036854775807", 0, math.MaxInt64, true, true},
+		{"9223372036854775808", 0, 0, false, false},
+		{"-9223372036854775808", 0, math.MinInt64, true, true},
+		{"-9223372036854775809", 0, 0, false, false},
+		{"9.223372036854775807e18", 0, math.MaxInt64, true, true},
+		{"1e19", 0, 0, false, false},
+		{"0e999999999999", 0, 0, true, true},
+		{"1e999999999999", 0, 0, false, false},
+		{"1e-999999999999", 9, 0, false, true},
+	}
+	for _, tt := range tests {
+		x, ok := parseDecimal([]byte(tt.in))
+		if !ok {
+			t.Fatalf("%s: parse failed", tt.in)
+		}
+		got, exact, ok := x.scaled(tt.shift)
+		if got != tt.want || exact != tt.exact || ok != tt.ok {
+			t.Errorf("%s scaled(%d) = %d, %v, %v; want %d, %v, %v", tt.in, tt.shift, got, exact, ok, tt.want, tt.exact, tt.ok)
+		}
+	}
+}
+
+func TestDecimalIntDigits(t *testing.T) {
+	tests := map[string]int{
+		"0": 0, "0.5": 0, "1": 1, "9.99": 1, "10": 2, "99999999999": 11, "100000000000": 12,
+		"1e11": 12, "99999999999.999": 11, "0.001e3": 1, "12345e-2": 3, "0.000e5": 0, "0.00012e5": 2, "1e-3": 0,
+	}
+	for in, want := range tests {
+		x, ok := parseDecimal([]byte(in))
+		if !ok {
+			t.Fatalf("%s: parse failed", in)
+		}
+		if got := x.intDigits(); got != want {
+			t.Errorf("intDigits(%s) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func TestParseUintLiteral(t *testing.T) {
+	for in, want := range map[string]uint64{"0": 0, "7": 7, "18446744073709551615": math.MaxUint64} {
+		if got, ok := parseUintLiteral([]byte(in)); !ok || got != want {
+			t.Errorf("parseUintLiteral(%s) = %d, %v", in, got, ok)
+		}
+	}
+	for _, in := range []string{"", "-1", "01", "1.0", "1e3", "18446744073709551616", "+1"} {
+		if _, ok := parseUintLiteral([]byte(in)); ok {
+			t.Errorf("parseUintLiteral(%s) accepted", in)
+		}
+	}
+}
+
+func TestScanSeq(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{`{"seq":5,`, 5, true},
+		{` { "seq" : 5 }`, 5, true},
+		{`{"a":"x\"y","b":[{"c":"]"}],"c":null,"seq":9,"d":`, 9, true},
+		{`{"a":tru,"seq":9,`, 9, true},
+		{`{"seq":5`, 0, false},
+		{`{"seq":"5",`, 0, false},
+		{`{"seq":-5,`, 0, false},
+		{`{"seq":5.0,`, 0, false},
+		{`{"a":"unterminated,"seq":5,`, 0, false},
+		{`{"a" "b","seq":5,`, 0, false},
+		{`{"a":[1,2,"seq":5,`, 0, false},
+		{`["seq",5]`, 0, false},
+		{`{"seq":1,"seq":2,x`, 1, true},
+		{``, 0, false},
+		{`{`, 0, false},
+		{`{"a":1`, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := scanSeq([]byte(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("scanSeq(%s) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

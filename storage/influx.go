@@ -1,0 +1,412 @@
+package storage
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+	"github.com/influxdata/influxdb-client-go/v2/api"
+	influxhttp "github.com/influxdata/influxdb-client-go/v2/api/http"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// DefaultTimeout is the per-request timeout used when Config.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// maxMessage bounds the server text kept in a WriteError (a proxy may answer
+// with a whole HTML page).
+const maxMessage = 1024
+
+// Config says which InfluxDB to write to.
+type Config struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:8086.
+	URL string
+	// Token is "user:password" (or "" without auth) on 1.8, an API token on 2.x.
+	// It is never logged.
+	Token string
+	// Org is "" on 1.8, the organization's name on 2.x.
+	Org string
+	// Bucket is "db/rp" (or "db") on 1.8, the bucket's name on 2.x.
+	Bucket string
+	// Timeout bounds each HTTP request, including reading the response.
+	// Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Gzip compresses write bodies.
+	Gzip bool
+	// TLS is used for https:// URLs (for example with a custom CA). Optional.
+	TLS *tls.Config
+}
+
+// Influx writes line protocol to one InfluxDB bucket. It is safe for
+// concurrent use.
+type Influx struct {
+	log     *slog.Logger
+	cfg     Config // cfg.Token is a secret: never log cfg
+	base    *url.URL
+	httpc   *http.Client
+	client  influxdb2.Client
+	writer  api.WriteAPIBlocking
+	closed  atomic.Bool
+	once    sync.Once
+	version atomic.Pointer[string]
+}
+
+// Open creates the client and checks the server once with /ping. When the
+// server is InfluxDB 1.x it creates the bucket's database (CREATE DATABASE
+// is idempotent). It does not retry: the caller decides whether to try again.
+//
+// A 1.x server is recognised by its X-Influxdb-Version header starting with
+// "1.". influxd 1.8 built with plain `go install` reports "unknown"; a
+// server whose version is neither 1.x nor 2.x or later is treated as 1.x
+// when Org is empty (2.x always needs an org).
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Bucket == "" {
+		return nil, errors.New("storage: open influxdb: bucket is empty")
+	}
+	base, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open influxdb: parse URL: %w", err)
+	}
+	if (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("storage: open influxdb: URL %q is not http(s)://host[:port]", base.Redacted())
+	}
+
+	// One http.Client for writes, pings and queries: it shares the connection
+	// pool, and its Timeout is exact (the client's SetHTTPRequestTimeout only
+	// takes whole seconds and is ignored once an http.Client is supplied).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.MaxIdleConns = 100
+	tr.MaxIdleConnsPerHost = 100
+	tr.TLSHandshakeTimeout = 5 * time.Second
+	if cfg.TLS != nil {
+		tr.TLSClientConfig = cfg.TLS.Clone()
+	}
+	httpc := &http.Client{Timeout: cfg.Timeout, Transport: tr}
+
+	opts := influxdb2.DefaultOptions().
+		SetUseGZip(cfg.Gzip).
+		SetPrecision(time.Nanosecond).
+		SetHTTPClient(httpc).
+		SetApplicationName("telemetryd")
+	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
+
+	s := &Influx{
+		log:    log,
+		cfg:    cfg,
+		base:   base,
+		httpc:  httpc,
+		client: client,
+		writer: client.WriteAPIBlocking(cfg.Org, cfg.Bucket),
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
+	}
+	version := s.Version()
+	if isV1(version, cfg.Org) {
+		db, _, _ := strings.Cut(cfg.Bucket, "/")
+		if err := s.createDatabase(ctx, db); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
+		}
+	}
+	log.Info("influxdb connected", "url", base.Redacted(), "version", version,
+		"org", cfg.Org, "bucket", cfg.Bucket, "gzip", cfg.Gzip, "timeout", cfg.Timeout)
+	return s, nil
+}
+
+// isV1 reports whether a server reporting version speaks InfluxDB 1.x.
+func isV1(version, org string) bool {
+	v := strings.TrimPrefix(version, "v")
+	if strings.HasPrefix(v, "1.") {
+		return true
+	}
+	if i := strings.IndexByte(v, '.'); i > 0 {
+		major := v[:i]
+		if strings.Trim(major, "0123456789") == "" {
+			return false // 2.x, 3.x, ...
+		}
+	}
+	return org == ""
+}
+
+// Write sends one batch of newline-separated line protocol (nanosecond
+// timestamps) in one HTTP request. The error, if any, is a *WriteError.
+func (s *Influx) Write(ctx context.Context, lines []byte) error {
+	if s.closed.Load() {
+		return &WriteError{Message: "storage is closed", err: telemetry.ErrClosed}
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	err := s.writer.WriteRecord(ctx, string(lines))
+	if err == nil {
+		return nil
+	}
+	return newWriteError(ctx, err)
+}
+
+// newWriteError classifies an error returned by WriteAPIBlocking.
+func newWriteError(ctx context.Context, err error) *WriteError {
+	var he *influxhttp.Error
+	if !errors.As(err, &he) {
+		return &WriteError{err: withContext(ctx, err)}
+	}
+	if he.StatusCode == 0 {
+		cause := he.Err
+		if cause == nil {
+			cause = errors.New(he.Error())
+		}
+		return &WriteError{err: withContext(ctx, cause)}
+	}
+	we := &WriteError{
+		Status:     he.StatusCode,
+		RetryAfter: parseRetryAfter(he.Header.Get("Retry-After"), time.Now()),
+		Message:    serverMessage(he),
+	}
+	if we.RetryAfter == 0 && he.RetryAfter > 0 {
+		we.RetryAfter = time.Duration(he.RetryAfter) * time.Second
+	}
+	return we
+}
+
+// withContext makes sure a failure caused by ctx matches ctx.Err() with
+// errors.Is (the HTTP client normally wraps it already).
+func withContext(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return errors.Join(err, cerr)
+	}
+	return err
+}
+
+// serverMessage extracts the server's error text: the X-Influxdb-Error
+// header (1.x; the client ignores it when the status is 429 or 503), the
+// JSON "message" (2.x), or the plain-text body.
+func serverMessage(he *influxhttp.Error) string {
+	var msg string
+	if he.Header != nil {
+		msg = he.Header.Get("X-Influxdb-Error")
+	}
+	if msg == "" {
+		msg = he.Message
+	}
+	if msg == "" && he.Err != nil {
+		msg = he.Err.Error()
+	}
+	if msg == "" {
+		msg = http.StatusText(he.StatusCode)
+	}
+	msg = strings.TrimSpace(msg)
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage] + "…"
+	}
+	return msg
+}
+
+// parseRetryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		const maxSecs = uint64(24 * time.Hour / time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d.Round(time.Second)
+		}
+	}
+	return 0
+}
+
+// Ping reports whether InfluxDB answers /ping. On success it records the
+// server's version (see Version).
+func (s *Influx) Ping(ctx context.Context) error {
+	u := s.base.JoinPath("ping")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("influxdb ping: %w", err)
+	}
+	if s.cfg.Token != "" {
+		// "Token user:password" is accepted by 1.8 as well as 2.x.
+		req.Header.Set("Authorization", "Token "+s.cfg.Token)
+	}
+	req.Header.Set("User-Agent", "telemetryd")
+	resp, err := s.httpc.Do(req)
+	if err != nil {
+		return fmt.Errorf("influxdb ping: %w", withContext(ctx, err))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		msg := resp.Header.Get("X-Influxdb-Error")
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return fmt.Errorf("influxdb ping: status %d: %s", resp.StatusCode, msg)
+	}
+	v := resp.Header.Get("X-Influxdb-Version")
+	s.version.Store(&v)
+	return nil
+}
+
+// Version is the server version from the last successful ping, for example
+// "1.8.10" (or "unknown" for an influxd built without version information).
+func (s *Influx) Version() string {
+	if v := s.version.Load(); v != nil {
+		return *v
+	}
+	return ""
+}
+
+// Close releases idle connections. Writes after Close fail with an error
+// matching telemetry.ErrClosed. Close is idempotent.
+func (s *Influx) Close() {
+	s.once.Do(func() {
+		s.closed.Store(true)
+		s.client.Close()
+		s.httpc.CloseIdleConnections()
+	})
+}
+
+// createDatabase runs CREATE DATABASE on a 1.x server.
+func (s *Influx) createDatabase(ctx context.Context, db string) error {
+	if db == "" {
+		return errors.New("create database: bucket names no database")
+	}
+	form := url.Values{"q": {"CREATE DATABASE " + quoteIdent(db)}}
+	u := s.base.JoinPath("query")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", "telemetryd")
+	if s.cfg.Token != "" {
+		if user, pass, ok := strings.Cut(s.cfg.Token, ":"); ok {
+			req.SetBasicAuth(user, pass)
+		} else {
+			req.Header.Set("Authorization", "Token "+s.cfg.Token)
+		}
+	}
+	resp, err := s.httpc.Do(req)
+	if err != nil {
+		return fmt.Errorf("create database: %w", withContext(ctx, err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("create database: read response: %w", withContext(ctx, err))
+	}
+	var out struct {
+		Error   string `json:"error"`
+		Results []struct {
+			Error string `json:"error"`
+		} `json:"results"`
+	}
+	_ = json.Unmarshal(body, &out) // the status code decides when the body is not JSON
+	msg := out.Error
+	for _, r := range out.Results {
+		if msg == "" {
+			msg = r.Error
+		}
+	}
+	if msg == "" {
+		msg = resp.Header.Get("X-Influxdb-Error")
+	}
+	switch {
+	case resp.StatusCode == http.StatusForbidden:
+		// The user may write but not administer; the database may exist.
+		s.log.Warn("influxdb: not allowed to create the database; assuming it exists",
+			"database", db, "error", msg)
+		return nil
+	case resp.StatusCode < 200 || resp.StatusCode >= 300:
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return fmt.Errorf("create database %q: status %d: %s", db, resp.StatusCode, msg)
+	case msg != "":
+		return fmt.Errorf("create database %q: %s", db, msg)
+	}
+	return nil
+}
+
+// quoteIdent quotes an InfluxQL identifier the way influxql.QuoteIdent does.
+func quoteIdent(s string) string {
+	return `"` + strings.NewReplacer("\n", `\n`, `\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// WriteError is the error returned by Write.
+type WriteError struct {
+	// Status is the HTTP status code, 0 for a network error or timeout.
+	Status int
+	// RetryAfter is the server's Retry-After (429, 503), 0 when absent.
+	RetryAfter time.Duration
+	// Message is the server's error text ("" for network errors).
+	Message string
+
+	err error // cause for Status 0 (network, timeout, context)
+}
+
+// permanent reports whether resending the same batch will fail again:
+// a 4xx status other than 408 and 429.
+func (e *WriteError) permanent() bool {
+	return e.Status >= 400 && e.Status < 500 &&
+		e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
+}
+
+func (e *WriteError) Error() string {
+	var b strings.Builder
+	b.WriteString("influxdb write: ")
+	switch {
+	case e.Status != 0:
+		fmt.Fprintf(&b, "status %d", e.Status)
+		if e.Message != "" {
+			b.WriteString(": ")
+			b.WriteString(e.Message)
+		}
+	case e.err != nil:
+		b.WriteString(e.err.Error())
+	default:
+		b.WriteString(e.Message)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause and, for permanent failures, telemetry.ErrPermanent.
+func (e *WriteError) Unwrap() []error {
+	var errs []error
+	if e.err != nil {
+		errs = append(errs, e.err)
+	}
+	if e.permanent() {
+		errs = append(errs, telemetry.ErrPermanent)
+	}
+	return errs
+}

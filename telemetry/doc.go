@@ -1,0 +1,12 @@
+// Package telemetry defines the values that flow through telemetryd: the
+// readings a device reports, the frame that carries them from a transport
+// into the pipeline together with its acknowledgement callback, and the
+// Consumer interface every pipeline stage accepts frames through.
+//
+// It is the leaf of the import graph: it imports only the standard library,
+// so every other package can share its vocabulary (including the error
+// sentinels used to classify failures) without importing each other.
+//
+// Values are plain data. A Reading handed to a Consumer belongs to the
+// Consumer from then on; the caller must not modify it afterwards.
+package telemetry
