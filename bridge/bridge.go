@@ -175,8 +175,12 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 	var rcpt telemetry.Receipt
 	var index []int32
 	accepted := f.Readings[:0:0]
-	next := 0 // cursor into invalid
+	next, skip := 0, 0 // cursors into invalid and f.Skipped
 	for i := range f.Readings {
+		if skip < len(f.Skipped) && f.Skipped[skip] == i {
+			skip++
+			continue
+		}
 		if next < len(invalid) && invalid[next].Index == i {
 			rcpt.Rejected = append(rcpt.Rejected, invalid[next])
 			next++

@@ -340,3 +340,15 @@ func BenchmarkConsume(b *testing.B) {
 		}
 	}
 }
+
+func TestBridgeIgnoresSkippedSlots(t *testing.T) {
+	b := testBridge(Config{})
+	f := frame("d1", nil, 1)
+	f.Readings = append([]telemetry.Reading{{}}, f.Readings...) // slot 0: a SenML base-only record
+	f.Skipped = []int{0}
+	go func() { <-b.queue }()
+	rcpt, err := b.Consume(context.Background(), f)
+	if err != nil || rcpt.Accepted != 1 || len(rcpt.Rejected) != 0 {
+		t.Fatalf("receipt = %+v, %v", rcpt, err)
+	}
+}

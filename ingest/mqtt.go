@@ -261,6 +261,7 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		Device:   device,
 		Readings: pm.Readings,
 		Invalid:  pm.Invalid,
+		Skipped:  pm.Skipped,
 		Received: received,
 		// Stored, or refused for good: either way redelivery cannot help, so
 		// ack. Not stored (shutdown): no ack, the broker redelivers.

@@ -333,6 +333,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		Device:   c.id,
 		Readings: msg.Readings,
 		Invalid:  msg.Invalid,
+		Skipped:  msg.Skipped,
 		Received: received,
 	}
 	if seq != nil {

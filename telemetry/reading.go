@@ -61,6 +61,9 @@ type Frame struct {
 	// Invalid lists readings the decoder already rejected, sorted by Index;
 	// their slots in Readings are zero placeholders that consumers skip.
 	Invalid []Rejection
+	// Skipped lists slots (sorted) that carry no reading at all, such as
+	// SenML records that only set base values; consumers ignore them.
+	Skipped []int
 	// Received is when the transport read the frame.
 	Received time.Time
 	// Done, when not nil, is called exactly once if Consume returned nil:

@@ -57,20 +57,30 @@
 //
 // # Values and times
 //
-// Native metrics: a JSON number is always a float field (21 and 21.5 must
-// not become an integer and a float field in InfluxDB); booleans and strings
-// keep their type; {"value":..,"type":"int"|"float"|"bool"|"string",
-// "unit":".."} gives an explicit type and unit. "ts" is a Unix epoch whose
-// unit follows from its magnitude (below 1e11 seconds, 1e14 milliseconds,
-// 1e17 microseconds, else nanoseconds; a fraction is allowed in any unit) or
-// an RFC 3339 string; 0 or absent leaves Reading.Time 0 ("no device time").
-// Numeric times are converted from their decimal text exactly, never through
-// float64.
+// Native readings: "measurement" defaults to "telemetry" when absent or
+// empty; "device" names a gateway's child device ("" is the sender itself);
+// "tags" is an object of strings (null means none). A metric that is a JSON
+// number is always a float field, however it is spelled (21 and 21.5 must
+// not become an integer and a float field in InfluxDB); booleans and
+// strings keep their type; {"value":..,"type":"int"|"float"|"bool"|"string",
+// "unit":".."} gives an explicit type and unit. Number literals must follow
+// the strict JSON grammar (fastjson lets NaN, inf, 01 or 1. through).
+//
+// "ts" is a Unix epoch whose unit follows from its magnitude (below 1e11
+// seconds, 1e14 milliseconds, 1e17 microseconds, else nanoseconds; a
+// fraction is allowed in any unit) or an RFC 3339 string; 0 or absent leaves
+// Reading.Time 0 ("no device time"). Numeric times are converted from their
+// decimal text exactly, never through float64; digits below a nanosecond
+// are dropped.
 //
 // SenML: one reading with one field per record. The resolved name (bn+n) is
 // split at its last '/' into the child device id and the field name. A
 // resolved time below 2^28 seconds is relative to the receive time. A record
 // that carries only base fields (bn, bt, bu, bv, bs, bver) and no name or
 // value produces no reading: its slot is a placeholder and its index is
-// listed in Message.Skipped, not in Message.Invalid.
+// listed in Message.Skipped, not in Message.Invalid. A malformed base field
+// rejects every later record that relies on it until it is redefined, rather
+// than letting them resolve against an older base (and so, perhaps, the
+// wrong device). A label ending in '_' that is not understood rejects the
+// whole pack, as RFC 8428 §4.4 requires.
 package payload
