@@ -410,3 +410,7 @@ func (e *WriteError) Unwrap() []error {
 	}
 	return errs
 }
+
+// RetryAfterDelay is the server's Retry-After, for retry loops that honour
+// it without knowing this type.
+func (e *WriteError) RetryAfterDelay() time.Duration { return e.RetryAfter }
