@@ -1,5 +1,27 @@
-// Package devices is the source of device identity: it answers "which
-// device does this credential belong to" for the transports, and "may this
-// gateway report for that device" and "which labels does it carry" for the
-// bridge — always from memory, never a query per frame.
+// Package devices is the source of identity: the device registry. It
+// answers "which device does this credential belong to" for the transports,
+// "may this gateway report for that device" and "which labels does it carry"
+// for the bridge, and "who is this dashboard viewer" for the live side —
+// always from memory, never a query per frame.
+//
+// Ownership: a Registry owns a Store (SQLite by default, see OpenSQLite)
+// and an in-memory copy of everything the hot path needs. Every change is
+// written to the Store first, in one transaction, and applied to memory
+// second, so memory never shows what is not persisted. Mutations are
+// serialized; reads (AuthenticateDevice, Active, MayReportFor, Labels,
+// AuthenticateViewer) take a read lock and never block on I/O.
+//
+// Credentials: tokens are 32 random bytes (crypto/rand), base64url, with a
+// recognisable prefix ("tdv_" devices, "tvw_" viewers). A token is returned
+// exactly once, by the call that creates it; only its SHA-256 is kept
+// (looked up by hash, compared in constant time), plus — computed while the
+// plaintext is known — a Mosquitto PBKDF2 hash, so that the broker's password
+// file can be written later without the token. Rotation keeps the previous
+// token valid for a grace period; revocation and deletion take effect at
+// once and are announced to subscribers (OnRevoke), which close open
+// sockets. Tokens are never logged.
+//
+// The admin HTTP API (NewAdminAPI) exposes the registry under /api/v1,
+// guarded by the operator token. WriteMosquittoFiles renders the broker's
+// password and ACL files from the registry.
 package devices
