@@ -1,0 +1,334 @@
+package simulator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Credential is one provisioned device or gateway as the credentials file
+// keeps it. Slot is the simulator's stable name for the position in the
+// fleet (e.g. "sim-dev-00001"); ID and Token are what the service issued.
+type Credential struct {
+	Slot    string `json:"slot"`
+	ID      string `json:"id"`
+	Token   string `json:"token"`
+	Kind    string `json:"kind"`              // "device" or "gateway"
+	Gateway string `json:"gateway,omitempty"` // the gateway's id, for a child
+}
+
+// CredentialsFile is the JSON document behind -creds. It holds secrets:
+// it is written with mode 0600.
+type CredentialsFile struct {
+	Version int          `json:"version"`
+	Service string       `json:"service,omitempty"`
+	Devices []Credential `json:"devices"`
+}
+
+// slot is one position of the fleet layout.
+type slot struct {
+	name    string
+	kind    string
+	gateway string // the gateway slot of a child
+}
+
+// layout names every slot a run needs: direct devices, gateways, and each
+// gateway's children, in that order. Without a credentials file the run id
+// goes into the names, so fresh fleets never look like earlier ones.
+func layout(cfg *Config, runID string) (direct, gateways []slot, children [][]slot) {
+	prefix := cfg.Fleet
+	if cfg.CredsFile == "" {
+		prefix += "-" + runID
+	}
+	n := cfg.Devices
+	if cfg.Transport == TransportGateway {
+		n = 0
+	}
+	for i := range n {
+		direct = append(direct, slot{name: fmt.Sprintf("%s-dev-%05d", prefix, i+1), kind: "device"})
+	}
+	for g := range cfg.Gateways {
+		gw := slot{name: fmt.Sprintf("%s-gw-%04d", prefix, g+1), kind: "gateway"}
+		gateways = append(gateways, gw)
+		var kids []slot
+		for c := range cfg.ChildrenPerGateway {
+			kids = append(kids, slot{name: fmt.Sprintf("%s-c%03d", gw.name, c+1), kind: "device", gateway: gw.name})
+		}
+		children = append(children, kids)
+	}
+	return direct, gateways, children
+}
+
+// LoadCredentials reads a credentials file; a missing file is empty.
+func LoadCredentials(path string) (*CredentialsFile, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &CredentialsFile{Version: 1}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("credentials: %w", err)
+	}
+	var f CredentialsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("credentials %s: %w", path, err)
+	}
+	if f.Version != 1 {
+		return nil, fmt.Errorf("credentials %s: version %d, want 1", path, f.Version)
+	}
+	return &f, nil
+}
+
+// SaveCredentials writes f atomically with mode 0600.
+func SaveCredentials(path string, f *CredentialsFile) error {
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("credentials: %w", err)
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".creds-*")
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("credentials: %w", err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("credentials: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	return nil
+}
+
+// adminClient calls the service's admin API.
+type adminClient struct {
+	base, token string
+	http        *http.Client
+}
+
+// apiError is the admin API's {"error":{"code","message"}}.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("admin API: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+func (a *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		_ = json.Unmarshal(b, &e)
+		if e.Error.Code == "" {
+			e.Error.Message = string(bytes.TrimSpace(b[:min(len(b), 200)]))
+		}
+		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("admin API: %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+type createDeviceReq struct {
+	Name    string            `json:"name"`
+	Kind    string            `json:"kind"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Gateway string            `json:"gateway,omitempty"`
+}
+
+type createDeviceResp struct {
+	Device struct {
+		ID string `json:"id"`
+	} `json:"device"`
+	Token string `json:"token"`
+}
+
+func (a *adminClient) createDevice(ctx context.Context, req createDeviceReq) (id, token string, err error) {
+	var resp createDeviceResp
+	if err := a.do(ctx, http.MethodPost, "/api/v1/devices", req, &resp); err != nil {
+		return "", "", err
+	}
+	if resp.Device.ID == "" || resp.Token == "" {
+		return "", "", errors.New("admin API: created device without id or token")
+	}
+	return resp.Device.ID, resp.Token, nil
+}
+
+// provision returns a credential for every slot of the run: from the
+// credentials file when it has one (a child only if it still belongs to
+// the same gateway), otherwise created through the admin API — gateways
+// before their children. The file is rewritten whenever something was
+// created, even if provisioning fails part-way, so nothing issued is lost.
+func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger) (map[string]Credential, error) {
+	file := &CredentialsFile{Version: 1}
+	if cfg.CredsFile != "" {
+		f, err := LoadCredentials(cfg.CredsFile)
+		if err != nil {
+			return nil, err
+		}
+		file = f
+	}
+	have := make(map[string]Credential, len(file.Devices))
+	for _, c := range file.Devices {
+		have[c.Slot] = c
+	}
+	direct, gateways, children := layout(cfg, runID)
+	var missing []slot
+	for _, s := range append(append([]slot(nil), direct...), gateways...) {
+		if c, ok := have[s.name]; !ok || c.Kind != s.kind {
+			missing = append(missing, s)
+		}
+	}
+	api := &adminClient{base: cfg.ServiceURL, token: cfg.AdminToken, http: &http.Client{Timeout: 30 * time.Second}}
+	var mu sync.Mutex
+	created := 0
+	save := func() error {
+		if cfg.CredsFile == "" || created == 0 {
+			return nil
+		}
+		file.Service = cfg.ServiceURL
+		file.Devices = file.Devices[:0]
+		for _, c := range have {
+			file.Devices = append(file.Devices, c)
+		}
+		sortCreds(file.Devices)
+		return SaveCredentials(cfg.CredsFile, file)
+	}
+	create := func(batch []slot) error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if cfg.AdminToken == "" {
+			where := "no credentials file"
+			if cfg.CredsFile != "" {
+				where = "not in " + cfg.CredsFile
+			}
+			return fmt.Errorf("%d devices to provision (%s) and no admin token: set TELEMETRY_ADMIN_TOKEN or -admin-token", len(batch), where)
+		}
+		log.Info("provisioning devices through the admin API", "count", len(batch), "service", cfg.ServiceURL)
+		work := make(chan slot)
+		errc := make(chan error, 1)
+		var wg sync.WaitGroup
+		for range min(8, len(batch)) {
+			wg.Go(func() {
+				for s := range work {
+					req := createDeviceReq{Name: s.name, Kind: s.kind, Labels: map[string]string{"sim_fleet": cfg.Fleet}}
+					if s.gateway != "" {
+						mu.Lock()
+						req.Gateway = have[s.gateway].ID
+						mu.Unlock()
+					}
+					id, token, err := api.createDevice(ctx, req)
+					if err != nil {
+						select {
+						case errc <- fmt.Errorf("provision %s: %w", s.name, err):
+						default:
+						}
+						continue
+					}
+					mu.Lock()
+					have[s.name] = Credential{Slot: s.name, ID: id, Token: token, Kind: s.kind, Gateway: req.Gateway}
+					created++
+					mu.Unlock()
+				}
+			})
+		}
+	feed:
+		for _, s := range batch {
+			select {
+			case work <- s:
+			case <-ctx.Done():
+				break feed
+			case err := <-errc:
+				errc <- err
+				break feed
+			}
+		}
+		close(work)
+		wg.Wait()
+		select {
+		case err := <-errc:
+			return err
+		default:
+		}
+		return ctx.Err()
+	}
+	if err := create(missing); err != nil {
+		return nil, errors.Join(err, save())
+	}
+	missing = missing[:0]
+	for g, kids := range children {
+		gwID := have[gateways[g].name].ID
+		for _, s := range kids {
+			if c, ok := have[s.name]; !ok || c.Kind != s.kind || c.Gateway != gwID {
+				missing = append(missing, s)
+			}
+		}
+	}
+	if err := create(missing); err != nil {
+		return nil, errors.Join(err, save())
+	}
+	if err := save(); err != nil {
+		return nil, err
+	}
+	return have, nil
+}
+
+func sortCreds(cs []Credential) {
+	slices.SortFunc(cs, func(a, b Credential) int { return strings.Compare(a.Slot, b.Slot) })
+}
