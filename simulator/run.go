@@ -145,6 +145,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	return rep, nil
 }
 
+// Provision makes sure cfg.CredsFile holds a credential for every device
+// and gateway of the fleet cfg describes, creating the missing ones through
+// the admin API (cfg.AdminToken). Run does this itself; provisioning first
+// lets an operator or a test act in between — for example reload a broker
+// whose password file the service rewrites on every registry change.
+func Provision(ctx context.Context, cfg Config, log *slog.Logger) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	if cfg.CredsFile == "" {
+		return fmt.Errorf("simulator: provisioning alone needs a credentials file (-creds) to keep the tokens in")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, err := provision(ctx, &cfg, "", log); err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	return nil
+}
+
 // buildFleet makes a sender per connection and a source per reporting
 // device. Connection i is MQTT for transport mqtt, and for odd i in mixed.
 func (r *runner) buildFleet(creds map[string]Credential) ([]*sender, map[string]*source, error) {

@@ -40,6 +40,7 @@ type options struct {
 	report    string
 	logLevel  string
 	quiet     bool
+	provOnly  bool
 	rates     [7]float64
 }
 
@@ -127,6 +128,7 @@ Flags (those naming a TELEMETRY_* variable default to it):
 	fs.StringVar(&o.report, "report", "", "write the report as JSON to this file")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
+	fs.BoolVar(&o.provOnly, "provision-only", false, "provision the fleet into -creds and exit (no load)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -197,6 +199,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if f, ok := stderr.(*os.File); ok {
 			o.cfg.ProgressTTY = isTerminal(f)
 		}
+	}
+	if o.provOnly {
+		if err := simulator.Provision(ctx, o.cfg, log); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		fmt.Fprintln(stdout, "fleet provisioned in", o.cfg.CredsFile)
+		return 0
 	}
 	rep, err := simulator.Run(ctx, o.cfg, log)
 	if err != nil {
