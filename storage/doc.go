@@ -56,6 +56,16 @@
 // \n, which 1.8 stores as a backslash followed by n). A raw newline inside a
 // quoted string value is accepted and stored as a newline.
 //
+// # Reading back
+//
+// [Influx.History] and [Influx.Series] read one device's points back with
+// Flux through the client's query API (InfluxDB 1.8 needs flux-enabled =
+// true). 1.8 has no bound query parameters, so the Flux text is built from
+// strictly validated values only (see history.go); anything else is refused
+// with an error matching [ErrInvalidHistoryQuery] and telemetry.ErrPermanent
+// before the server is asked. Each call is one or two HTTP requests bounded
+// by [Config.Timeout] and ctx.
+//
 // # Servers
 //
 // On 1.8 the token is "user:password" (or "" without auth), the org is ""
