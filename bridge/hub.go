@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -31,6 +32,28 @@ type Filter struct {
 	// Scope is set by the server, not the client: the label selectors a
 	// restricted viewer may see. It is enforced exactly like Tags.
 	Scope map[string]string
+	// Presence asks for device presence events (see PresenceMode).
+	Presence PresenceMode
+}
+
+// PresenceMode says whether a subscription receives presence events:
+// {"type":"presence","device_id":…,"online":bool,"last_seen":<ns>,"tags":{…}}
+// whenever a matching device goes online or offline, and the current
+// presence of every matching device in its snapshot ("presence":[…]).
+// Devices and tags (and the viewer's scope) select the devices;
+// measurements and fields do not apply to presence.
+type PresenceMode string
+
+// Presence modes.
+const (
+	PresenceNone    PresenceMode = ""        // readings only (the default)
+	PresenceInclude PresenceMode = "include" // readings and presence events
+	PresenceOnly    PresenceMode = "only"    // presence events, no readings
+)
+
+// Valid reports whether m is a known mode.
+func (m PresenceMode) Valid() bool {
+	return m == PresenceNone || m == PresenceInclude || m == PresenceOnly
 }
 
 func all(list []string) bool { return len(list) == 0 || slices.Contains(list, "*") }
@@ -48,7 +71,7 @@ func (f *Filter) matchSeries(r *telemetry.Reading) bool {
 func (f *Filter) wantField(name string) bool { return all(f.Fields) || slices.Contains(f.Fields, name) }
 
 func (f *Filter) match(r *telemetry.Reading) bool {
-	if !f.matchSeries(r) {
+	if f.Presence == PresenceOnly || !f.matchSeries(r) {
 		return false
 	}
 	if all(f.Fields) {
@@ -60,6 +83,18 @@ func (f *Filter) match(r *telemetry.Reading) bool {
 		}
 	}
 	return false
+}
+
+// matchDevice reports whether presence events of device id (whose latest
+// reading carried tags) are for this subscription.
+func (f *Filter) matchDevice(id string, tags []telemetry.Tag) bool {
+	if f.Presence == PresenceNone {
+		return false
+	}
+	if !all(f.Devices) && !slices.Contains(f.Devices, id) {
+		return false
+	}
+	return tagsMatch(tags, f.Tags) && tagsMatch(tags, f.Scope)
 }
 
 func tagsMatch(tags []telemetry.Tag, want map[string]string) bool {
@@ -82,6 +117,8 @@ func tagsMatch(tags []telemetry.Tag, want map[string]string) bool {
 // subscribers with the same subscription.
 func (f *Filter) key(id string) string {
 	b := append([]byte(id), 0)
+	b = append(b, f.Presence...)
+	b = append(b, 0)
 	for _, l := range [][]string{f.Devices, f.Measurements, f.Fields} {
 		for _, s := range l {
 			b = append(b, s...)
@@ -115,13 +152,35 @@ type HubConfig struct {
 	// MaxSeries bounds the last-value cache used for snapshots (default
 	// 100000); series beyond it are not remembered, and counted.
 	MaxSeries int
+	// MaxDevices bounds presence tracking (default 100000); devices beyond
+	// it have no presence and are not listed by Devices, and are counted.
+	MaxDevices int
+	// OfflineAfter is the shortest silence after which a device is
+	// offline (default 60s). A device that reports more slowly gets twice
+	// its typical interval between readings (at most 24h).
+	OfflineAfter time.Duration
+	// SweepInterval is how often silent devices are looked for (default 5s).
+	SweepInterval time.Duration
 }
 
 // HubStats are the Hub's counters.
 type HubStats struct {
-	Clients, Subscriptions, Series          int
+	Clients, Subscriptions, Series, Devices int
 	Published, DroppedBatches, Deliveries   uint64
 	SlowClientsDropped, SeriesNotRemembered uint64
+	DevicesNotTracked, PresenceEvents       uint64
+}
+
+// DeviceStatus is what the Hub knows about a device from its readings.
+type DeviceStatus struct {
+	ID string
+	// Tags are those of the device's latest reading (labels included,
+	// device_id excluded).
+	Tags []telemetry.Tag
+	// LastSeen is when the Hub last received a reading from the device
+	// (server clock).
+	LastSeen time.Time
+	Online   bool
 }
 
 type subscription struct {
@@ -135,11 +194,12 @@ type clientState struct {
 }
 
 type hubOp struct {
-	client Client
-	sub    *subscription // subscribe when set
-	unsub  string        // unsubscribe id when sub is nil and unsub != ""
-	detach bool
-	stats  chan HubStats
+	client  Client
+	sub     *subscription // subscribe when set
+	unsub   string        // unsubscribe id when sub is nil and unsub != ""
+	detach  bool
+	stats   chan HubStats
+	devices chan []DeviceStatus
 }
 
 type series struct {
@@ -156,6 +216,7 @@ type Hub struct {
 	ops   chan hubOp
 
 	published, dropped, deliveries, slowDropped, seriesNotRemembered atomic.Uint64
+	devicesNotTracked, presenceEvents                                atomic.Uint64
 }
 
 // NewHub returns a Hub; start it with Run.
@@ -165,6 +226,15 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 	}
 	if cfg.MaxSeries <= 0 {
 		cfg.MaxSeries = 100000
+	}
+	if cfg.MaxDevices <= 0 {
+		cfg.MaxDevices = 100000
+	}
+	if cfg.OfflineAfter <= 0 {
+		cfg.OfflineAfter = 60 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 5 * time.Second
 	}
 	return &Hub{
 		cfg:   cfg,
@@ -214,10 +284,24 @@ func (h *Hub) Stats(ctx context.Context) HubStats {
 	}
 }
 
+// Devices returns the presence of every device the Hub has seen a reading
+// from since it started, sorted by id (nil if ctx ends first).
+func (h *Hub) Devices(ctx context.Context) []DeviceStatus {
+	ch := make(chan []DeviceStatus, 1)
+	h.op(ctx, hubOp{devices: ch})
+	select {
+	case ds := <-ch:
+		return ds
+	case <-ctx.Done():
+		return nil
+	}
+}
+
 func (h *Hub) counters() HubStats {
 	return HubStats{
 		Published: h.published.Load(), DroppedBatches: h.dropped.Load(), Deliveries: h.deliveries.Load(),
 		SlowClientsDropped: h.slowDropped.Load(), SeriesNotRemembered: h.seriesNotRemembered.Load(),
+		DevicesNotTracked: h.devicesNotTracked.Load(), PresenceEvents: h.presenceEvents.Load(),
 	}
 }
 
@@ -234,13 +318,18 @@ func (h *Hub) Run(ctx context.Context) error {
 		hub:     h,
 		clients: make(map[Client]*clientState),
 		last:    make(map[string]*series),
+		devices: make(map[string]*device),
 	}
+	sweep := time.NewTicker(h.cfg.SweepInterval)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case o := <-h.ops:
 			s.apply(o)
+		case now := <-sweep.C:
+			s.sweep(now)
 		case rs := <-h.inbox:
 			// Coalesce what is already waiting into one frame per
 			// subscription: under load this cuts per-frame costs without
@@ -269,6 +358,7 @@ type hubState struct {
 	batch   []telemetry.Reading
 	keyBuf  []byte
 	frames  map[string][]byte
+	devices map[string]*device
 }
 
 func (s *hubState) apply(o hubOp) {
@@ -281,7 +371,10 @@ func (s *hubState) apply(o hubOp) {
 			st.Subscriptions += len(c.subs)
 		}
 		st.Series = len(s.last)
+		st.Devices = len(s.devices)
 		o.stats <- st
+	case o.devices != nil:
+		o.devices <- s.deviceList()
 	case o.detach:
 		delete(s.clients, o.client)
 	case o.sub != nil:
@@ -292,7 +385,7 @@ func (s *hubState) apply(o hubOp) {
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)
-		if !o.client.Send(s.snapshot(o.sub)) {
+		if !o.client.Send(s.snapshot(o.sub, time.Now())) {
 			s.dropSlow(o.client)
 		}
 	case o.unsub != "":
@@ -308,8 +401,10 @@ func (s *hubState) dropSlow(c Client) {
 }
 
 func (s *hubState) fanOut(rs []telemetry.Reading) {
+	now := time.Now()
 	for i := range rs {
 		s.remember(&rs[i])
+		s.seen(&rs[i], now)
 	}
 	if len(s.clients) == 0 {
 		return
@@ -372,10 +467,12 @@ func (s *hubState) remember(r *telemetry.Reading) {
 	}
 }
 
-func (s *hubState) snapshot(sub *subscription) []byte {
+func (s *hubState) snapshot(sub *subscription, now time.Time) []byte {
 	var rs []telemetry.Reading
-	for _, sr := range s.last {
-		rs = append(rs, sr.reading)
+	if sub.filter.Presence != PresenceOnly {
+		for _, sr := range s.last {
+			rs = append(rs, sr.reading)
+		}
 	}
 	slices.SortFunc(rs, func(a, b telemetry.Reading) int {
 		switch {
@@ -389,6 +486,10 @@ func (s *hubState) snapshot(sub *subscription) []byte {
 	frame := encodeFrame(nil, "snapshot", sub, rs)
 	if frame == nil { // nothing matched: an empty snapshot still confirms the subscription
 		frame = append(frameHead(nil, "snapshot", sub.id), "]}"...)
+	}
+	if sub.filter.Presence != PresenceNone {
+		frame = s.appendPresenceList(frame[:len(frame)-1], &sub.filter, now)
+		frame = append(frame, '}')
 	}
 	return frame
 }
