@@ -25,6 +25,8 @@ const (
 
 // Viewer is an authenticated dashboard user.
 type Viewer struct {
+	// ID identifies the viewer's credential for Disconnect ("" for anonymous).
+	ID   string
 	Name string
 	// Scope restricts every subscription to readings whose tags match all
 	// of these key/value pairs; nil means unrestricted.
@@ -53,6 +55,10 @@ type DashboardConfig struct {
 	CheckOrigin func(r *http.Request) bool
 	// Viewers authenticates dashboards; nil leaves /v1/live open.
 	Viewers ViewerAuthenticator
+	// ViewerActive, when set, is asked when a socket opens whether its
+	// viewer is still active (a revocation may race the upgrade); if not,
+	// the socket is closed with 1008.
+	ViewerActive func(viewerID string) bool
 }
 
 // Dashboards serves dashboard WebSockets: clients subscribe with filters and
@@ -221,7 +227,21 @@ func (e *dashEvents) OnOpen(socket *gws.Conn) {
 	if c := connOf(socket); c != nil {
 		e.d.conns.Store(c, struct{}{})
 		e.d.count.Add(1)
+		if e.d.cfg.ViewerActive != nil && c.viewer.ID != "" && !e.d.cfg.ViewerActive(c.viewer.ID) {
+			c.close(closePolicy, "credential revoked")
+		}
 	}
+}
+
+// Disconnect closes every dashboard socket of viewer id with code (1008
+// when its credential is revoked). It does not block.
+func (d *Dashboards) Disconnect(viewerID string, code uint16, reason string) {
+	d.conns.Range(func(k, _ any) bool {
+		if c := k.(*dashConn); c.viewer.ID == viewerID {
+			c.close(code, reason)
+		}
+		return true
+	})
 }
 
 func (e *dashEvents) OnClose(socket *gws.Conn, err error) {

@@ -17,6 +17,22 @@ for p in "$influx_port" "$mqtt_port" "${http_addr##*:}"; do
   if port_busy "$p"; then echo "port $p is already in use; stop what uses it or set INFLUX_PORT / MQTT_PORT / TELEMETRY_HTTP_ADDR" >&2; exit 1; fi
 done
 
+# Secrets, created on the first run and kept (0600) under the data dir: the
+# operator's admin token and the password of telemetryd's own MQTT account.
+mkdir -p "$data/secrets" && chmod 700 "$data/secrets"
+secret() { # secret <file>: prints the secret in <file>, creating it first
+  if [ ! -s "$1" ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$1")
+  fi
+  cat "$1"
+}
+admin_token=$(secret "$data/secrets/admin-token")
+mqtt_password=$(secret "$data/secrets/mqtt-password")
+export TELEMETRY_DATA_DIR=$data
+export TELEMETRY_ADMIN_TOKEN=${TELEMETRY_ADMIN_TOKEN:-$admin_token}
+export TELEMETRY_MQTT_USERNAME=telemetryd
+export TELEMETRY_MQTT_PASSWORD=$mqtt_password
+
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -46,33 +62,37 @@ CONF
 "$root/.tools/bin/influxd" run -config "$data/influxdb/influxdb.conf" > "$data/logs/influxd.log" 2>&1 &
 pids+=($!)
 
+# The broker's users and ACL come from the device registry: each device may
+# publish to its own topic only, and only telemetryd may subscribe. telemetryd
+# rewrites both files and sends Mosquitto SIGHUP whenever the registry changes.
+mosq_passwd=$data/mosquitto/passwd
+mosq_acl=$data/mosquitto/acl
+"$root/bin/telemetryd" mosquitto-auth -password-file "$mosq_passwd" -acl-file "$mosq_acl" >/dev/null
 { cat deploy/mosquitto.conf
   echo "persistence_location $data/mosquitto/"
   echo "log_dest file $data/logs/mosquitto.log"
   echo "listener $mqtt_port 127.0.0.1"
-  echo "allow_anonymous true"
+  echo "allow_anonymous false"
+  echo "password_file $mosq_passwd"
+  echo "acl_file $mosq_acl"
+  echo "user $(id -un)" # run as root, mosquitto would switch to a user that cannot read the 0600 files
 } > "$data/mosquitto/mosquitto.conf"
 mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 "$mosquitto" -c "$data/mosquitto/mosquitto.conf" > "$data/logs/mosquitto.stdout" 2>&1 &
 pids+=($!)
+echo $! > "$data/mosquitto/mosquitto.pid"
 
 for i in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$influx_port/ping" >/dev/null 2>&1; then break; fi
   sleep 0.25
 done
 
-tokens=$data/device-tokens.txt
-if [ ! -f "$tokens" ]; then
-  tok=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-  printf '# <device-id> <token>\ndemo-device-1 %s\n' "$tok" > "$tokens"
-  chmod 600 "$tokens"
-fi
-
-export TELEMETRY_DATA_DIR=$data
 export TELEMETRY_HTTP_ADDR=$http_addr
 export TELEMETRY_MQTT_URL=${TELEMETRY_MQTT_URL-tcp://127.0.0.1:$mqtt_port}
 export TELEMETRY_INFLUX_URL=${TELEMETRY_INFLUX_URL:-http://127.0.0.1:$influx_port}
-export TELEMETRY_DEVICE_TOKENS=${TELEMETRY_DEVICE_TOKENS:-$tokens}
+export TELEMETRY_MOSQUITTO_PASSWORD_FILE=$mosq_passwd
+export TELEMETRY_MOSQUITTO_ACL_FILE=$mosq_acl
+export TELEMETRY_MOSQUITTO_PID_FILE=$data/mosquitto/mosquitto.pid
 export TELEMETRY_LOG_FORMAT=${TELEMETRY_LOG_FORMAT:-text}
 "$root/bin/telemetryd" &
 pids+=($!)
@@ -83,7 +103,9 @@ cat <<MSG
   health       http://$http_addr/healthz   http://$http_addr/readyz
   InfluxDB     http://127.0.0.1:$influx_port   (database "telemetry")
   Mosquitto    tcp://127.0.0.1:$mqtt_port   (topic devices/<id>/telemetry)
-  device token $(awk '!/^#/ {print $1 " " $2; exit}' "$tokens")   (from $tokens)
+  admin token  $data/secrets/admin-token   (admin API /api/v1, and a viewer token for dashboards)
+  provision    export TELEMETRY_ADMIN_TOKEN=\$(cat $data/secrets/admin-token)
+               bin/telemetryd devices create -name my-device      (see docs/provisioning.md)
   logs         $data/logs/
 
   Ctrl-C stops everything.

@@ -36,6 +36,13 @@ const (
 	CodeNotStored       = "not_stored"
 	CodeShuttingDown    = "shutting_down"
 	CodeRejected        = "rejected"
+	// CodeRateLimited answers a frame over the device's rate; it was not
+	// consumed. retry_after_ms says when a token is available again.
+	CodeRateLimited = "rate_limited"
+	// Upgrade refusals (HTTP JSON errors): 429 when the device already has
+	// MaxConnsPerDevice sockets, 503 when the endpoint has MaxConns.
+	CodeTooManyConnections = "too_many_connections"
+	CodeServerBusy         = "server_busy"
 )
 
 // Authenticator verifies a device token and returns the device (or gateway)
@@ -60,6 +67,25 @@ type WSConfig struct {
 	OverloadWait time.Duration
 	// CheckOrigin vets the Origin header; nil allows all.
 	CheckOrigin func(r *http.Request) bool
+	// MaxConnsPerDevice bounds one device's simultaneous sockets (default
+	// 4); another upgrade gets HTTP 429 too_many_connections.
+	MaxConnsPerDevice int
+	// MaxConns bounds all device sockets (default 100000); another upgrade
+	// gets HTTP 503 server_busy.
+	MaxConns int
+	// FrameRate is each device's sustained frames per second over all its
+	// sockets (token bucket; default 100, negative: unlimited) and
+	// FrameBurst its bucket size (default 2×FrameRate). A frame over the
+	// rate is answered rate_limited and not consumed; RateLimitClose
+	// consecutive ones (default 10) close the socket with 1013.
+	FrameRate      float64
+	FrameBurst     int
+	RateLimitClose int
+	// Devices, when set, is asked on every frame whether the device is
+	// still active; if not, the socket is closed with 1008 and the frame
+	// dropped. (Revocation also closes sockets through Disconnect; this
+	// covers a socket that was being opened at that moment.)
+	Devices DeviceChecker
 }
 
 func (c WSConfig) withDefaults() WSConfig {
@@ -72,6 +98,21 @@ func (c WSConfig) withDefaults() WSConfig {
 	if c.OverloadWait <= 0 {
 		c.OverloadWait = 5 * time.Second
 	}
+	if c.MaxConnsPerDevice <= 0 {
+		c.MaxConnsPerDevice = 4
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 100000
+	}
+	if c.FrameRate == 0 {
+		c.FrameRate = 100
+	}
+	if c.FrameBurst <= 0 {
+		c.FrameBurst = max(int(2*c.FrameRate), 1)
+	}
+	if c.RateLimitClose <= 0 {
+		c.RateLimitClose = 10
+	}
 	return c
 }
 
@@ -81,6 +122,12 @@ type WSStats struct {
 	Upgrades, Unauthorized, OriginRejected       uint64
 	Frames, InvalidFrames, Overloaded            uint64
 	ReadingsAccepted, ReadingsRejected, AcksSent uint64
+	// Limits: upgrades refused (429 per device, 503 in total), frames
+	// refused rate_limited, sockets closed 1013 for the rate, 1009 for an
+	// oversized frame, 1008 for a device no longer active.
+	DeviceConnLimited, TotalConnLimited uint64
+	RateLimited, RateLimitClosed        uint64
+	TooBig, InactiveClosed              uint64
 }
 
 // WS is the device WebSocket endpoint. It is an http.Handler for
@@ -96,16 +143,23 @@ type WS struct {
 	conns    sync.Map // *deviceConn → struct{}
 	draining atomic.Bool
 
+	slotMu   sync.Mutex
+	slots    map[telemetry.DeviceID]*deviceSlot // devices with sockets or a refilling bucket
+	reserved int                                // sockets upgraded or being upgraded
+
 	connections                                  atomic.Int64
 	upgrades, unauthorized, originRejected       atomic.Uint64
 	frames, invalidFrames, overloaded            atomic.Uint64
 	readingsAccepted, readingsRejected, acksSent atomic.Uint64
+	deviceConnLimited, totalConnLimited          atomic.Uint64
+	rateLimited, rateLimitClosed                 atomic.Uint64
+	tooBig, inactiveClosed                       atomic.Uint64
 }
 
 // NewWS returns the endpoint. auth may not be nil.
 func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.Logger) *WS {
 	cfg = cfg.withDefaults()
-	w := &WS{cfg: cfg, auth: auth, next: next, log: log}
+	w := &WS{cfg: cfg, auth: auth, next: next, log: log, slots: make(map[telemetry.DeviceID]*deviceSlot)}
 	w.decoders.New = func() any { return payload.NewDecoder(cfg.Limits) }
 	w.upgrader = gws.NewUpgrader(&wsEvents{w: w}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameSize,
@@ -123,6 +177,9 @@ func (w *WS) Stats() WSStats {
 		OriginRejected: w.originRejected.Load(), Frames: w.frames.Load(), InvalidFrames: w.invalidFrames.Load(),
 		Overloaded: w.overloaded.Load(), ReadingsAccepted: w.readingsAccepted.Load(),
 		ReadingsRejected: w.readingsRejected.Load(), AcksSent: w.acksSent.Load(),
+		DeviceConnLimited: w.deviceConnLimited.Load(), TotalConnLimited: w.totalConnLimited.Load(),
+		RateLimited: w.rateLimited.Load(), RateLimitClosed: w.rateLimitClosed.Load(),
+		TooBig: w.tooBig.Load(), InactiveClosed: w.inactiveClosed.Load(),
 	}
 }
 
@@ -148,16 +205,104 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	id, err := w.auth.AuthenticateDevice(r.Context(), DeviceToken(r))
 	if err != nil {
 		w.unauthorized.Add(1)
+		w.log.Debug("device authentication failed", "remote", r.RemoteAddr) // never the token
 		writeHTTPError(rw, http.StatusUnauthorized, "unauthorized", "a valid device token is required")
+		return
+	}
+	// Limits are checked before the upgrade, so a refusal is a plain HTTP
+	// answer the device can read.
+	slot, status, code := w.acquire(id)
+	if slot == nil {
+		w.log.Debug("device connection refused", "device", id, "code", code, "remote", r.RemoteAddr)
+		writeHTTPError(rw, status, code, "too many connections; retry later")
 		return
 	}
 	socket, err := w.upgrader.Upgrade(rw, r)
 	if err != nil {
+		w.release(id, slot)
 		return // gws has answered the client
 	}
 	w.upgrades.Add(1)
-	socket.Session().Store(sessionKey, &deviceConn{w: w, conn: socket, id: id})
-	go socket.ReadLoop()
+	socket.Session().Store(sessionKey, &deviceConn{w: w, conn: socket, id: id, slot: slot})
+	go socket.ReadLoop() // OnClose releases the slot
+}
+
+// deviceSlot is a device's share of the limits: its open sockets and its
+// frame-rate bucket, shared by all its sockets.
+type deviceSlot struct {
+	conns int // guarded by WS.slotMu
+
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+// acquire reserves a socket for id, or says why not (HTTP status, code).
+func (w *WS) acquire(id telemetry.DeviceID) (*deviceSlot, int, string) {
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	if w.reserved >= w.cfg.MaxConns {
+		w.totalConnLimited.Add(1)
+		return nil, http.StatusServiceUnavailable, CodeServerBusy
+	}
+	s := w.slots[id]
+	if s == nil {
+		s = &deviceSlot{tokens: float64(w.cfg.FrameBurst), last: time.Now()}
+		w.slots[id] = s
+	}
+	if s.conns >= w.cfg.MaxConnsPerDevice {
+		w.deviceConnLimited.Add(1)
+		return nil, http.StatusTooManyRequests, CodeTooManyConnections
+	}
+	s.conns++
+	w.reserved++
+	return s, 0, ""
+}
+
+func (w *WS) release(id telemetry.DeviceID, s *deviceSlot) {
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	s.conns--
+	w.reserved--
+	if s.conns == 0 && s.idle(time.Now(), w.cfg) {
+		delete(w.slots, id)
+	}
+}
+
+// idle reports whether the bucket has refilled, so that forgetting the slot
+// changes nothing (a reconnect must not buy a fresh burst).
+func (s *deviceSlot) idle(now time.Time, cfg WSConfig) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cfg.FrameRate < 0 || s.tokens+now.Sub(s.last).Seconds()*cfg.FrameRate >= float64(cfg.FrameBurst)
+}
+
+// take removes a token from the bucket, or says how long until one is there.
+func (s *deviceSlot) take(now time.Time, cfg WSConfig) (bool, time.Duration) {
+	if cfg.FrameRate < 0 {
+		return true, 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens = min(float64(cfg.FrameBurst), s.tokens+now.Sub(s.last).Seconds()*cfg.FrameRate)
+	s.last = now
+	if s.tokens >= 1 {
+		s.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - s.tokens) / cfg.FrameRate * float64(time.Second))
+}
+
+// sweepSlots forgets devices without sockets whose bucket has refilled.
+func (w *WS) sweepSlots() {
+	now := time.Now()
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	for id, s := range w.slots {
+		if s.conns == 0 && s.idle(now, w.cfg) {
+			delete(w.slots, id)
+		}
+	}
 }
 
 // Disconnect closes every open socket of device id with code (e.g. 1008
@@ -176,12 +321,24 @@ func (w *WS) Disconnect(id telemetry.DeviceID, code uint16, reason string) {
 func (w *WS) Drain() { w.draining.Store(true) }
 
 // Close closes every device socket with 1001 (going away).
+// It returns once the close frames are written (or after a few seconds),
+// so that a process exiting right after still tells its devices.
 func (w *WS) Close() {
 	w.draining.Store(true)
+	var wg sync.WaitGroup
 	w.conns.Range(func(k, _ any) bool {
-		k.(*deviceConn).close(CloseGoingAway, "server shutting down")
+		if done := k.(*deviceConn).close(CloseGoingAway, "server shutting down"); done != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); <-done }()
+		}
 		return true
 	})
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(3 * time.Second):
+	}
 }
 
 // Run pings every socket each PingInterval until ctx is done.
@@ -195,6 +352,7 @@ func (w *WS) Run(ctx context.Context) error {
 				k.(*deviceConn).conn.WriteAsync(gws.OpcodePing, nil, nil)
 				return true
 			})
+			w.sweepSlots()
 		case <-ctx.Done():
 			return nil
 		}
@@ -208,17 +366,26 @@ type deviceConn struct {
 	conn       *gws.Conn
 	id         telemetry.DeviceID
 	closed     atomic.Bool
+	slot       *deviceSlot
 	overloaded int // consecutive overloaded frames; read loop only
+	limited    int // consecutive rate-limited frames; read loop only
 }
 
-func (c *deviceConn) close(code uint16, reason string) {
+// close sends a close frame behind the frames already queued (acks first)
+// and closes the socket; the returned channel is closed when that is done
+// (nil if the socket was already closing). It never blocks the caller.
+func (c *deviceConn) close(code uint16, reason string) <-chan struct{} {
 	if c.closed.Swap(true) {
-		return
+		return nil
 	}
-	go func() {
-		_ = c.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	done := make(chan struct{})
+	// A deadline frees a write stuck on a dead peer, so the queue drains.
+	_ = c.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	c.conn.Async(func() {
+		defer close(done)
 		_ = c.conn.WriteClose(code, []byte(reason))
-	}()
+	})
+	return done
 }
 
 func (c *deviceConn) send(b []byte) {
@@ -274,15 +441,34 @@ func (e *wsEvents) OnOpen(socket *gws.Conn) {
 	if c := connOf(socket); c != nil {
 		e.w.conns.Store(c, struct{}{})
 		e.w.connections.Add(1)
+		e.checkActive(c)
 	}
 }
 
-func (e *wsEvents) OnClose(socket *gws.Conn, _ error) {
+// checkActive closes c with 1008 if its device is no longer active.
+func (e *wsEvents) checkActive(c *deviceConn) bool {
+	if e.w.cfg.Devices == nil || e.w.cfg.Devices.Active(c.id) {
+		return true
+	}
+	if !c.closed.Load() {
+		e.w.inactiveClosed.Add(1)
+	}
+	c.close(ClosePolicy, "credential revoked")
+	return false
+}
+
+func (e *wsEvents) OnClose(socket *gws.Conn, err error) {
+	// gws reports a frame over ReadMaxPayloadSize as its 1009 status code.
+	var sc interface{ Uint16() uint16 }
+	if errors.As(err, &sc) && sc.Uint16() == CloseTooBig {
+		e.w.tooBig.Add(1)
+	}
 	if c := connOf(socket); c != nil {
 		c.closed.Store(true)
 		if _, ok := e.w.conns.LoadAndDelete(c); ok {
 			e.w.connections.Add(-1)
 		}
+		e.w.release(c.id, c.slot)
 	}
 }
 
@@ -306,8 +492,13 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		c.close(CloseUnsupported, "send JSON in text frames")
 		return
 	}
+	if !e.checkActive(c) {
+		message.Close()
+		return
+	}
 	received := time.Now()
 	w.frames.Add(1)
+	allowed, wait := c.slot.take(received, w.cfg)
 	dec := w.decoders.Get().(*payload.Decoder)
 	msg, err := dec.Decode(message.Bytes(), received)
 	w.decoders.Put(dec)
@@ -316,6 +507,19 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if msg.HasSeq {
 		seq = &msg.Seq
 	}
+	// Decoded first only to name the frame (seq) in the answer.
+	if !allowed {
+		w.rateLimited.Add(1)
+		c.limited++
+		c.sendError(seq, CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)
+		if c.limited >= w.cfg.RateLimitClose {
+			w.rateLimitClosed.Add(1)
+			w.log.Info("device over its frame rate; closing", "device", c.id)
+			c.close(CloseTryLater, "rate limit exceeded")
+		}
+		return
+	}
+	c.limited = 0
 	if err != nil {
 		w.invalidFrames.Add(1)
 		code := CodeInvalidPayload

@@ -38,6 +38,7 @@ type config struct {
 	MaxClockSkew    time.Duration
 	MaxFrameBytes   int
 	MaxReadings     int
+	Sec             securityConfig // registry.go: identity, TLS, limits
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -111,7 +112,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	e.str(&c.HTTPAddr, "http-addr", "TELEMETRY_HTTP_ADDR", ":8080", "HTTP listen address for /v1/ingest, /v1/live, /healthz, /readyz")
 	e.str(&c.AllowedOrigins, "allowed-origins", "TELEMETRY_ALLOWED_ORIGINS", "", "comma-separated Origins allowed to open WebSockets (besides same-origin and clients that send none); * allows all")
 	e.str(&c.DataDir, "data-dir", "TELEMETRY_DATA_DIR", "./data", "directory for local state")
-	e.str(&c.DeviceTokens, "device-tokens", "TELEMETRY_DEVICE_TOKENS", "", `file of "<device-id> <token>" lines authenticating WebSocket devices`)
+	e.str(&c.DeviceTokens, "device-tokens", "TELEMETRY_DEVICE_TOKENS", "", `optional file of "<device-id> <token>" lines authenticating devices besides the registry (development)`)
 	e.str(&c.LogFormat, "log-format", "TELEMETRY_LOG_FORMAT", "json", "log format: json or text")
 	e.str(&c.LogLevel, "log-level", "TELEMETRY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownGrace, "shutdown-grace", "TELEMETRY_SHUTDOWN_GRACE", 25*time.Second, "longest graceful shutdown after SIGTERM")
@@ -133,6 +134,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
+	registerSecurityFlags(e, &c.Sec)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -65,11 +65,11 @@ func publish(t *testing.T, c mqtt.Client, topic, payload string) {
 func TestEndToEnd(t *testing.T) {
 	influx := influxtest.Start(t)
 	broker := mqtttest.Start(t, mqtttest.Options{})
-	svc := startService(t, influx, broker, tokensFile(t, "ws-dev-1", "tok-ws-1"))
+	svc := startService(t, influx, broker, tokensFile(t, "ws-dev-1", "tok-ws-1", "mqtt-dev-1", "tok-mqtt-1"))
 	waitReady(t, svc)
 
 	// A dashboard subscribes before anything is sent: an empty snapshot.
-	dash := mustDialWS(t, svc.ws("/v1/live"), nil)
+	dash := mustDialWS(t, svc.ws("/v1/live"), bearer(testAdminToken))
 	dash.send(t, `{"op":"subscribe","id":"s1","devices":["*"],"measurements":["*"]}`)
 	var snap liveMsg
 	dash.nextJSON(t, &snap)
@@ -152,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// A second dashboard gets the last value of every series as its snapshot.
-	dash2 := mustDialWS(t, svc.ws("/v1/live"), nil)
+	dash2 := mustDialWS(t, svc.ws("/v1/live"), bearer(testAdminToken))
 	dash2.send(t, `{"op":"subscribe","id":"x","devices":["mqtt-dev-1"]}`)
 	dash2.nextJSON(t, &snap)
 	if snap.Type != "snapshot" || len(snap.Readings) != 1 || snap.Readings[0].Fields["kwh"] != 77.0 {
@@ -195,7 +195,7 @@ func mustJSON(v any) string {
 func TestMQTTBrokerRestartLosesNothingAcked(t *testing.T) {
 	influx := influxtest.Start(t)
 	broker := mqtttest.Start(t, mqtttest.Options{})
-	svc := startService(t, influx, broker, tokensFile(t, "unused", "unused-token"))
+	svc := startService(t, influx, broker, tokensFile(t, "restart-dev", "unused-token")) // MQTT devices must be known
 	waitReady(t, svc)
 
 	pub := newMQTTClient(t, broker.URL(), "restart-pub")

@@ -21,6 +21,10 @@ import (
 
 const testDB = "telemetry"
 
+// testAdminToken is every test service's operator token; it also opens
+// /v1/live as an unrestricted viewer.
+const testAdminToken = "test-admin-token-0123456789"
+
 // service is a telemetryd running in-process on a free loopback port.
 type service struct {
 	addr   string
@@ -91,6 +95,7 @@ func startService(t *testing.T, influx *influxtest.Server, broker *mqtttest.Brok
 		"-mqtt-url", mqttURL,
 		"-mqtt-client-id", "telemetryd-test-" + strings.ReplaceAll(t.Name(), "/", "-"),
 		"-device-tokens", tokens,
+		"-admin-token", testAdminToken,
 		"-data-dir", t.TempDir(),
 		"-log-level", "debug",
 		"-shutdown-grace", "10s",

@@ -42,6 +42,17 @@ var (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands()[os.Args[1]]; ok {
+			if err := sub(ctx, os.Args[2:], os.LookupEnv, os.Stdout, os.Stderr); err != nil {
+				if !errors.Is(err, flag.ErrHelp) {
+					fmt.Fprintf(os.Stderr, "telemetryd %s: %v\n", os.Args[1], err)
+				}
+				os.Exit(2)
+			}
+			return
+		}
+	}
 	if err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr, nil); err != nil {
 		if errors.Is(err, errHelp) {
 			os.Exit(0)
@@ -69,10 +80,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 
-	auth, err := deviceAuthenticator(cfg)
+	ident, err := openIdentity(ctx, cfg, log) // registry.go
 	if err != nil {
 		return err
 	}
+	defer ident.Close()
 	store, err := openStorage(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -80,29 +92,32 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer store.Close()
 
 	hub := bridge.NewHub(bridge.HubConfig{}, log.With("component", "hub"))
-	br := bridge.New(bridge.Config{
+	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
 		MaxBatchLines: cfg.BatchLines,
 		FlushInterval: cfg.FlushInterval,
 		DrainTimeout:  max(cfg.ShutdownGrace-2*time.Second, time.Second),
-	}, store, hub, log.With("component", "bridge"))
+	}
+	ident.configureBridge(&bcfg)
+	br := bridge.New(bcfg, store, hub, log.With("component", "bridge"))
 
 	checkOrigin := originChecker(cfg.AllowedOrigins)
 	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
-	dash := bridge.NewDashboards(bridge.DashboardConfig{CheckOrigin: checkOrigin}, hub, log.With("component", "dashboards"))
-	ws := ingest.NewWS(ingest.WSConfig{
+	dash := bridge.NewDashboards(ident.dashboardConfig(bridge.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
+	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
 		MaxFrameSize: cfg.MaxFrameBytes,
 		Limits:       limits,
 		CheckOrigin:  checkOrigin,
-	}, auth, br, log.With("component", "ws"))
+	}), ident, br, log.With("component", "ws"))
+	ident.attach(ws, dash)
 	var mq *ingest.MQTT
 	if cfg.MQTTURL != "" {
-		mq, err = ingest.NewMQTT(ingest.MQTTConfig{
+		mq, err = ingest.NewMQTT(ident.mqttConfig(ingest.MQTTConfig{
 			URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
 			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 			Connections: cfg.MQTTConnections, Limits: limits,
-		}, br, log.With("component", "mqtt"))
+		}), br, log.With("component", "mqtt"))
 		if err != nil {
 			return err
 		}
@@ -111,6 +126,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", ws)
 	mux.Handle("GET /v1/live", dash)
+	ident.mount(mux) // /api/v1/: admin API
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -120,12 +136,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{
+	srv := ident.httpServer(&http.Server{ // registry.go: handshake timeout, counter
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.Sec.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	})
 
 	// Each stage runs under its own context so that shutdown can stop them
 	// one after another: ingest, then the bridge, then the live side.
@@ -139,13 +155,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	var live, bridgeDone, ingestDone sync.WaitGroup
 	live.Go(func() { _ = hub.Run(liveCtx) })
 	live.Go(func() { _ = dash.Run(liveCtx) })
+	live.Go(func() { _ = ident.Run(liveCtx) })
 	bridgeDone.Go(func() { _ = br.Run(bridgeCtx) })
 	ingestDone.Go(func() { _ = ws.Run(ingestCtx) })
 	if mq != nil {
 		ingestDone.Go(func() { _ = mq.Run(ingestCtx) })
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- ident.serve(srv, ln) }() // TLS when configured
 
 	log.Info("telemetryd serving", "addr", ln.Addr().String(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
 	if ready != nil {
@@ -199,21 +216,18 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: want json or text", cfg.LogFormat)
 }
 
-func deviceAuthenticator(cfg config) (ingest.Authenticator, error) {
-	if cfg.DeviceTokens == "" {
-		return nil, errors.New("no device credentials: set -device-tokens (TELEMETRY_DEVICE_TOKENS)")
-	}
-	return devices.LoadStaticTokens(cfg.DeviceTokens)
-}
-
 // openStorage connects to InfluxDB, retrying until it answers or ctx ends,
 // so that the service can start before its database.
 func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
 	delay := 500 * time.Millisecond
 	for {
+		tlsConf, err := influxTLS(cfg) // registry.go: -influx-ca
+		if err != nil {
+			return nil, err
+		}
 		store, err := storage.Open(ctx, storage.Config{
 			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: cfg.InfluxGzip,
+			Timeout: cfg.InfluxTimeout, Gzip: cfg.InfluxGzip, TLS: tlsConf,
 		}, log.With("component", "storage"))
 		if err == nil {
 			return store, nil

@@ -1,0 +1,569 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/telemetryd/telemetryd/devices"
+)
+
+// The operator commands `telemetryd devices …` and `telemetryd viewers …`
+// talk to the admin API of a running service, so that an operator never
+// needs curl; `telemetryd mosquitto-auth` renders the broker's files from
+// the registry database directly.
+
+// adminClient calls the admin API.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// cliFlags are the flags every devices/viewers command takes.
+type cliFlags struct {
+	fs     *flag.FlagSet
+	url    string
+	token  string
+	ca     string
+	asJSON bool
+}
+
+func newCLIFlags(name, usage string, lookupEnv func(string) (string, bool), stderr io.Writer) *cliFlags {
+	c := &cliFlags{fs: flag.NewFlagSet("telemetryd "+name, flag.ContinueOnError)}
+	c.fs.SetOutput(stderr)
+	c.fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: telemetryd %s\n\nflags:\n", usage)
+		c.fs.PrintDefaults()
+	}
+	e := &envFlags{fs: c.fs, lookup: lookupEnv}
+	e.str(&c.url, "url", "TELEMETRY_URL", "http://127.0.0.1:8080", "base URL of the running telemetryd")
+	e.str(&c.token, "admin-token", "TELEMETRY_ADMIN_TOKEN", "", "operator token")
+	e.str(&c.ca, "ca", "TELEMETRY_URL_CA", "", "PEM CA bundle trusted for an https:// -url")
+	c.fs.BoolVar(&c.asJSON, "json", false, "print the API's JSON instead of a table")
+	return c
+}
+
+// parse parses flags placed before, between or after positional arguments
+// (the flag package alone stops at the first positional one).
+func (c *cliFlags) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if c.fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, c.fs.Arg(0))
+		args = c.fs.Args()[1:]
+	}
+}
+
+func (c *cliFlags) client() (*adminClient, error) {
+	if c.token == "" {
+		return nil, errors.New("no admin token: set TELEMETRY_ADMIN_TOKEN or -admin-token")
+	}
+	u, err := url.Parse(c.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("-url %q: want http(s)://host:port", c.url)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if c.ca != "" {
+		t, err := caTLS(c.ca)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = t
+	}
+	return &adminClient{base: strings.TrimSuffix(c.url, "/"), token: c.token, http: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
+}
+
+// apiError is an admin API error answer.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
+}
+
+// do sends a request and decodes a 2xx JSON answer into out (when not nil).
+func (a *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Error.Code == "" {
+			return &apiError{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(raw))}
+		}
+		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("admin API answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// labelFlag collects repeated -label k=v flags.
+type labelFlag struct {
+	m   map[string]string
+	set bool
+}
+
+func (l *labelFlag) String() string { return "" }
+
+func (l *labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return errors.New("want key=value")
+	}
+	if l.m == nil {
+		l.m = map[string]string{}
+	}
+	l.m[k] = v
+	l.set = true
+	return nil
+}
+
+type deviceTokenAnswer struct {
+	Device devices.DeviceJSON `json:"device"`
+	Token  string             `json:"token"`
+}
+
+type deviceListAnswer struct {
+	Devices    []devices.DeviceJSON `json:"devices"`
+	NextCursor string               `json:"next_cursor"`
+}
+
+const devicesUsage = `devices <command> [flags]
+
+commands:
+  create -name N [-kind device|gateway] [-label k=v]... [-gateway ID]
+  list   [-label k=v]... [-kind K] [-gateway ID] [-limit N] [-all]
+  get    ID
+  update ID [-name N] [-label k=v]... [-clear-labels] [-gateway ID|""]
+  rotate ID [-grace 10m]     new token; the old one works for the grace
+  revoke ID                  ends access now and closes open sockets
+  delete ID`
+
+// devicesCommand is `telemetryd devices …`.
+func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: telemetryd "+devicesUsage)
+		return flag.ErrHelp
+	}
+	verb := args[0]
+	f := newCLIFlags("devices "+verb, devicesUsage, lookupEnv, stderr)
+	var name, kind, gateway, grace string
+	var labels labelFlag
+	var limit int
+	var all, clearLabels bool
+	switch verb {
+	case "create":
+		f.fs.StringVar(&name, "name", "", "human name (required)")
+		f.fs.StringVar(&kind, "kind", "device", "device or gateway")
+		f.fs.Var(&labels, "label", "label key=value, stored as a tag on every reading (repeatable)")
+		f.fs.StringVar(&gateway, "gateway", "", "id of the gateway that may report for this device")
+	case "list":
+		f.fs.Var(&labels, "label", "only devices with label key=value (repeatable: all must match)")
+		f.fs.StringVar(&kind, "kind", "", "only devices of this kind")
+		f.fs.StringVar(&gateway, "gateway", "", "only devices assigned to this gateway")
+		f.fs.IntVar(&limit, "limit", 100, "page size (1 to 1000)")
+		f.fs.BoolVar(&all, "all", false, "follow next_cursor to the end")
+	case "update":
+		f.fs.StringVar(&name, "name", "", "new name")
+		f.fs.Var(&labels, "label", "label key=value; the labels given replace all labels (repeatable)")
+		f.fs.BoolVar(&clearLabels, "clear-labels", false, "remove every label")
+		f.fs.StringVar(&gateway, "gateway", "\x00", `assign to this gateway ("" unassigns)`)
+	case "rotate":
+		f.fs.StringVar(&grace, "grace", "", "how long the old token keeps working, e.g. 10m or 0s (default: the server's -token-rotation-grace)")
+	case "get", "revoke", "delete":
+	default:
+		fmt.Fprintf(stderr, "telemetryd devices: unknown command %q\nusage: telemetryd %s\n", verb, devicesUsage)
+		return flag.ErrHelp
+	}
+	pos, err := f.parse(args[1:])
+	if err != nil {
+		return err
+	}
+	wantID := verb != "create" && verb != "list"
+	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
+		f.fs.Usage()
+		return flag.ErrHelp
+	}
+	api, err := f.client()
+	if err != nil {
+		return err
+	}
+	path := "/api/v1/devices"
+	if wantID {
+		path += "/" + url.PathEscape(pos[0])
+	}
+	switch verb {
+	case "create":
+		var out deviceTokenAnswer
+		if err := api.do(ctx, "POST", path, map[string]any{"name": name, "kind": kind, "labels": labels.m, "gateway": gateway}, &out); err != nil {
+			return err
+		}
+		return printDeviceToken(stdout, stderr, f.asJSON, out)
+	case "list":
+		q := url.Values{}
+		for _, k := range slices.Sorted(maps.Keys(labels.m)) {
+			q.Add("label", k+"="+labels.m[k])
+		}
+		if kind != "" {
+			q.Set("kind", kind)
+		}
+		if gateway != "" {
+			q.Set("gateway", gateway)
+		}
+		q.Set("limit", fmt.Sprint(limit))
+		var list deviceListAnswer
+		for {
+			var page deviceListAnswer
+			if err := api.do(ctx, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
+				return err
+			}
+			list.Devices = append(list.Devices, page.Devices...)
+			list.NextCursor = page.NextCursor
+			if !all || page.NextCursor == "" {
+				break
+			}
+			q.Set("cursor", page.NextCursor)
+		}
+		if list.Devices == nil {
+			list.Devices = []devices.DeviceJSON{}
+		}
+		if f.asJSON {
+			return json.NewEncoder(stdout).Encode(list)
+		}
+		if err := printDevices(stdout, list.Devices); err != nil {
+			return err
+		}
+		if list.NextCursor != "" {
+			fmt.Fprintln(stderr, "more devices follow: use -all, or -json for next_cursor")
+		}
+		return nil
+	case "get", "update", "revoke":
+		var out struct {
+			Device devices.DeviceJSON `json:"device"`
+		}
+		var err error
+		switch verb {
+		case "get":
+			err = api.do(ctx, "GET", path, nil, &out)
+		case "revoke":
+			err = api.do(ctx, "POST", path+"/revoke", nil, &out)
+		case "update":
+			body := map[string]any{}
+			if name != "" {
+				body["name"] = name
+			}
+			if labels.set {
+				body["labels"] = labels.m
+			} else if clearLabels {
+				body["labels"] = map[string]string{}
+			}
+			if gateway != "\x00" {
+				body["gateway"] = gateway
+			}
+			err = api.do(ctx, "PATCH", path, body, &out)
+		}
+		if err != nil {
+			return err
+		}
+		if f.asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		return printDevices(stdout, []devices.DeviceJSON{out.Device})
+	case "rotate":
+		body := map[string]any{}
+		if grace != "" {
+			body["grace"] = grace
+		}
+		var out deviceTokenAnswer
+		if err := api.do(ctx, "POST", path+"/rotate", body, &out); err != nil {
+			return err
+		}
+		return printDeviceToken(stdout, stderr, f.asJSON, out)
+	default: // delete
+		if err := api.do(ctx, "DELETE", path, nil, nil); err != nil {
+			return err
+		}
+		if !f.asJSON {
+			fmt.Fprintf(stdout, "deleted %s\n", pos[0])
+		}
+		return nil
+	}
+}
+
+func printDeviceToken(stdout, stderr io.Writer, asJSON bool, out deviceTokenAnswer) error {
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(out)
+	}
+	if err := printDevices(stdout, []devices.DeviceJSON{out.Device}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\ntoken: %s\n", out.Token)
+	fmt.Fprintln(stderr, "Store the token now: it is not kept and cannot be shown again. MQTT: username = device id, password = token.")
+	return nil
+}
+
+func printDevices(w io.Writer, ds []devices.DeviceJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tNAME\tGATEWAY\tLABELS\tLAST SEEN\tREVOKED")
+	for _, d := range ds {
+		seen := "never"
+		if d.LastSeenAt != nil {
+			seen = d.LastSeenAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", d.ID, d.Kind, d.Name, dash(d.Gateway), formatLabels(d.Labels), seen, d.Revoked)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatLabels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+const viewersUsage = `viewers <command> [flags]
+
+commands:
+  create -name N [-scope k=v]...   token for /v1/live, restricted to readings with these tags
+  list
+  get    ID
+  revoke ID                        ends access now and closes open dashboards
+  delete ID`
+
+type viewerTokenAnswer struct {
+	Viewer devices.ViewerJSON `json:"viewer"`
+	Token  string             `json:"token"`
+}
+
+// viewersCommand is `telemetryd viewers …`.
+func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: telemetryd "+viewersUsage)
+		return flag.ErrHelp
+	}
+	verb := args[0]
+	f := newCLIFlags("viewers "+verb, viewersUsage, lookupEnv, stderr)
+	var name string
+	var scope labelFlag
+	switch verb {
+	case "create":
+		f.fs.StringVar(&name, "name", "", "human name (required)")
+		f.fs.Var(&scope, "scope", "restrict to readings tagged key=value (repeatable: all must match; none: unrestricted)")
+	case "list", "get", "revoke", "delete":
+	default:
+		fmt.Fprintf(stderr, "telemetryd viewers: unknown command %q\nusage: telemetryd %s\n", verb, viewersUsage)
+		return flag.ErrHelp
+	}
+	pos, err := f.parse(args[1:])
+	if err != nil {
+		return err
+	}
+	wantID := verb != "create" && verb != "list"
+	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
+		f.fs.Usage()
+		return flag.ErrHelp
+	}
+	api, err := f.client()
+	if err != nil {
+		return err
+	}
+	path := "/api/v1/viewers"
+	if wantID {
+		path += "/" + url.PathEscape(pos[0])
+	}
+	var one struct {
+		Viewer devices.ViewerJSON `json:"viewer"`
+	}
+	switch verb {
+	case "create":
+		var out viewerTokenAnswer
+		if err := api.do(ctx, "POST", path, map[string]any{"name": name, "scope": scope.m}, &out); err != nil {
+			return err
+		}
+		if f.asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		if err := printViewers(stdout, []devices.ViewerJSON{out.Viewer}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\ntoken: %s\n", out.Token)
+		fmt.Fprintln(stderr, "Store the token now: it is not kept and cannot be shown again.")
+		return nil
+	case "list":
+		var out struct {
+			Viewers []devices.ViewerJSON `json:"viewers"`
+		}
+		if err := api.do(ctx, "GET", path, nil, &out); err != nil {
+			return err
+		}
+		if f.asJSON {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		return printViewers(stdout, out.Viewers)
+	case "get":
+		err = api.do(ctx, "GET", path, nil, &one)
+	case "revoke":
+		err = api.do(ctx, "POST", path+"/revoke", nil, &one)
+	default: // delete
+		if err := api.do(ctx, "DELETE", path, nil, nil); err != nil {
+			return err
+		}
+		if !f.asJSON {
+			fmt.Fprintf(stdout, "deleted %s\n", pos[0])
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		return json.NewEncoder(stdout).Encode(one)
+	}
+	return printViewers(stdout, []devices.ViewerJSON{one.Viewer})
+}
+
+func printViewers(w io.Writer, vs []devices.ViewerJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tREVOKED")
+	for _, v := range vs {
+		scope := formatLabels(v.Scope)
+		if scope == "-" {
+			scope = "(all)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", v.ID, v.Name, scope, v.CreatedAt.Format(time.RFC3339), v.Revoked)
+	}
+	return tw.Flush()
+}
+
+// mosquittoAuthCommand is `telemetryd mosquitto-auth -password-file F
+// -acl-file F [service flags]`: it writes the broker's password and ACL
+// files from the registry database under -data-dir (the service may be
+// running). Send Mosquitto SIGHUP afterwards to reload them.
+func mosquittoAuthCommand(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	own := flag.NewFlagSet("telemetryd mosquitto-auth", flag.ContinueOnError)
+	own.SetOutput(stderr)
+	var pwFile, aclFile string
+	own.StringVar(&pwFile, "password-file", "", "Mosquitto password_file to write (required)")
+	own.StringVar(&aclFile, "acl-file", "", "Mosquitto acl_file to write (required)")
+	own.Usage = func() {
+		fmt.Fprintln(stderr, `usage: telemetryd mosquitto-auth -password-file F -acl-file F [-data-dir D] [-mqtt-topic T] [-mqtt-username U]
+
+Writes the Mosquitto password and ACL files from the device registry in
+-data-dir: every active device may publish to its own topic only (a gateway
+also to its devices' topics), and only -mqtt-username (whose password is
+TELEMETRY_MQTT_PASSWORD) may subscribe. Reload the broker with kill -HUP.
+The other service flags (telemetryd -h) are accepted too.
+
+flags:`)
+		own.PrintDefaults()
+	}
+	// Split our two flags from the service's.
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || (name != "password-file" && name != "acl-file" && name != "h" && name != "help") {
+			rest = append(rest, a)
+			continue
+		}
+		if name == "h" || name == "help" {
+			own.Usage()
+			return flag.ErrHelp
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return fmt.Errorf("flag -%s needs a value", name)
+			}
+			i++
+			val = args[i]
+		}
+		if err := own.Set(name, val); err != nil {
+			return err
+		}
+	}
+	if pwFile == "" || aclFile == "" {
+		own.Usage()
+		return flag.ErrHelp
+	}
+	cfg, err := parseConfig(rest, lookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	store, err := devices.OpenSQLite(ctx, registryPath(cfg))
+	if err != nil {
+		return err
+	}
+	reg, err := devices.Open(ctx, store, devices.Config{}, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		store.Close()
+		return err
+	}
+	defer reg.Close()
+	if err := reg.WriteMosquittoFiles(pwFile, aclFile, cfg.MQTTTopic, devices.MosquittoAccount{Username: cfg.MQTTUsername, Password: cfg.MQTTPassword}); err != nil {
+		return err
+	}
+	st := reg.Stats()
+	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, registryPath(cfg), st.Devices)
+	return nil
+}

@@ -1,0 +1,20 @@
+package main
+
+import (
+	"context"
+	"io"
+)
+
+// subcommandFunc runs `telemetryd <name> args...`.
+type subcommandFunc func(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error
+
+// subcommands lists the operator commands besides the service itself
+// (`telemetryd [flags]`). Add one entry per command.
+func subcommands() map[string]subcommandFunc {
+	return map[string]subcommandFunc{
+		// Identity (admin_cli.go).
+		"devices":        devicesCommand,
+		"viewers":        viewersCommand,
+		"mosquitto-auth": mosquittoAuthCommand,
+	}
+}
