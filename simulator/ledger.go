@@ -9,7 +9,7 @@ import (
 
 // Rejection codes the simulator knows (the service's device protocol); a
 // code outside this list is recorded as codeOther and named in the report.
-var knownCodes = []string{
+var knownCodes = [numCodes]string{
 	"",
 	"invalid_payload", "too_many_readings",
 	"invalid_value", "invalid_name", "invalid_tag", "invalid_timestamp", "invalid_reading",
@@ -17,7 +17,10 @@ var knownCodes = []string{
 	"other",
 }
 
-const codeOther = uint8(13)
+const (
+	codeOther = uint8(13)
+	numCodes  = 14
+)
 
 func codeIndex(code string) uint8 {
 	for i, c := range knownCodes {
@@ -55,7 +58,7 @@ type rec struct {
 
 // source is one reporting identity — a device on its own or a gateway's
 // child — with its signal generator and the ledger of its readings,
-// indexed by sim_seq-1.
+// indexed by sim_seq-1-base.
 type source struct {
 	id     string
 	name   string
@@ -63,8 +66,62 @@ type source struct {
 	gen    generator
 	lastTS int64
 
-	mu   sync.Mutex // guards recs: the sender, its connection's reader and the live watcher all touch it
+	mu   sync.Mutex // guards the rest: the sender, its connection's reader and the live watcher all touch it
 	recs []rec
+	// Without verification, readings settled long enough ago are folded
+	// into done and dropped from recs (base counts them), so that a run
+	// of any length keeps bounded memory.
+	base uint32
+	done tally
+}
+
+// tally counts settled readings that the ledger no longer keeps.
+type tally struct {
+	sent, valid, faulty, acked, rejected uint64
+	injected, confirmed, unverified      [numFaults]uint64
+	expected                             [numCodes]uint64 // rejections a fault asked for, by code
+}
+
+// compactAfter is how long after its ack a settled reading is kept, for
+// rejections that follow the ack.
+const compactAfter = 10 * time.Second
+
+// compact folds the settled prefix of the ledger into done. Only without
+// verification: the dashboard and storage checks need every record.
+func (s *source) compact(now int64, mqtt bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ; n < len(s.recs); n++ {
+		x := &s.recs[n]
+		if x.sent == 0 || x.acked == 0 || now-x.acked < int64(compactAfter) {
+			break
+		}
+		want := expectedCode(x.fault)
+		switch {
+		case x.fault == FaultNone && x.code == 0:
+			s.done.valid++
+			s.done.acked++
+		case x.fault != FaultNone && x.code != 0 && knownCodes[x.code] == want:
+			s.done.faulty++
+			s.done.rejected++
+			s.done.injected[x.fault]++
+			s.done.confirmed[x.fault]++
+			s.done.expected[x.code]++
+		case x.fault != FaultNone && x.code == 0 && mqtt:
+			s.done.faulty++
+			s.done.injected[x.fault]++
+			s.done.unverified[x.fault]++
+		default:
+			goto stop // anything else is for the report to list
+		}
+		s.done.sent++
+	}
+stop:
+	if n > 0 {
+		s.recs = s.recs[n:]
+		s.base += uint32(n)
+	}
 }
 
 func newSource(id, name string, index int, profile string, seed uint64) *source {
@@ -77,7 +134,7 @@ func (s *source) add(ts int64, fault FaultKind) uint32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs = append(s.recs, rec{ts: ts, fault: fault})
-	return uint32(len(s.recs))
+	return s.base + uint32(len(s.recs))
 }
 
 // nextTS returns a device timestamp for now, strictly after the last one,
@@ -90,7 +147,7 @@ func (s *source) nextTS(now time.Time) int64 {
 
 func (s *source) update(seq uint32, f func(r *rec)) {
 	s.mu.Lock()
-	if i := int(seq) - 1; i >= 0 && i < len(s.recs) {
+	if i := int(seq) - 1 - int(s.base); i >= 0 && i < len(s.recs) {
 		f(&s.recs[i])
 	}
 	s.mu.Unlock()

@@ -229,10 +229,30 @@ func (r *runner) buildReport(senders []*sender, genTime, total time.Duration, ve
 		for _, src := range s.sources {
 			rep.Fleet.Devices++
 			src.mu.Lock()
+			d := &src.done
+			rd.Generated += d.sent
+			rd.Sent += d.sent
+			rd.Valid += d.valid
+			rd.Faulty += d.faulty
+			rd.Acked += d.acked
+			rd.Rejected += d.rejected
+			for k := FaultMalformed; k < numFaults; k++ {
+				if d.injected[k] > 0 {
+					f := fault(k)
+					f.Injected += d.injected[k]
+					f.Confirmed += d.confirmed[k]
+					f.Unverified += d.unverified[k]
+				}
+			}
+			for code, n := range d.expected {
+				if n > 0 {
+					reject(knownCodes[code]).Expected += n
+				}
+			}
 			for i := range src.recs {
 				x := &src.recs[i]
 				rd.Generated++
-				loss := Loss{Device: src.id, SimSeq: uint32(i + 1), TS: x.ts, Transport: transport}
+				loss := Loss{Device: src.id, SimSeq: src.base + uint32(i+1), TS: x.ts, Transport: transport}
 				if x.stored {
 					rd.Stored++
 				}

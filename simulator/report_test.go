@@ -119,3 +119,48 @@ func TestReportCountsAndOutput(t *testing.T) {
 		t.Fatalf("JSON report: %v %s", err, b)
 	}
 }
+
+// TestCompactionKeepsTheReport: folding settled readings into a tally (runs
+// without -verify) must not change the report, and must stop at the first
+// reading that is not settled.
+func TestCompactionKeepsTheReport(t *testing.T) {
+	now := time.Now().UnixNano()
+	old := now - int64(time.Minute)
+	recs := []rec{
+		{sent: old, acked: old},
+		{sent: old, acked: old, fault: FaultInvalid, code: codeIndex("invalid_value")},
+		{sent: old, acked: old, fault: FaultSkew}, // mqtt: unverified; WebSocket: a failure, so compaction stops
+		{sent: old, acked: old},
+		{sent: old}, // unanswered: compaction stops here
+		{sent: old, acked: old},
+		{sent: now, acked: now}, // too recent anyway
+	}
+	for _, mqtt := range []bool{false, true} {
+		build := func(compact bool) *Report {
+			r := &runner{cfg: Config{Devices: 1}.withDefaults(), c: &counters{}, runID: "r"}
+			src := &source{id: "d1", recs: append([]rec(nil), recs...)}
+			if compact {
+				src.compact(now, mqtt)
+				want := uint32(4)
+				if !mqtt {
+					want = 2
+				}
+				if src.base != want || len(src.recs) != len(recs)-int(want) {
+					t.Fatalf("compacted to base %d with %d left, want base %d", src.base, len(src.recs), want)
+				}
+				if seq := src.add(now, FaultNone); seq != uint32(len(recs)+1) {
+					t.Fatalf("next sim_seq %d after compaction, want %d", seq, len(recs)+1)
+				}
+				src.recs = src.recs[:len(src.recs)-1]
+			}
+			return r.buildReport([]*sender{{r: r, mqtt: mqtt, sources: []*source{src}}}, time.Second, time.Second, false)
+		}
+		a, b := build(false), build(true)
+		a.StartedAt, b.StartedAt = time.Time{}, time.Time{}
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if !bytes.Equal(ja, jb) {
+			t.Fatalf("mqtt=%v: report changed by compaction:\n%s\n%s", mqtt, ja, jb)
+		}
+	}
+}

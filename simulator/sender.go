@@ -656,6 +656,15 @@ func (s *sender) onAck(seq uint64) {
 		})
 	}
 	c.readingsAcked.Add(n)
+	if !s.r.cfg.Verify { // keep memory bounded on endless runs
+		var last *source
+		for _, r := range f.refs {
+			if r.src != last {
+				r.src.compact(ns, s.mqtt)
+				last = r.src
+			}
+		}
+	}
 	s.signal()
 }
 
