@@ -41,7 +41,7 @@ type testReg struct {
 	clock *clock
 }
 
-func openTestRegistry(t *testing.T, path string, cfg Config) *testReg {
+func openTestRegistry(t testing.TB, path string, cfg Config) *testReg {
 	t.Helper()
 	ctx := context.Background()
 	store, err := OpenSQLite(ctx, path)
