@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,4 +190,42 @@ func testSecurityMQTTOverTLS(t *testing.T, influx *influxtest.Server) {
 	pub := newMQTTClient(t, broker.URL(), "tls-test-pub") // the plain listener
 	publish(t, pub, "devices/"+id+"/telemetry", `{"measurement":"tls","metrics":{"n":1}}`)
 	eventually(t, 15*time.Second, "reading stored through the TLS consumer", func() bool { return pointsOf(t, influx, db, id) == 1 })
+}
+
+// testSecurityInfluxTLS: with an https:// InfluxDB URL the service checks
+// the server's certificate against -influx-ca, and writes through TLS. A
+// TLS-terminating proxy in front of the real influxd plays the server.
+func testSecurityInfluxTLS(t *testing.T, influx *influxtest.Server) {
+	const db = "sec_influx_tls"
+	pki := newTestPKI(t)
+	target, err := url.Parse(influx.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	cert, err := tls.LoadX509KeyPair(pki.certFile, pki.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+
+	// Without the CA, InfluxDB is not trusted.
+	cfg, err := parseConfig([]string{"-influx-url", proxy.URL, "-influx-bucket", db + "/autogen"}, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := openStorage(ctx, cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted InfluxDB: %v", err)
+	}
+
+	svc := startService(t, influx, nil, tokensFile(t), "-influx-bucket", db+"/autogen", "-influx-url", proxy.URL, "-influx-ca", pki.caFile)
+	id, tok := provision(t, svc, `{"name":"via-https-influx"}`)
+	sendAcked(t, mustDialWS(t, svc.ws("/v1/ingest"), bearer(tok)), "tls_influx", 1)
+	if n := pointsOf(t, influx, db, id); n != 1 {
+		t.Fatalf("%d points written through https, want 1", n)
+	}
 }

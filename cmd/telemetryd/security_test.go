@@ -43,6 +43,7 @@ func TestSecurity(t *testing.T) {
 	t.Run("WSS", func(t *testing.T) { testSecurityWSS(t, influx) })
 	t.Run("MosquittoACL", func(t *testing.T) { testSecurityMosquittoACL(t, influx) })
 	t.Run("MQTTOverTLS", func(t *testing.T) { testSecurityMQTTOverTLS(t, influx) })
+	t.Run("InfluxTLS", func(t *testing.T) { testSecurityInfluxTLS(t, influx) })
 	t.Run("CLI", func(t *testing.T) { testSecurityCLI(t, influx) })
 }
 
