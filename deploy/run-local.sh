@@ -37,6 +37,7 @@ pids=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "stopping the local stack…"
+  if [ -n "${sim_pid:-}" ]; then kill -TERM "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; fi
   for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; wait "${pids[i]}" 2>/dev/null || true; done
 }
 trap cleanup INT TERM EXIT
@@ -97,6 +98,25 @@ export TELEMETRY_LOG_FORMAT=${TELEMETRY_LOG_FORMAT:-text}
 "$root/bin/telemetryd" &
 pids+=($!)
 
+# A demo fleet (docs/simulator.md): 20 simulated devices, alternately over
+# WebSocket and MQTT, provisioned once through the admin API (credentials
+# cached under the data dir), so that data flows into InfluxDB and onto the
+# dashboard at once. SIMULATOR=0 turns it off; SIMULATOR_DEVICES sizes it.
+# It is not in pids: a demo fleet that gives up must not stop the stack.
+sim_msg="off (SIMULATOR=0)"
+if [ "${SIMULATOR:-1}" != 0 ]; then
+  sim_url=http://${http_addr/#:/127.0.0.1:}
+  for i in $(seq 1 120); do
+    if curl -fsS "$sim_url/readyz" >/dev/null 2>&1; then break; fi
+    sleep 0.25
+  done
+  TELEMETRY_URL=$sim_url "$root/bin/simulator" -fleet demo -creds "$data/simulator/creds.json" \
+    -devices "${SIMULATOR_DEVICES:-20}" -transport mixed -profile mixed -rate 1 -duration 0 \
+    -drain-timeout 5s -quiet -log-level info > "$data/logs/simulator.log" 2>&1 &
+  sim_pid=$!
+  sim_msg="${SIMULATOR_DEVICES:-20} simulated devices over WebSocket and MQTT (SIMULATOR=0 turns it off; log $data/logs/simulator.log)"
+fi
+
 cat <<MSG
 
   telemetryd   http://$http_addr   (devices: ws://$http_addr/v1/ingest, dashboards: ws://$http_addr/v1/live)
@@ -106,6 +126,7 @@ cat <<MSG
   admin token  $data/secrets/admin-token   (admin API /api/v1, and a viewer token for dashboards)
   provision    export TELEMETRY_ADMIN_TOKEN=\$(cat $data/secrets/admin-token)
                bin/telemetryd devices create -name my-device      (see docs/provisioning.md)
+  demo fleet   $sim_msg
   logs         $data/logs/
 
   Ctrl-C stops everything.
