@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 // WebSocket close codes used on dashboard sockets.
@@ -71,6 +74,9 @@ type Dashboards struct {
 	conns    sync.Map // *dashConn → struct{}
 	count    atomic.Int64
 	closing  atomic.Bool
+	sseCount atomic.Int64
+	sseConns sync.Map      // *sseClient → struct{}
+	shutdown chan struct{} // closed by Run when it ends: SSE streams return
 }
 
 // NewDashboards returns the /v1/live handler; start its ping loop with Run.
@@ -84,7 +90,7 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 10
 	}
-	d := &Dashboards{cfg: cfg, hub: hub, log: log}
+	d := &Dashboards{cfg: cfg, hub: hub, log: log, shutdown: make(chan struct{})}
 	d.upgrader = gws.NewUpgrader(&dashEvents{d: d}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxMessageSize,
 		CheckUtf8Enabled:   true,
@@ -94,8 +100,24 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 	return d
 }
 
-// Connections is the number of open dashboard sockets.
-func (d *Dashboards) Connections() int { return int(d.count.Load()) }
+// Connections is the number of open dashboard sockets and SSE streams.
+func (d *Dashboards) Connections() int { return int(d.count.Load() + d.sseCount.Load()) }
+
+// Authenticate returns the viewer making request r: anonymous and
+// unrestricted when no ViewerAuthenticator is configured, else the owner of
+// r's token (see BearerToken). The error wraps telemetry.ErrUnauthorized.
+// The dashboard page's API uses it too, so every dashboard endpoint accepts
+// the same tokens.
+func (d *Dashboards) Authenticate(r *http.Request) (Viewer, error) {
+	if d.cfg.Viewers == nil {
+		return Viewer{Name: "anonymous"}, nil
+	}
+	v, err := d.cfg.Viewers.AuthenticateViewer(r.Context(), BearerToken(r))
+	if err != nil {
+		return Viewer{}, fmt.Errorf("%w: %w", telemetry.ErrUnauthorized, err)
+	}
+	return v, nil
+}
 
 // BearerToken returns the token from "Authorization: Bearer …" or, for
 // clients that cannot set headers (browsers' WebSocket), "?token=".
@@ -115,14 +137,10 @@ func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
 		return
 	}
-	viewer := Viewer{Name: "anonymous"}
-	if d.cfg.Viewers != nil {
-		v, err := d.cfg.Viewers.AuthenticateViewer(r.Context(), BearerToken(r))
-		if err != nil {
-			writeHTTPError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required")
-			return
-		}
-		viewer = v
+	viewer, err := d.Authenticate(r)
+	if err != nil {
+		writeHTTPError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required")
+		return
 	}
 	socket, err := d.upgrader.Upgrade(w, r)
 	if err != nil {
@@ -147,6 +165,7 @@ func (d *Dashboards) Run(ctx context.Context) error {
 			})
 		case <-ctx.Done():
 			d.closing.Store(true)
+			close(d.shutdown)
 			d.conns.Range(func(k, _ any) bool {
 				k.(*dashConn).close(closeGoingAway, "server shutting down")
 				return true
@@ -242,6 +261,7 @@ func (d *Dashboards) Disconnect(viewerID string, code uint16, reason string) {
 		}
 		return true
 	})
+	d.disconnectSSE(viewerID) // sse.go
 }
 
 func (e *dashEvents) OnClose(socket *gws.Conn, err error) {
@@ -273,6 +293,7 @@ type clientMessage struct {
 	Measurements []string          `json:"measurements"`
 	Fields       []string          `json:"fields"`
 	Tags         map[string]string `json:"tags"`
+	Presence     PresenceMode      `json:"presence"`
 }
 
 type errorMessage struct {
@@ -313,6 +334,7 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		}
 		e.d.hub.Subscribe(ctx, c, m.ID, Filter{
 			Devices: m.Devices, Measurements: m.Measurements, Fields: m.Fields, Tags: m.Tags, Scope: c.viewer.Scope,
+			Presence: m.Presence,
 		})
 	case "unsubscribe":
 		c.subs.Add(-1)
@@ -330,6 +352,9 @@ func (m *clientMessage) validate() error {
 	}
 	if len(m.Devices) > maxFilterItems || len(m.Measurements) > maxFilterItems || len(m.Fields) > maxFilterItems || len(m.Tags) > 32 {
 		return errors.New("filter too large")
+	}
+	if !m.Presence.Valid() {
+		return errors.New(`presence must be "", "include" or "only"`)
 	}
 	return nil
 }
