@@ -294,7 +294,7 @@ func (r *Registry) Labels(device telemetry.DeviceID) []telemetry.Tag {
 // AuthenticateViewer returns the viewer a token belongs to. The admin
 // token is an unrestricted viewer with id "admin".
 func (r *Registry) AuthenticateViewer(_ context.Context, token string) (Viewer, error) {
-	if r.AuthenticateAdmin(token) {
+	if r.isAdmin(token) {
 		return Viewer{ID: "admin", Name: "admin", Scope: map[string]string{}}, nil
 	}
 	if strings.HasPrefix(token, ViewerTokenPrefix) && len(token) <= 128 {
@@ -334,14 +334,15 @@ func (r *Registry) ViewerActive(id string) bool {
 // AuthenticateAdmin reports whether token is the operator token (constant
 // time; false when none is configured).
 func (r *Registry) AuthenticateAdmin(token string) bool {
-	if r.cfg.AdminToken == "" || token == "" {
-		return false
-	}
-	if HashToken(token).Equal(r.adminHash) {
+	if r.isAdmin(token) {
 		return true
 	}
 	r.adminAuthFailures.Add(1)
 	return false
+}
+
+func (r *Registry) isAdmin(token string) bool {
+	return r.cfg.AdminToken != "" && token != "" && HashToken(token).Equal(r.adminHash)
 }
 
 // AdminEnabled reports whether an operator token is configured.

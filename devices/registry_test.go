@@ -448,6 +448,11 @@ func TestViewers(t *testing.T) {
 	if r.AuthenticateAdmin("admin-token-012345678") || r.AuthenticateAdmin("") || !r.AuthenticateAdmin("admin-token-0123456789") {
 		t.Fatal("AuthenticateAdmin wrong")
 	}
+	// Viewer logins are not admin failures; the two wrong admin tokens
+	// above are.
+	if st := r.Stats(); st.AdminAuthFailures != 2 || st.ViewerAuthFailures != 1 {
+		t.Fatalf("failures counted %+v", st)
+	}
 	noAdmin := newTestRegistry(t, Config{})
 	if noAdmin.AuthenticateAdmin("") || noAdmin.AdminEnabled() || noAdmin.ViewerActive("admin") {
 		t.Fatal("admin without admin token")
