@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -181,10 +182,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 		}
 		return false
 	}
-	if optional && len(strings.TrimSpace(string(body))) == 0 {
+	if optional && len(bytes.TrimSpace(body)) == 0 {
 		return true
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid JSON body: "+err.Error())

@@ -109,7 +109,16 @@ func validLabelKey(s string) bool {
 // validLabelValue: printable UTF-8 of 1 to maxLen bytes, no trailing
 // backslash (line protocol cannot represent one).
 func validLabelValue(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen || !utf8.ValidString(s) || s[len(s)-1] == '\\' {
+	return s != "" && len(s) <= maxLen && s[len(s)-1] != '\\' && printable(s)
+}
+
+// validName: a human name, 1 to 128 bytes of printable UTF-8.
+func validName(s string) bool { return s != "" && len(s) <= 128 && printable(s) }
+
+// printable: valid UTF-8 without control characters (C0, DEL, C1) or line
+// separators, so that it stays on one line wherever it is written.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
@@ -118,11 +127,6 @@ func validLabelValue(s string, maxLen int) bool {
 		}
 	}
 	return true
-}
-
-// validName: a human name, 1 to 128 bytes of printable UTF-8.
-func validName(s string) bool {
-	return s != "" && len(s) <= 128 && validLabelValue(s+".", 129)
 }
 
 // checkLabels validates a label set (allowDeviceID: viewer scopes may

@@ -599,15 +599,10 @@ func (r *Registry) UpdateDevice(ctx context.Context, id telemetry.DeviceID, u De
 	r.mu.Lock()
 	e.d = cloneDevice(d)
 	e.tags = labelTags(d.Labels)
+	out := e.snapshot()
 	r.mu.Unlock()
 	defer r.emit(Event{Type: DeviceUpdated, Device: id})
-	return e.snapshotLocked(&r.mu), nil
-}
-
-func (e *deviceEntry) snapshotLocked(mu *sync.RWMutex) Device {
-	mu.RLock()
-	defer mu.RUnlock()
-	return e.snapshot()
+	return out, nil
 }
 
 // RotateDevice issues a new token for a device. The device's other tokens
