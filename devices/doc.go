@@ -18,7 +18,7 @@
 // plaintext is known — a Mosquitto PBKDF2 hash, so that the broker's password
 // file can be written later without the token. Rotation keeps the previous
 // token valid for a grace period; revocation and deletion take effect at
-// once and are announced to subscribers (OnRevoke), which close open
+// once and are announced to subscribers (Subscribe), which close open
 // sockets. Tokens are never logged.
 //
 // The admin HTTP API (NewAdminAPI) exposes the registry under /api/v1,
