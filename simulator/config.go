@@ -240,7 +240,8 @@ type Config struct {
 
 	// Rate is readings per second per device (default 1).
 	Rate float64
-	// Jitter spreads each interval by ±Jitter of itself (0 to 1, default 0.2).
+	// Jitter spreads each interval by ±Jitter of itself (0 to 1; the CLI
+	// defaults to 0.2).
 	Jitter float64
 	// Batch is readings per frame (per child, for gateways; default 1).
 	Batch int

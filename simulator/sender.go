@@ -491,8 +491,7 @@ func (s *sender) act(ctx context.Context, l link, p probe) bool {
 		return true
 	case FaultWrongToken:
 		c.faultInjected[FaultWrongToken].Add(1)
-		wrong := "wrong-" + s.token[:min(4, len(s.token))] + "-not-a-token"
-		err := s.r.dialWrongToken(ctx, s, wrong)
+		err := s.r.dialWrongToken(ctx, s, "tdv_simulator-wrong-token")
 		if errors.Is(err, errAuth) {
 			c.faultConfirmed[FaultWrongToken].Add(1)
 		} else {
