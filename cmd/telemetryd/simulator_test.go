@@ -17,8 +17,8 @@ import (
 // TestSimulatorEndToEnd runs the device simulator in-process against the
 // real service, a real InfluxDB and a real Mosquitto with password and ACL
 // files written from the device registry: a fleet provisioned through the
-// admin API, devices over WebSocket and MQTT, a gateway with children, and
-// every fault kind injected. The simulator's own verification (dashboard
+// admin API, devices and gateways (with children) over WebSocket and MQTT,
+// and every fault kind injected. The simulator's own verification (dashboard
 // subscription plus InfluxDB) must find nothing lost and every fault
 // answered exactly as expected; InfluxDB is then counted independently.
 func TestSimulatorEndToEnd(t *testing.T) {
@@ -54,9 +54,9 @@ func TestSimulatorEndToEnd(t *testing.T) {
 		InfluxURL:    influx.URL(),
 		InfluxBucket: db + "/autogen",
 		CredsFile:    filepath.Join(t.TempDir(), "creds.json"),
-		// Connections alternate WebSocket/MQTT: devices 1 and 3 and the
-		// gateway on WebSocket, devices 2 and 4 on MQTT.
-		Devices: 4, Gateways: 1, ChildrenPerGateway: 3,
+		// Connections alternate WebSocket/MQTT: devices 1 and 3 and
+		// gateway 2 on WebSocket, device 2 and gateway 1 on MQTT.
+		Devices: 3, Gateways: 2, ChildrenPerGateway: 3,
 		Transport: simulator.TransportMixed, Profile: simulator.ProfileMixed,
 		Rate: 40, Jitter: 0.2, ReadingsPerDevice: 50, Seed: 7,
 		Faults: simulator.Faults{
@@ -73,7 +73,7 @@ func TestSimulatorEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds, err := simulator.LoadCredentials(cfg.CredsFile)
-	if err != nil || len(creds.Devices) != 4+1+3 {
+	if err != nil || len(creds.Devices) != 3+2+2*3 {
 		t.Fatalf("credentials: %v, %d devices", err, len(creds.Devices))
 	}
 	eventually(t, 10*time.Second, "broker files rewritten", func() bool {
@@ -99,12 +99,12 @@ func TestSimulatorEndToEnd(t *testing.T) {
 	}
 
 	// The fleet: both transports and a gateway.
-	if f := rep.Fleet; f.Devices != 7 || f.Gateways != 1 || f.Children != 3 || f.WebSockets != 3 || f.MQTT != 2 {
+	if f := rep.Fleet; f.Devices != 9 || f.Gateways != 2 || f.Children != 6 || f.WebSockets != 3 || f.MQTT != 2 {
 		t.Fatalf("fleet %+v", f)
 	}
 	// Zero loss: every valid reading acked, stored and seen live.
 	r := rep.Readings
-	if r.Generated != 7*50 || r.Sent != r.Generated || r.Valid+r.Faulty != r.Sent {
+	if r.Generated != 9*50 || r.Sent != r.Generated || r.Valid+r.Faulty != r.Sent {
 		t.Fatalf("readings %+v", r)
 	}
 	if r.Acked != r.Valid || r.Stored != r.Valid || r.SeenLive != r.Valid || r.Unacked != 0 {
