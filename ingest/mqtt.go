@@ -68,8 +68,11 @@ func (c MQTTConfig) withDefaults() MQTTConfig {
 type MQTTStats struct {
 	Connected                                          int
 	Messages, InvalidMessages, UnknownDevice, Overflow uint64
-	ReadingsAccepted, ReadingsRejected, Acked          uint64
-	Unacked                                            int64
+	// Redelivered counts messages the broker sent again (DUP): duplicates
+	// of messages this or an earlier session received but did not ack.
+	Redelivered                               uint64
+	ReadingsAccepted, ReadingsRejected, Acked uint64
+	Unacked                                   int64
 }
 
 // MQTT consumes device telemetry from a broker: QoS 1, persistent session,
@@ -86,6 +89,7 @@ type MQTT struct {
 	subscribed atomic.Int32 // clients connected with their subscription in place
 
 	messages, invalid, unknownDevice, overflow atomic.Uint64
+	redelivered                                atomic.Uint64
 	readingsAccepted, readingsRejected, acked  atomic.Uint64
 	unacked                                    atomic.Int64
 }
@@ -112,7 +116,7 @@ func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, 
 func (m *MQTT) Stats() MQTTStats {
 	return MQTTStats{
 		Connected: m.connectedCount(), Messages: m.messages.Load(), InvalidMessages: m.invalid.Load(),
-		UnknownDevice: m.unknownDevice.Load(), Overflow: m.overflow.Load(),
+		UnknownDevice: m.unknownDevice.Load(), Overflow: m.overflow.Load(), Redelivered: m.redelivered.Load(),
 		ReadingsAccepted: m.readingsAccepted.Load(), ReadingsRejected: m.readingsRejected.Load(),
 		Acked: m.acked.Load(), Unacked: m.unacked.Load(),
 	}
@@ -232,6 +236,7 @@ func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message) {
 	for {
 		select {
 		case <-ctx.Done():
+			m.log.Info("mqtt intake stopped; unhandled messages stay with the broker for redelivery", "left", len(inbox))
 			return
 		case msg := <-inbox:
 			m.handle(ctx, dec, acks, msg)
@@ -241,6 +246,10 @@ func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message) {
 
 func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequencer, msg mqtt.Message) {
 	m.messages.Add(1)
+	if msg.Duplicate() {
+		m.redelivered.Add(1)
+		m.log.Debug("mqtt redelivery", "topic", msg.Topic(), "id", msg.MessageID())
+	}
 	ack := acks.add(msg)
 	drop := func() { ack(true) }
 	device, ok := m.deviceOf(msg.Topic())
