@@ -336,8 +336,8 @@ func (s *sender) flush(ctx context.Context, now time.Time) time.Duration {
 		s.mu.Unlock()
 		return min(wait, time.Second)
 	}
-	if s.awaiting > 0 {
-		wait = min(wait, settleTime-now.Sub(s.lastAck)+time.Millisecond)
+	if d := settleTime - now.Sub(s.lastAck); s.awaiting > 0 && d > 0 {
+		wait = min(wait, d+time.Millisecond) // wake to find the device idle
 	}
 	var due []*frame
 	for _, f := range s.outstanding {
