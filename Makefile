@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean
+.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean test-browser screenshot
 
 all: build
 
@@ -39,6 +39,16 @@ vet:
 test: tools fmt-check vet
 	$(GO) test -race -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=10s
+
+# The dashboard end to end in headless Chromium (also part of make test);
+# its screenshots are kept in $(ARTIFACTS).
+ARTIFACTS ?= $(CURDIR)/artifacts
+test-browser: tools
+	TELEMETRY_ARTIFACTS=$(ARTIFACTS) $(GO) test -race -count=1 -run 'Browser' ./cmd/telemetryd
+
+# Refreshes docs/screenshot.png (the README's picture) from the browser test.
+screenshot: tools
+	TELEMETRY_UPDATE_SCREENSHOT=1 TELEMETRY_ARTIFACTS=$(ARTIFACTS) $(GO) test -count=1 -run '^TestBrowserDashboard$$' ./cmd/telemetryd
 
 FUZZTIME ?= 30s
 fuzz:

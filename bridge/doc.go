@@ -15,5 +15,9 @@
 // dashboard never slows anything but itself.
 //
 // The dashboard side (the Hub and the /v1/live WebSocket handler) lives here
-// too, because it consumes the same normalized readings.
+// too, because it consumes the same normalized readings. The same
+// subscriptions are served as Server-Sent Events (/v1/live/sse, sse.go), and
+// the Hub derives device presence from the readings it sees (presence.go):
+// online from a reading until a silence longer than the device's timeout,
+// announced to subscriptions that ask for it.
 package bridge

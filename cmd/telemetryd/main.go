@@ -126,6 +126,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", ws)
 	mux.Handle("GET /v1/live", dash)
+	// web.go: the dashboard page, its API and /v1/live/sse.
+	mountWeb(mux, webDeps{dash: dash, hub: hub, store: store, registered: ident.reg.Devices, log: log.With("component", "web")})
 	ident.mount(mux) // /api/v1/: admin API
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
