@@ -264,22 +264,6 @@ func (d *browserDevice) send(t *testing.T, rs ...envReading) {
 	}
 }
 
-// stopKeepingResult stops svc and leaves its result for startService's
-// cleanup, so that a test can stop a service half-way.
-func stopKeepingResult(t *testing.T, svc *service) {
-	t.Helper()
-	svc.cancel()
-	select {
-	case err := <-svc.done:
-		svc.done <- err
-		if err != nil {
-			t.Fatalf("telemetryd: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("telemetryd did not stop")
-	}
-}
-
 // noWebSocketProxy is a reverse proxy to addr that refuses WebSocket
 // upgrades, as some corporate proxies do, and streams everything else.
 func noWebSocketProxy(t *testing.T, addr string) string {
@@ -408,7 +392,7 @@ func TestBrowserDashboard(t *testing.T) {
 	// it is reconnecting; points stored meanwhile appear after the resume,
 	// once each.
 	addr := svc.addr
-	stopKeepingResult(t, svc)
+	svc.stop(t)
 	tb.waitFor("the reconnecting state", `telemetryDashboard.connection().state === "reconnecting"`, 20*time.Second)
 	var lines strings.Builder
 	for i := range 3 {

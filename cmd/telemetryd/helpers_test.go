@@ -29,7 +29,8 @@ const testAdminToken = "test-admin-token-0123456789"
 type service struct {
 	addr   string
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when run returns
+	err    error         // run's result, set before done is closed
 	stderr *syncBuffer
 }
 
@@ -41,9 +42,9 @@ func (s *service) stop(t *testing.T) {
 	t.Helper()
 	s.cancel()
 	select {
-	case err := <-s.done:
-		if err != nil {
-			t.Fatalf("telemetryd: %v", err)
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("telemetryd: %v", s.err)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("telemetryd did not stop")
@@ -101,14 +102,14 @@ func startService(t *testing.T, influx *influxtest.Server, broker *mqtttest.Brok
 		"-shutdown-grace", "10s",
 	}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}}
+	s := &service{cancel: cancel, done: make(chan struct{}), stderr: &syncBuffer{}}
 	ready := make(chan string, 1)
 	noEnv := func(string) (string, bool) { return "", false }
-	go func() { s.done <- run(ctx, args, noEnv, s.stderr, ready) }()
+	go func() { s.err = run(ctx, args, noEnv, s.stderr, ready); close(s.done) }()
 	select {
 	case s.addr = <-ready:
-	case err := <-s.done:
-		t.Fatalf("telemetryd exited: %v\n%s", err, s.stderr)
+	case <-s.done:
+		t.Fatalf("telemetryd exited: %v\n%s", s.err, s.stderr)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("telemetryd did not start\n%s", s.stderr)
 	}
