@@ -227,7 +227,7 @@ func (d *wsDevice) waitAcks() {
 // addMQTT publishes at QoS 1 every interval; a reading counts as
 // acknowledged when the broker's PUBACK arrives.
 func (f *fleet) addMQTT(id, brokerURL string, interval time.Duration) {
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID("dev-"+id).
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID("dev-" + id).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(100 * time.Millisecond).SetMaxReconnectInterval(time.Second))
 	c.Connect().WaitTimeout(10 * time.Second)
