@@ -7,22 +7,34 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean test-browser screenshot
+.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean docs test-browser screenshot
 
 all: build
 
-build:
-	$(GO) build -o bin/ ./cmd/...
+# How binaries are built, here and in the Dockerfile (its ARGs of the same
+# names and its go build line mirror these; TestDockerfileBuildsLikeMakefile
+# in cmd/telemetryd fails when they drift): static, trimmed, stamped.
+VERSION        ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+GO_BUILD_FLAGS := -trimpath
+GO_LDFLAGS     := -s -w
 
-tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium
+build:
+	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -ldflags "$(GO_LDFLAGS) -X main.version=$(VERSION) -X main.revision=$(REVISION)" -o bin/ ./cmd/...
+
+# docs/configuration.md is generated from the code (a test compares it).
+docs:
+	$(GO) run ./cmd/telemetryd config-reference > docs/configuration.md
+
+tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose
 
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
-/usr/sbin/mosquitto /usr/bin/chromium:
-	@command -v apt-get >/dev/null || { echo "install mosquitto and chromium with your package manager" >&2; exit 1; }
+/usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose:
+	@command -v apt-get >/dev/null || { echo "install mosquitto, chromium and docker-compose with your package manager" >&2; exit 1; }
 	@test -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" || apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients chromium docker-compose >/dev/null
 
 run: tools build
 	./deploy/run-local.sh

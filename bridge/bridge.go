@@ -33,6 +33,12 @@ type LabelSource interface {
 	Labels(device telemetry.DeviceID) []telemetry.Tag
 }
 
+// DeadLetterer keeps lines the storage refused for good, so that nothing is
+// dropped without a record.
+type DeadLetterer interface {
+	DeadLetter(line []byte, reason string)
+}
+
 // Publisher receives normalized readings for live fan-out. Publish must not
 // block and must not modify the readings.
 type Publisher interface {
@@ -42,6 +48,10 @@ type Publisher interface {
 // Config tunes the bridge. The zero value of each field means its default.
 type Config struct {
 	Limits Limits
+	// Units converts declared units to canonical ones (units.go).
+	Units UnitConfig
+	// Types guards field types against InfluxDB type conflicts (typeguard.go).
+	Types TypeGuardConfig
 	// QueueFrames bounds the frames waiting for the writer (default 8192).
 	// When full, Consume blocks (back-pressure to devices) until its ctx ends.
 	QueueFrames int
@@ -57,6 +67,8 @@ type Config struct {
 	Children ChildAuthorizer
 	// Labels adds registry labels as tags; nil adds none.
 	Labels LabelSource
+	// DeadLetters records lines the storage refused for good; nil only logs them.
+	DeadLetters DeadLetterer
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +100,7 @@ type Stats struct {
 	ReadingsWritten, ReadingsStorageRejected           uint64
 	WriteBatches, WriteErrors, WriteRetries            uint64
 	QueueFrames                                        int
+	DetailStats
 }
 
 // entry is one accepted frame on its way to storage.
@@ -118,6 +131,8 @@ type Bridge struct {
 	framesAccepted, readingsAccepted, readingsRejected atomic.Uint64
 	readingsWritten, readingsStorageRejected           atomic.Uint64
 	writeBatches, writeErrors, writeRetries            atomic.Uint64
+
+	detail // counters.go: metrics detail, unit rules, type guard
 }
 
 // New returns a Bridge writing to sink and publishing to live (which may be
@@ -136,6 +151,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		stopping: make(chan struct{}),
 	}
 	b.encoders.New = func() any { return new(lineprotocol.Encoder) }
+	b.initDetail()
 	return b
 }
 
@@ -150,6 +166,7 @@ func (b *Bridge) Stats() Stats {
 		WriteBatches:            b.writeBatches.Load(),
 		WriteErrors:             b.writeErrors.Load(),
 		WriteRetries:            b.writeRetries.Load(),
+		DetailStats:             b.detailStats(),
 		QueueFrames:             len(b.queue),
 	}
 }
@@ -200,6 +217,9 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 	}
 	rcpt.Accepted = len(accepted)
 	b.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+	for _, rj := range rcpt.Rejected {
+		b.rejects.add(rj.Code, 1)
+	}
 	if len(accepted) == 0 {
 		if f.Done != nil {
 			f.Done(telemetry.Outcome{})
@@ -248,10 +268,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 		body = b.writeBatch(ctx, pending, body)
 		clear(pending)
 		pending, lines = pending[:0], 0
+		b.oldest.Store(0)
 	}
 	add := func(e *entry) {
 		if len(pending) == 0 {
 			timer.Reset(b.cfg.FlushInterval)
+			b.oldest.Store(e.at.UnixNano())
 		}
 		pending = append(pending, e)
 		lines += len(e.index)
@@ -348,10 +370,14 @@ func (b *Bridge) isolate(ctx context.Context, es []*entry) {
 				b.readingsWritten.Add(1)
 			case errors.Is(err, telemetry.ErrPermanent):
 				b.readingsStorageRejected.Add(1)
+				b.rejects.add(CodeStorageRejected, 1)
 				out.Rejected = append(out.Rejected, telemetry.Rejection{
 					Index: int(e.index[i]), Code: CodeStorageRejected, Message: err.Error(),
 				})
 				b.log.Warn("storage rejected a reading", "line", string(line), "error", err)
+				if b.cfg.DeadLetters != nil {
+					b.cfg.DeadLetters.DeadLetter(line, err.Error())
+				}
 			default:
 				out.Err = err
 			}
@@ -386,7 +412,9 @@ func (b *Bridge) writeRetrying(ctx context.Context, body []byte) error {
 	delay := b.cfg.RetryMin
 	for attempt := 0; ; attempt++ {
 		b.writeBatches.Add(1)
+		start := time.Now()
 		err := b.sink.Write(ctx, body)
+		b.writeLatency.Observe(time.Since(start))
 		if err == nil || errors.Is(err, telemetry.ErrPermanent) {
 			return err
 		}

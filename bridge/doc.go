@@ -14,6 +14,11 @@
 // therefore slows devices (back-pressure), never dashboards; a slow
 // dashboard never slows anything but itself.
 //
+// Normalizing includes converting declared units to canonical ones
+// (units.go) and holding every measurement/field to one type, the one
+// InfluxDB has (typeguard.go), so that a type conflict is rejected as one
+// reading (type_conflict) instead of failing a whole storage batch.
+//
 // The dashboard side (the Hub and the /v1/live WebSocket handler) lives here
 // too, because it consumes the same normalized readings. The same
 // subscriptions are served as Server-Sent Events (/v1/live/sse, sse.go), and

@@ -145,6 +145,12 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 			}
 		}
 	}
+	// Units (units.go) after validation: only valid, finite values convert.
+	if n, rej := b.units.convert(r, l.MaxNameLen); rej != nil {
+		return rej
+	} else if n > 0 {
+		b.unitsConverted.Add(uint64(n))
+	}
 	switch {
 	case r.Time == 0:
 		r.Time = received.UnixNano()
@@ -152,7 +158,15 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 		return reject(CodeFutureTimestamp, "timestamp %s is more than %s ahead of the server clock",
 			time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano), l.MaxClockSkew)
 	}
-	return b.normalizeTags(r)
+	if rej := b.normalizeTags(r); rej != nil {
+		return rej
+	}
+	// The type guard (typeguard.go) last: it remembers the types of
+	// readings that pass every other check.
+	if b.guard != nil {
+		return b.guard.check(r)
+	}
+	return nil
 }
 
 func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {

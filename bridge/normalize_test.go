@@ -94,6 +94,8 @@ func TestNormalize(t *testing.T) {
 	b := testBridge(Config{
 		Children: allowChildren{{"dev1", "child"}: true, {"dev1", "labelled"}: true},
 		Labels:   fixedLabels{"labelled": {tg("site", "real")}},
+		// The cases reuse field names with different types: no type guard.
+		Types: TypeGuardConfig{Disabled: true},
 	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,10 @@
 // so every other package can share its vocabulary (including the error
 // sentinels used to classify failures) without importing each other.
 //
+// Histogram is the one piece of shared machinery: a lock-free latency
+// histogram that pipeline stages keep for metrics without importing a
+// metrics library.
+//
 // Values are plain data. A Reading handed to a Consumer belongs to the
 // Consumer from then on; the caller must not modify it afterwards.
 package telemetry

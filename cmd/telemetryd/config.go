@@ -38,6 +38,11 @@ type config struct {
 	MaxClockSkew    time.Duration
 	MaxFrameBytes   int
 	MaxReadings     int
+	ConfigFile      string // optional TOML rules file (configfile.go)
+	AdminAddr       string // opt-in pprof listener (admin.go)
+	Spool           bool
+	SpoolMaxBytes   int
+	SpoolAfter      time.Duration
 	Sec             securityConfig // registry.go: identity, TLS, limits
 }
 
@@ -101,6 +106,13 @@ func (e *envFlags) bool(p *bool, name, env string, def bool, text string) {
 
 // parseConfig parses args with defaults from lookupEnv (os.LookupEnv in main).
 func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config, error) {
+	c, _, err := parseFlags(args, lookupEnv, stderr)
+	return c, err
+}
+
+// parseFlags is parseConfig that also returns the FlagSet, whose flags
+// `telemetryd config-reference` documents (configref.go).
+func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config, *flag.FlagSet, error) {
 	var c config
 	fs := flag.NewFlagSet("telemetryd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -135,16 +147,21 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
+	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
+	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
+	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
+	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
+	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, fs, err
 	}
 	if len(e.errs) > 0 {
-		return c, e.errs[0]
+		return c, fs, e.errs[0]
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return c, fs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	return c, nil
+	return c, fs, nil
 }
 
 // mqttURL registers -mqtt-url. Its variable set to the empty string

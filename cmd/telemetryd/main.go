@@ -79,6 +79,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
+	rules, err := loadRules(cfg.ConfigFile)
+	if err != nil {
+		return err
+	}
 
 	ident, err := openIdentity(ctx, cfg, log) // registry.go
 	if err != nil {
@@ -91,6 +95,19 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	defer store.Close()
 
+	// The bridge writes through the disk spool (when enabled), which
+	// replays to InfluxDB in the background.
+	var sink bridge.Sink = store
+	var durable *storage.Durable
+	if cfg.Spool {
+		d, closeSpool, err := openDurable(cfg, store, log.With("component", "spool"))
+		if err != nil {
+			return err
+		}
+		defer closeSpool()
+		sink, durable = d, d
+	}
+
 	hub := bridge.NewHub(bridge.HubConfig{}, log.With("component", "hub"))
 	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
@@ -99,11 +116,17 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		FlushInterval: cfg.FlushInterval,
 		DrainTimeout:  max(cfg.ShutdownGrace-2*time.Second, time.Second),
 	}
+	rules.applyBridge(&bcfg)
 	ident.configureBridge(&bcfg)
-	br := bridge.New(bcfg, store, hub, log.With("component", "bridge"))
+	if durable != nil {
+		bcfg.DeadLetters = durable
+	}
+	br := bridge.New(bcfg, sink, hub, log.With("component", "bridge"))
+	seedFieldTypes(ctx, br, store, log)
 
 	checkOrigin := originChecker(cfg.AllowedOrigins)
 	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
+	rules.applyPayload(&limits)
 	dash := bridge.NewDashboards(ident.dashboardConfig(bridge.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
 	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
 		MaxFrameSize: cfg.MaxFrameBytes,
@@ -133,6 +156,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /readyz", readiness(store, mq))
+	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, build: currentBuild()}, log))
+
+	stopAdmin, err := startAdmin(cfg.AdminAddr, log.With("component", "admin"))
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -154,7 +184,16 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer stopBridge()
 	defer stopLive()
 
-	var live, bridgeDone, ingestDone sync.WaitGroup
+	var live, bridgeDone, ingestDone, replayDone sync.WaitGroup
+	replayCtx, stopReplay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReplay()
+	if durable != nil {
+		replayDone.Go(func() {
+			if err := durable.Run(replayCtx); err != nil {
+				log.Error("spool replay stopped", "error", err)
+			}
+		})
+	}
 	live.Go(func() { _ = hub.Run(liveCtx) })
 	live.Go(func() { _ = dash.Run(liveCtx) })
 	live.Go(func() { _ = ident.Run(liveCtx) })
@@ -166,7 +205,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- ident.serve(srv, ln) }() // TLS when configured
 
-	log.Info("telemetryd serving", "addr", ln.Addr().String(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
+	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", ln.Addr().String(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -187,6 +226,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	//    the grace deadline) and every owed ack is sent.
 	stopBridge()
 	bridgeDone.Wait()
+	stopReplay() // what is still spooled is replayed after the next start
+	replayDone.Wait()
 	// 3. Close the transports: devices see 1001; the MQTT session keeps
 	//    anything unacked for redelivery.
 	ws.Close()

@@ -12,9 +12,14 @@ type subcommandFunc func(ctx context.Context, args []string, lookupEnv func(stri
 // (`telemetryd [flags]`). Add one entry per command.
 func subcommands() map[string]subcommandFunc {
 	return map[string]subcommandFunc{
+		"deadletters": deadlettersCommand,
 		// Identity (admin_cli.go).
 		"devices":        devicesCommand,
 		"viewers":        viewersCommand,
 		"mosquitto-auth": mosquittoAuthCommand,
+		// Operations (version.go, healthcheck.go, configref.go).
+		"version":          versionCommand,
+		"healthcheck":      healthcheckCommand,
+		"config-reference": configReferenceCommand,
 	}
 }

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/telemetryd/telemetryd/bridge"
+	"github.com/telemetryd/telemetryd/devices"
+	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// Prometheus lives only here: the packages keep plain counters behind their
+// Stats methods, and this collector turns a snapshot of them into metrics
+// at scrape time. Nothing is updated per event on the hot paths for the
+// sake of metrics, and no package depends on client_golang.
+
+// metricSources are the components whose Stats the collector reads.
+// Any may be nil (MQTT off; tests).
+type metricSources struct {
+	bridge *bridge.Bridge
+	hub    *bridge.Hub
+	dash   *bridge.Dashboards
+	ws     *ingest.WS
+	mqtt   *ingest.MQTT
+	// registry: auth failures and sizes (registry.go).
+	registry *devices.Registry
+	// incompleteRequests counts HTTP connections closed before a complete
+	// request (slow handshakes cut by -read-header-timeout among them).
+	incompleteRequests func() uint64
+	// Spool metrics: whoever wires the disk spool adds its Stats here and
+	// in Collect (telemetryd_spool_* gauges and counters).
+	build buildInfo
+}
+
+// metricsHandler serves GET /metrics from a private registry: the
+// collector below plus the Go runtime and process collectors.
+func metricsHandler(src metricSources, log *slog.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newCollector(src),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// metricDef is one metric family: name, help, type and variable labels.
+type metricDef struct {
+	name, help string
+	typ        prometheus.ValueType // ignored for histograms
+	labels     []string
+}
+
+// metricDefs lists the metric families. Names follow Prometheus
+// conventions: _total for counters, base units (seconds), no unit for counts.
+func metricDefs() []metricDef {
+	c, g := prometheus.CounterValue, prometheus.GaugeValue
+	return []metricDef{
+		{"telemetryd_build_info", "Build of the running binary (always 1).", g, []string{"version", "revision", "goversion"}},
+		// Transports.
+		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
+		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
+		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},
+		{"telemetryd_ws_policy_closes_total", "Device WebSockets closed by a limit or policy, by reason (frame_too_big 1009, rate_limited 1013, inactive_device 1008).", c, []string{"reason"}},
+		{"telemetryd_auth_failures_total", "Credentials refused by the registry, by kind (device, viewer, admin).", c, []string{"kind"}},
+		{"telemetryd_http_incomplete_requests_total", "HTTP connections closed before sending a complete request (slow handshakes cut by -read-header-timeout among them).", c, nil},
+		{"telemetryd_registry_devices", "Devices and gateways in the registry, revoked ones included.", g, nil},
+		{"telemetryd_registry_viewers", "Dashboard viewers in the registry, revoked ones included.", g, nil},
+		{"telemetryd_frames_received_total", "Frames (WebSocket messages, MQTT publishes) received from devices, by transport.", c, []string{"transport"}},
+		{"telemetryd_frames_rejected_total", "Whole frames refused, by transport and reason (invalid_payload, overloaded, unknown_device).", c, []string{"transport", "reason"}},
+		{"telemetryd_readings_accepted_total", "Readings accepted into the pipeline, by transport.", c, []string{"transport"}},
+		{"telemetryd_readings_rejected_total", "Readings rejected, by rejection code (decoder, validation, type guard and storage alike).", c, []string{"reason"}},
+		{"telemetryd_acks_sent_total", "Acknowledgements sent to devices (WebSocket acks, MQTT PUBACKs), by transport.", c, []string{"transport"}},
+		{"telemetryd_mqtt_connected", "MQTT client connections up and subscribed.", g, nil},
+		{"telemetryd_mqtt_unacked_messages", "MQTT messages received and not yet acknowledged to the broker.", g, nil},
+		// Bridge and storage.
+		{"telemetryd_bridge_frames_accepted_total", "Frames with at least one accepted reading queued for storage.", c, nil},
+		{"telemetryd_bridge_queue_frames", "Frames waiting in the bridge's write queue.", g, nil},
+		{"telemetryd_bridge_queue_capacity_frames", "Bound of the bridge's write queue; when full, devices are slowed down.", g, nil},
+		{"telemetryd_bridge_queue_oldest_age_seconds", "Age of the oldest accepted frame not yet written to storage (0 when none).", g, nil},
+		{"telemetryd_readings_written_total", "Readings durably written to storage.", c, nil},
+		{"telemetryd_influx_write_batches_total", "Storage write requests, retries and isolation writes included.", c, nil},
+		{"telemetryd_influx_write_errors_total", "Storage write requests that failed transiently (and were retried or given up).", c, nil},
+		{"telemetryd_influx_write_retries_total", "Storage write retries after a transient failure.", c, nil},
+		{"telemetryd_influx_write_duration_seconds", "Duration of each storage write request.", 0, nil},
+		{"telemetryd_units_converted_total", "Field values converted to their canonical (or configured) unit.", c, nil},
+		{"telemetryd_typeguard_fields", "Measurement/field types remembered by the field-type guard.", g, nil},
+		{"telemetryd_typeguard_coerced_total", "Values converted to their field's stored type (integer to float, integral float to integer).", c, nil},
+		{"telemetryd_typeguard_untracked_total", "Fields not remembered because the type guard was full.", c, nil},
+		// Live side.
+		{"telemetryd_live_connections", "Open dashboard WebSocket connections.", g, nil},
+		{"telemetryd_live_subscribers", "Dashboard clients with at least one subscription.", g, nil},
+		{"telemetryd_live_subscriptions", "Dashboard subscriptions.", g, nil},
+		{"telemetryd_live_series", "Series in the last-value cache used for snapshots.", g, nil},
+		{"telemetryd_live_published_batches_total", "Batches of readings handed to the live fan-out.", c, nil},
+		{"telemetryd_live_dropped_batches_total", "Batches not shown live because the fan-out was behind (they are still stored).", c, nil},
+		{"telemetryd_live_deliveries_total", "Frames delivered to dashboard clients.", c, nil},
+		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind.", c, nil},
+		{"telemetryd_live_series_not_remembered_total", "Series not cached for snapshots because the cache was full.", c, nil},
+	}
+}
+
+type collector struct {
+	src   metricSources
+	descs map[string]*prometheus.Desc
+	types map[string]prometheus.ValueType
+}
+
+func newCollector(src metricSources) *collector {
+	c := &collector{src: src, descs: map[string]*prometheus.Desc{}, types: map[string]prometheus.ValueType{}}
+	for _, d := range metricDefs() {
+		c.descs[d.name] = prometheus.NewDesc(d.name, d.help, d.labels, nil)
+		c.types[d.name] = d.typ
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: one snapshot of every source.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], c.types[name], v, labels...)
+	}
+	b := c.src.build
+	emit("telemetryd_build_info", 1, b.Version, b.Revision, b.GoVersion)
+
+	if ws := c.src.ws; ws != nil {
+		s := ws.Stats()
+		emit("telemetryd_ws_connections", float64(s.Connections))
+		emit("telemetryd_ws_upgrades_total", float64(s.Upgrades))
+		emit("telemetryd_ws_handshakes_rejected_total", float64(s.Unauthorized), "unauthorized")
+		emit("telemetryd_ws_handshakes_rejected_total", float64(s.OriginRejected), "origin")
+		emit("telemetryd_ws_handshakes_rejected_total", float64(s.DeviceConnLimited), "too_many_connections")
+		emit("telemetryd_ws_handshakes_rejected_total", float64(s.TotalConnLimited), "server_busy")
+		emit("telemetryd_frames_rejected_total", float64(s.RateLimited), "ws", "rate_limited")
+		emit("telemetryd_ws_policy_closes_total", float64(s.TooBig), "frame_too_big")
+		emit("telemetryd_ws_policy_closes_total", float64(s.RateLimitClosed), "rate_limited")
+		emit("telemetryd_ws_policy_closes_total", float64(s.InactiveClosed), "inactive_device")
+		emit("telemetryd_frames_received_total", float64(s.Frames), "ws")
+		emit("telemetryd_frames_rejected_total", float64(s.InvalidFrames), "ws", "invalid_payload")
+		emit("telemetryd_frames_rejected_total", float64(s.Overloaded), "ws", "overloaded")
+		emit("telemetryd_readings_accepted_total", float64(s.ReadingsAccepted), "ws")
+		emit("telemetryd_acks_sent_total", float64(s.AcksSent), "ws")
+	}
+	if mq := c.src.mqtt; mq != nil {
+		s := mq.Stats()
+		emit("telemetryd_mqtt_connected", float64(s.Connected))
+		emit("telemetryd_mqtt_unacked_messages", float64(s.Unacked))
+		emit("telemetryd_frames_received_total", float64(s.Messages), "mqtt")
+		emit("telemetryd_frames_rejected_total", float64(s.InvalidMessages), "mqtt", "invalid_payload")
+		emit("telemetryd_frames_rejected_total", float64(s.UnknownDevice), "mqtt", "unknown_device")
+		emit("telemetryd_frames_rejected_total", float64(s.Overflow), "mqtt", "overloaded")
+		emit("telemetryd_readings_accepted_total", float64(s.ReadingsAccepted), "mqtt")
+		emit("telemetryd_acks_sent_total", float64(s.Acked), "mqtt")
+	}
+	if br := c.src.bridge; br != nil {
+		s := br.Stats()
+		emit("telemetryd_bridge_frames_accepted_total", float64(s.FramesAccepted))
+		emit("telemetryd_bridge_queue_frames", float64(s.QueueFrames))
+		emit("telemetryd_bridge_queue_capacity_frames", float64(s.QueueCapacity))
+		emit("telemetryd_bridge_queue_oldest_age_seconds", s.QueueOldestAge.Seconds())
+		emit("telemetryd_readings_written_total", float64(s.ReadingsWritten))
+		for _, code := range slices.Sorted(maps.Keys(s.RejectedByCode)) {
+			emit("telemetryd_readings_rejected_total", float64(s.RejectedByCode[code]), code)
+		}
+		emit("telemetryd_influx_write_batches_total", float64(s.WriteBatches))
+		emit("telemetryd_influx_write_errors_total", float64(s.WriteErrors))
+		emit("telemetryd_influx_write_retries_total", float64(s.WriteRetries))
+		ch <- constHistogram(c.descs["telemetryd_influx_write_duration_seconds"], s.WriteLatency)
+		emit("telemetryd_units_converted_total", float64(s.UnitsConverted))
+		emit("telemetryd_typeguard_fields", float64(s.TypeGuardFields))
+		emit("telemetryd_typeguard_coerced_total", float64(s.TypeGuardCoerced))
+		emit("telemetryd_typeguard_untracked_total", float64(s.TypeGuardUntracked))
+	}
+	if f := c.src.incompleteRequests; f != nil {
+		emit("telemetryd_http_incomplete_requests_total", float64(f()))
+	}
+	if r := c.src.registry; r != nil {
+		s := r.Stats()
+		emit("telemetryd_auth_failures_total", float64(s.DeviceAuthFailures), "device")
+		emit("telemetryd_auth_failures_total", float64(s.ViewerAuthFailures), "viewer")
+		emit("telemetryd_auth_failures_total", float64(s.AdminAuthFailures), "admin")
+		emit("telemetryd_registry_devices", float64(s.Devices))
+		emit("telemetryd_registry_viewers", float64(s.Viewers))
+	}
+	if d := c.src.dash; d != nil {
+		emit("telemetryd_live_connections", float64(d.Connections()))
+	}
+	if h := c.src.hub; h != nil {
+		// The Hub answers from its own goroutine; a scrape never waits long
+		// for it (on timeout Stats returns the atomic counters only).
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s := h.Stats(ctx)
+		cancel()
+		emit("telemetryd_live_subscribers", float64(s.Clients))
+		emit("telemetryd_live_subscriptions", float64(s.Subscriptions))
+		emit("telemetryd_live_series", float64(s.Series))
+		emit("telemetryd_live_published_batches_total", float64(s.Published))
+		emit("telemetryd_live_dropped_batches_total", float64(s.DroppedBatches))
+		emit("telemetryd_live_deliveries_total", float64(s.Deliveries))
+		emit("telemetryd_live_slow_clients_dropped_total", float64(s.SlowClientsDropped))
+		emit("telemetryd_live_series_not_remembered_total", float64(s.SeriesNotRemembered))
+	}
+}
+
+// constHistogram converts a telemetry histogram (per-bucket counts, in
+// durations) to a Prometheus one (cumulative counts, in seconds).
+func constHistogram(d *prometheus.Desc, s telemetry.HistogramSnapshot) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(s.Bounds))
+	var cum uint64
+	for i, b := range s.Bounds {
+		cum += s.Counts[i]
+		buckets[b.Seconds()] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, s.Count, s.Sum.Seconds(), buckets)
+}
