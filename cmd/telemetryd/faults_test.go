@@ -63,6 +63,8 @@ func TestFaultInfluxKilledAndFrozen(t *testing.T) {
 			// Devices keep streaming through the outage: acks continue,
 			// because batches are fsynced to the spool.
 			f.waitMoreAcks(t, 100, 20*time.Second)
+			waitMetric(t, svc, "batches spooled", atLeast(1), "telemetryd_storage_spooled_writes_total")
+			waitMetric(t, svc, "spool depth reported", atLeast(1), "telemetryd_spool_records")
 			time.Sleep(faultDuration(3*time.Second, 20*time.Second)) // the outage itself
 			f.waitMoreAcks(t, 50, 20*time.Second)
 			if mode == "kill" {
@@ -179,6 +181,8 @@ func TestFaultInfluxRetryableStatusesAndBadLines(t *testing.T) {
 	if n := influx.CountPoints(t, testDB, "telemetry", "poison"); n != 0 {
 		t.Fatalf("%d poisoned readings stored", n)
 	}
+	waitMetric(t, svc, "dead letters counted", eq(2), "telemetryd_dead_letters_total")
+	waitMetric(t, svc, "spool drained", eq(0), "telemetryd_spool_records")
 }
 
 func TestFaultServiceDownWhileMQTTDevicesPublish(t *testing.T) {

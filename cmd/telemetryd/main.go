@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /readyz", readiness(store, mq))
-	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, build: currentBuild()}, log))
+	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, durable: durable, build: currentBuild()}, log))
 
 	stopAdmin, err := startAdmin(cfg.AdminAddr, log.With("component", "admin"))
 	if err != nil {

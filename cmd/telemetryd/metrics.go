@@ -15,6 +15,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -36,9 +37,9 @@ type metricSources struct {
 	// incompleteRequests counts HTTP connections closed before a complete
 	// request (slow handshakes cut by -read-header-timeout among them).
 	incompleteRequests func() uint64
-	// Spool metrics: whoever wires the disk spool adds its Stats here and
-	// in Collect (telemetryd_spool_* gauges and counters).
-	build buildInfo
+	// durable is the disk spool and dead letters (nil when -spool=false).
+	durable *storage.Durable
+	build   buildInfo
 }
 
 // metricsHandler serves GET /metrics from a private registry: the
@@ -85,6 +86,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_acks_sent_total", "Acknowledgements sent to devices (WebSocket acks, MQTT PUBACKs), by transport.", c, []string{"transport"}},
 		{"telemetryd_mqtt_connected", "MQTT client connections up and subscribed.", g, nil},
 		{"telemetryd_mqtt_unacked_messages", "MQTT messages received and not yet acknowledged to the broker.", g, nil},
+		{"telemetryd_mqtt_redelivered_total", "MQTT messages the broker sent again (DUP flag): duplicates of messages not acknowledged before a reconnect or restart.", c, nil},
 		// Bridge and storage.
 		{"telemetryd_bridge_frames_accepted_total", "Frames with at least one accepted reading queued for storage.", c, nil},
 		{"telemetryd_bridge_queue_frames", "Frames waiting in the bridge's write queue.", g, nil},
@@ -95,6 +97,17 @@ func metricDefs() []metricDef {
 		{"telemetryd_influx_write_errors_total", "Storage write requests that failed transiently (and were retried or given up).", c, nil},
 		{"telemetryd_influx_write_retries_total", "Storage write retries after a transient failure.", c, nil},
 		{"telemetryd_influx_write_duration_seconds", "Duration of each storage write request.", 0, nil},
+		{"telemetryd_storage_direct_writes_total", "Batches written straight to InfluxDB.", c, nil},
+		{"telemetryd_storage_spooled_writes_total", "Batches appended (fsynced) to the disk spool because InfluxDB was slow, down or answering with a retryable status.", c, nil},
+		{"telemetryd_spool_records", "Batches waiting in the disk spool for replay to InfluxDB.", g, nil},
+		{"telemetryd_spool_bytes", "Bytes of the disk spool.", g, nil},
+		{"telemetryd_spool_max_bytes", "Size limit of the disk spool; when reached, devices are no longer acknowledged.", g, nil},
+		{"telemetryd_spool_oldest_age_seconds", "Age of the oldest batch waiting in the spool (0 when empty).", g, nil},
+		{"telemetryd_spool_replayed_total", "Spooled batches replayed to InfluxDB.", c, nil},
+		{"telemetryd_spool_full_total", "Spool appends refused because the spool was full.", c, nil},
+		{"telemetryd_spool_replay_errors_total", "Failed replay attempts (retried with backoff).", c, nil},
+		{"telemetryd_spool_corrupt_records_total", "Damaged spool records skipped at start-up (torn or corrupt tail).", c, nil},
+		{"telemetryd_dead_letters_total", "Lines InfluxDB refused for good, recorded in the dead-letter file.", c, nil},
 		{"telemetryd_units_converted_total", "Field values converted to their canonical (or configured) unit.", c, nil},
 		{"telemetryd_typeguard_fields", "Measurement/field types remembered by the field-type guard.", g, nil},
 		{"telemetryd_typeguard_coerced_total", "Values converted to their field's stored type (integer to float, integral float to integer).", c, nil},
@@ -142,6 +155,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	b := c.src.build
 	emit("telemetryd_build_info", 1, b.Version, b.Revision, b.GoVersion)
 
+	if d := c.src.durable; d != nil {
+		s := d.Stats()
+		emit("telemetryd_storage_direct_writes_total", float64(s.Direct))
+		emit("telemetryd_storage_spooled_writes_total", float64(s.Spooled))
+		emit("telemetryd_spool_records", float64(s.Spool.Records))
+		emit("telemetryd_spool_bytes", float64(s.Spool.Bytes))
+		emit("telemetryd_spool_max_bytes", float64(s.Spool.MaxBytes))
+		emit("telemetryd_spool_oldest_age_seconds", s.Spool.OldestAge.Seconds())
+		emit("telemetryd_spool_replayed_total", float64(s.Spool.Replayed))
+		emit("telemetryd_spool_full_total", float64(s.Spool.Full))
+		emit("telemetryd_spool_replay_errors_total", float64(s.ReplayErrors))
+		emit("telemetryd_spool_corrupt_records_total", float64(s.Spool.CorruptRecords))
+		emit("telemetryd_dead_letters_total", float64(s.DeadLettered))
+	}
+
 	if ws := c.src.ws; ws != nil {
 		s := ws.Stats()
 		emit("telemetryd_ws_connections", float64(s.Connections))
@@ -164,6 +192,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		s := mq.Stats()
 		emit("telemetryd_mqtt_connected", float64(s.Connected))
 		emit("telemetryd_mqtt_unacked_messages", float64(s.Unacked))
+		emit("telemetryd_mqtt_redelivered_total", float64(s.Redelivered))
 		emit("telemetryd_frames_received_total", float64(s.Messages), "mqtt")
 		emit("telemetryd_frames_rejected_total", float64(s.InvalidMessages), "mqtt", "invalid_payload")
 		emit("telemetryd_frames_rejected_total", float64(s.UnknownDevice), "mqtt", "unknown_device")
