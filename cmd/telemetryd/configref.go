@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -18,7 +19,13 @@ import (
 // Markdown reference of every flag, environment variable and rules-file
 // key, generated from the code. docs/configuration.md is its output
 // (`make docs`), and a test fails when the committed file differs.
+//
+// With -readme FILE it instead rewrites the flags table between the
+// <!-- config-reference:begin/end --> markers of FILE (the README).
 func configReferenceCommand(_ context.Context, args []string, _ func(string) (string, bool), stdout, _ io.Writer) error {
+	if len(args) == 2 && args[0] == "-readme" {
+		return updateReadmeTable(args[1])
+	}
 	if len(args) > 0 {
 		return fmt.Errorf("unexpected arguments: %v", args)
 	}
@@ -213,4 +220,52 @@ func code(s string) string {
 // cell escapes text for a Markdown table cell.
 func cell(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+const (
+	readmeBegin = "<!-- config-reference:begin -->\n"
+	readmeEnd   = "<!-- config-reference:end -->"
+)
+
+// flagsTable is the flags table of the generated reference.
+func flagsTable() (string, error) {
+	var b strings.Builder
+	if err := writeConfigReference(&b); err != nil {
+		return "", err
+	}
+	doc := b.String()
+	start := strings.Index(doc, "| Flag |")
+	if start < 0 {
+		return "", fmt.Errorf("config reference has no flags table")
+	}
+	end := strings.Index(doc[start:], "\n\n")
+	if end < 0 {
+		return "", fmt.Errorf("config reference flags table does not end")
+	}
+	return doc[start : start+end+1], nil
+}
+
+// readmeWithTable returns readme with the flags table between its markers.
+func readmeWithTable(readme string) (string, error) {
+	table, err := flagsTable()
+	if err != nil {
+		return "", err
+	}
+	i, j := strings.Index(readme, readmeBegin), strings.Index(readme, readmeEnd)
+	if i < 0 || j < i {
+		return "", fmt.Errorf("README has no %q … %q markers", strings.TrimSpace(readmeBegin), readmeEnd)
+	}
+	return readme[:i+len(readmeBegin)] + table + readme[j:], nil
+}
+
+func updateReadmeTable(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	out, err := readmeWithTable(string(b))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
 }

@@ -70,6 +70,20 @@ func TestConfigReferenceIsUpToDate(t *testing.T) {
 	}
 }
 
+func TestReadmeConfigTableIsUpToDate(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := readmeWithTable(string(readme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != string(readme) {
+		t.Fatal("the README's configuration table differs from the code: run `make docs` and commit it")
+	}
+}
+
 func TestConfigReferenceCommand(t *testing.T) {
 	var out bytes.Buffer
 	if err := subcommands()["config-reference"](context.Background(), nil, nil, &out, io.Discard); err != nil {
