@@ -323,6 +323,9 @@ func testSecurityDevicePaths(t *testing.T, influx *influxtest.Server) {
 		if code := c.closeCode(t); code != 1009 {
 			t.Fatalf("close code %d, want 1009", code)
 		}
+		eventually(t, 5*time.Second, "1009 counted", func() bool {
+			return metric(t, svc, `telemetryd_ws_policy_closes_total{reason="frame_too_big"}`) == 1
+		})
 		// A frame just under the limit is fine.
 		c2 := mustDialWS(t, ingestURL, bearer(tok))
 		c2.send(t, `{"seq":2,"measurement":"sec_big","metrics":{"s":"`+strings.Repeat("x", 3900)+`"}}`)
@@ -387,6 +390,12 @@ func testSecurityDevicePaths(t *testing.T, influx *influxtest.Server) {
 		if len(limited) < 5 {
 			t.Fatalf("%d frames rate_limited before the close, want at least 5", len(limited))
 		}
+		if m := metric(t, svc, `telemetryd_ws_policy_closes_total{reason="rate_limited"}`); m != 1 {
+			t.Fatalf("rate-limit closes counted %v, want 1", m)
+		}
+		if m := metric(t, svc, `telemetryd_frames_rejected_total{reason="rate_limited",transport="ws"}`); m < float64(len(limited)) {
+			t.Fatalf("rate_limited frames counted %v, want ≥ %d", m, len(limited))
+		}
 		stored := storedSeqs(t, influx, db, "sec_rate", id)
 		for n := range limited {
 			if stored[n] {
@@ -421,6 +430,12 @@ func testSecurityConnectionLimits(t *testing.T, influx *influxtest.Server) {
 	if n := pointsOf(t, influx, db, d3); n != 0 {
 		t.Fatalf("%d points for a refused device", n)
 	}
+	if m := metric(t, svc, `telemetryd_ws_handshakes_rejected_total{reason="too_many_connections"}`); m != 1 {
+		t.Fatalf("too_many_connections counted %v, want 1", m)
+	}
+	if m := metric(t, svc, `telemetryd_ws_handshakes_rejected_total{reason="server_busy"}`); m != 1 {
+		t.Fatalf("server_busy counted %v, want 1", m)
+	}
 	// A closed socket frees its place.
 	_ = a.conn.WriteClose(1000, nil)
 	var c3 *wsClient
@@ -450,6 +465,9 @@ func testSecurityConnectionLimits(t *testing.T, influx *influxtest.Server) {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Fatal("the server kept a half-sent handshake open past -read-header-timeout")
 		}
+		eventually(t, 5*time.Second, "the cut handshake counted", func() bool {
+			return metric(t, svc, "telemetryd_http_incomplete_requests_total") >= 1
+		})
 	})
 
 	t.Run("silent socket", func(t *testing.T) {
