@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools run test test-unit fuzz vet fmt-check bench clean docs test-browser screenshot
+.PHONY: all build tools run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
 
 all: build
 
@@ -65,6 +65,15 @@ screenshot: tools
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+
+# The benchmark harness (docs/performance.md): the shipped binary against
+# raw baselines in the same run; table in bench/out/results.{json,md}.
+# BENCHFLAGS passes harness flags, e.g. BENCHFLAGS="-scenarios P1,P3 -duration 30s".
+# bench-smoke is its seconds-long CI form (also run by `make test` as
+# TestSmoke in ./bench).
+bench bench-smoke: $(INFLUXD) /usr/sbin/mosquitto build
+	$(GO) build -o bin/bench ./bench
+	./bin/bench -telemetryd bin/telemetryd -out bench/out $(if $(filter bench-smoke,$@),-smoke) $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

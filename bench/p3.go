@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// runP3: WebSocket single-reading frames/s acknowledged by telemetryd (after
+// the InfluxDB write) against a raw gws server that only counts frames and
+// acks each at once, with the same clients: P3Conns connections, each
+// keeping P3Window frames unanswered (closed loop).
+func runP3(ctx context.Context, e *env, r *result) error {
+	sz := e.sz
+	r.Unit = "frames/s"
+	r.Goal = "≥ 0.6"
+	r.detail("connections", sz.P3Conns)
+	r.detail("window_frames_per_connection", sz.P3Window)
+
+	base, err := wsFrameLoad(ctx, e, r, "baseline", "ws://"+e.s.rawAddr+"/count", func(int) string { return "" }, false)
+	if err != nil {
+		return err
+	}
+	r.Baseline = base
+	svc, err := wsFrameLoad(ctx, e, r, "service", "ws://"+e.s.svcAddr+"/v1/ingest", func(i int) string { return tokenFor(p3Device(i)) }, true)
+	if err != nil {
+		return err
+	}
+	r.Service = svc
+	e.p3Rate = svc
+	r.ServiceText = fmtRate(r.Service, "frames/s")
+	r.BaselineText = fmtRate(r.Baseline, "frames/s")
+	r.judge(0.6, true)
+	return nil
+}
+
+// wsFrameLoad runs P3's clients against url for one phase and returns the
+// acked frames/s.
+func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token func(int) string, profile bool) (float64, error) {
+	sz := e.sz
+	a := newAnswers()
+	conns := make([]*deviceConn, sz.P3Conns)
+	err := dialMany(ctx, sz.P3Conns, 16, func(i int) error {
+		c := newDeviceConn(a, sz.P3Window)
+		conn, err := e.dial.dial(url, token(i), c)
+		if err != nil {
+			return err
+		}
+		c.conn = conn
+		conns[i] = c
+		return nil
+	})
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				closeNow(c.conn)
+			}
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			var buf []byte
+			for seq := int64(0); pctx.Err() == nil; seq++ {
+				buf = singleFrame(buf[:0], seq, time.Now().UnixNano(), int(seq))
+				if c.send(pctx, seq, buf) != nil {
+					return
+				}
+			}
+		})
+	}
+	rate, err := e.phase(ctx, r, name, profile, a.acked.Load)
+	stop()
+	wg.Wait()
+	drain(conns, 10*time.Second)
+	r.detail(name+"_ack_latency", a.ackLatency.summary())
+	if errs := a.errorCounts(); len(errs) > 0 {
+		r.detail(name+"_errors", errs)
+	}
+	return rate, err
+}

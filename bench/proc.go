@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// rssBytes is a process's resident set (VmRSS in /proc/<pid>/status).
+func rssBytes(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// cpuTime is a process's user+system CPU time (/proc/<pid>/stat).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may contain spaces: fields start after ") ".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime: field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64) // stime: field 15
+	const ticksPerSecond = 100               // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticksPerSecond
+}
+
+// cpuMeter measures the cores each process used over a phase.
+type cpuMeter struct {
+	names []string
+	pids  []int
+	start []time.Duration
+	at    time.Time
+}
+
+func newCPUMeter(procs map[string]int) *cpuMeter {
+	m := &cpuMeter{at: time.Now()}
+	for _, name := range sortedKeys(procs) {
+		m.names = append(m.names, name)
+		m.pids = append(m.pids, procs[name])
+		m.start = append(m.start, cpuTime(procs[name]))
+	}
+	return m
+}
+
+// cores returns name → average cores used since the meter started.
+func (m *cpuMeter) cores() map[string]float64 {
+	el := time.Since(m.at).Seconds()
+	out := map[string]float64{}
+	for i, pid := range m.pids {
+		out[m.names[i]] = round2((cpuTime(pid) - m.start[i]).Seconds() / el)
+	}
+	return out
+}
+
+// machine describes where the numbers come from.
+type machine struct {
+	CPUs        int     `json:"cpus"`
+	CPUModel    string  `json:"cpu_model"`
+	MemGiB      float64 `json:"mem_gib"`
+	Kernel      string  `json:"kernel"`
+	GoVersion   string  `json:"go_version"`
+	LoadStart   string  `json:"load_avg_start"`
+	LoadEnd     string  `json:"load_avg_end,omitempty"`
+	Date        string  `json:"date"`
+	FileLimit   uint64  `json:"file_limit"`
+	Description string  `json:"-"`
+}
+
+func describeMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+				m.MemGiB = round2(kb / (1 << 20))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.LoadStart = loadAvg()
+	return m
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

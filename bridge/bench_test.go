@@ -1,0 +1,177 @@
+package bridge
+
+// Micro-benchmarks of the bridge's hot path, one stage at a time, with
+// allocations reported: normalize, line-protocol encode, dashboard frame
+// encode, Consume of a 100-reading frame, and a coalesced hub fan-out.
+// The end-to-end figures are bench/'s (make bench, docs/performance.md).
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// benchReading is the benchmark reading of bench/ (research/performance.md
+// §0's shape): one payload tag, five fields, a device time.
+func benchReading(dev string, ts int64) telemetry.Reading {
+	return telemetry.Reading{
+		Device:      telemetry.DeviceID(dev),
+		Measurement: "environment",
+		Tags:        []telemetry.Tag{{Key: "site", Value: "plant-3"}},
+		Fields: []telemetry.Field{
+			{Name: "temperature", Value: telemetry.Float(21.4)}, {Name: "humidity", Value: telemetry.Float(40.1)},
+			{Name: "voltage", Value: telemetry.Float(3.3)}, {Name: "rssi", Value: telemetry.Float(-67)},
+			{Name: "door_open", Value: telemetry.Bool(false)},
+		},
+		Time: ts,
+	}
+}
+
+func benchBridge(cfg Config) *Bridge {
+	return New(cfg, nil, nil, slog.New(slog.DiscardHandler))
+}
+
+// benchRegistry answers like the device registry: every child belongs to
+// its gateway, and every device has two labels.
+type benchRegistry struct{ labels []telemetry.Tag }
+
+func (benchRegistry) MayReportFor(_, _ telemetry.DeviceID) bool { return true }
+
+func (r benchRegistry) Labels(telemetry.DeviceID) []telemetry.Tag { return r.labels }
+
+func BenchmarkNormalize(b *testing.B) {
+	br := benchBridge(Config{})
+	tmpl := benchReading("", 1763820000123000000)
+	now := time.Unix(0, tmpl.Time)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := tmpl // normalize rewrites Device and Tags, not the template's arrays
+		if rej := br.normalize(&r, "dev-1", now); rej != nil {
+			b.Fatal(rej)
+		}
+	}
+}
+
+// BenchmarkNormalizeGatewayChild adds the registry work of a gateway frame:
+// the child check and two labels merged into the tags.
+func BenchmarkNormalizeGatewayChild(b *testing.B) {
+	reg := benchRegistry{labels: []telemetry.Tag{{Key: "building", Value: "b7"}, {Key: "floor", Value: "3"}}}
+	br := benchBridge(Config{Children: reg, Labels: reg})
+	tmpl := benchReading("child-17", 1763820000123000000)
+	now := time.Unix(0, tmpl.Time)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := tmpl
+		if rej := br.normalize(&r, "gw-1", now); rej != nil {
+			b.Fatal(rej)
+		}
+	}
+}
+
+// BenchmarkAppendLine is the line-protocol encode of one normalized reading.
+func BenchmarkAppendLine(b *testing.B) {
+	br := benchBridge(Config{})
+	r := benchReading("", 1763820000123000000)
+	if rej := br.normalize(&r, "dev-1", time.Unix(0, r.Time)); rej != nil {
+		b.Fatal(rej)
+	}
+	enc := new(lineprotocol.Encoder)
+	if err := appendLine(enc, &r); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(enc.Bytes())))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if n++; n%1024 == 0 {
+			enc.Reset() // keep the buffer at a batch's size, as Consume does
+		}
+		if err := appendLine(enc, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeFrame is the dashboard JSON of one reading, then of 100
+// (a coalesced batch), for an unfiltered subscription: once per broadcast.
+func BenchmarkEncodeFrame(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			sub := &subscription{id: "s"}
+			rs := make([]telemetry.Reading, n)
+			for i := range rs {
+				rs[i] = benchReading("dev-"+strconv.Itoa(i), 1763820000123000000+int64(i))
+				rs[i].Tags = append(rs[i].Tags, telemetry.Tag{Key: DeviceIDTag, Value: string(rs[i].Device)})
+			}
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = encodeFrame(buf[:0], "readings", sub, rs)
+			}
+			b.SetBytes(int64(len(buf)))
+		})
+	}
+}
+
+// BenchmarkConsumeBatch100 is Consume of a gateway frame of 100 readings
+// for 100 children (normalize, encode, queue; the queue is drained).
+func BenchmarkConsumeBatch100(b *testing.B) {
+	reg := benchRegistry{}
+	br := New(Config{QueueFrames: 1 << 16, Children: reg, Labels: reg}, nil, nil, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case <-br.queue:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	tmpl := make([]telemetry.Reading, 100)
+	for i := range tmpl {
+		tmpl[i] = benchReading("child-"+strconv.Itoa(i), 1763820000123000000+int64(i))
+	}
+	rs := make([]telemetry.Reading, len(tmpl))
+	now := time.Unix(0, tmpl[0].Time)
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(rs, tmpl)
+		rcpt, err := br.Consume(ctx, &telemetry.Frame{Device: "gw-1", Readings: rs, Received: now})
+		if err != nil || rcpt.Accepted != len(rs) {
+			b.Fatal(err, rcpt.Rejected)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rs)), "ns/reading")
+}
+
+// BenchmarkHubFanOut1000Batch16 is one coalesced fan-out of 16 readings to
+// 1 000 unfiltered subscribers (one encode, 1 000 sends).
+func BenchmarkHubFanOut1000Batch16(b *testing.B) {
+	h := NewHub(HubConfig{}, slog.New(slog.DiscardHandler))
+	s := hubState{hub: h, clients: map[Client]*clientState{}, last: map[string]*series{}, devices: map[string]*device{}}
+	for range 1000 {
+		sub := &subscription{id: "s"}
+		sub.key = sub.filter.key("s")
+		s.clients[&benchClient{}] = &clientState{subs: []*subscription{sub}}
+	}
+	rs := make([]telemetry.Reading, 16)
+	for i := range rs {
+		rs[i] = benchReading("dev-"+strconv.Itoa(i), 1763820000123000000+int64(i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.fanOut(rs)
+	}
+}
+
+type benchClient struct{ n int }
+
+func (c *benchClient) Send([]byte) bool { c.n++; return true }
