@@ -30,22 +30,24 @@ func runP4(ctx context.Context, e *env, r *result) error {
 	svc, err := fanOut(ctx, e, r, "service",
 		"ws://"+e.s.svcAddr+"/v1/live", e.s.adminTok,
 		"ws://"+e.s.svcAddr+"/v1/ingest", func(i int) string { return tokenFor(p4Feeder(i)) },
-		func(buf []byte, n int64) []byte { return singleFrame(buf, -1, time.Now().UnixNano(), int(n)) }, true)
+		func(buf []byte, n int64) []byte { return singleFrame(buf, -1, time.Now().UnixNano(), int(n)) }, true,
+		func() { // before the dashboards close: closing them counts as dropping them
+			if after, err := e.s.metrics(ctx); err == nil {
+				r.detail("service_counters", delta(before, after, "telemetryd_live_deliveries", "telemetryd_live_published",
+					"telemetryd_live_dropped", "telemetryd_live_slow", "telemetryd_frames", "telemetryd_readings_accepted"))
+			}
+		})
 	if err != nil {
 		return err
 	}
 	r.Service = svc
-	if after, err := e.s.metrics(ctx); err == nil {
-		r.detail("service_counters", delta(before, after, "telemetryd_live_deliveries", "telemetryd_live_published",
-			"telemetryd_live_dropped", "telemetryd_live_slow", "telemetryd_frames", "telemetryd_readings_accepted"))
-	}
 	rawBefore, _ := e.s.rawStats(ctx, false)
 	raw, err := fanOut(ctx, e, r, "baseline",
 		"ws://"+e.s.rawAddr+"/sub", "",
 		"ws://"+e.s.rawAddr+"/pub", func(int) string { return "" },
 		func(buf []byte, n int64) []byte {
 			return appendLiveReading(buf, p4Feeder(0), time.Now().UnixNano(), int(n))
-		}, false)
+		}, false, func() {})
 	if err != nil {
 		return err
 	}
@@ -61,7 +63,7 @@ func runP4(ctx context.Context, e *env, r *result) error {
 
 // fanOut runs one P4 phase and returns reading deliveries/s.
 func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubURL string, pubToken func(int) string,
-	frame func(buf []byte, n int64) []byte, profile bool) (float64, error) {
+	frame func(buf []byte, n int64) []byte, profile bool, beforeClose func()) (float64, error) {
 	sz := e.sz
 	var deliveries atomic.Int64
 	subs := make([]*gws.Conn, sz.P4Subscribers)
@@ -122,6 +124,7 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 	rate, err := e.phase(ctx, r, name, profile, deliveries.Load)
 	stop()
 	wg.Wait()
+	beforeClose()
 	closed := 0
 	var frames, bytes int64
 	for _, l := range lives {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -158,6 +160,7 @@ func runP8(ctx context.Context, e *env, r *result) error {
 	ovEnd := time.Now()
 	wg.Wait()
 	r.detail("overload_cores", meter.cores())
+	recMeter := newCPUMeter(e.procs())
 	e.collectProfiles(ctx, r, waitProf)
 
 	// Recovery: the probe's latency in 1-second windows after the overload.
@@ -174,6 +177,11 @@ func runP8(ctx context.Context, e *env, r *result) error {
 		recovered = tl.recovery(ovEnd, time.Now(), thr, float64(sz.P5Probe)/2)
 	}
 	r.detail("probe_windows_after", tl.windows(ovEnd, time.Now(), 12))
+	r.detail("recovery_cores", recMeter.cores())
+	// The broker's persistence file: what it rewrites at every autosave.
+	if fi, err := os.Stat(filepath.Join(e.s.dir, "mosquitto", "mosquitto.db")); err == nil {
+		r.detail("mosquitto_db_mib", round2(float64(fi.Size())/(1<<20)))
+	}
 	// Unanswered frames on sockets still open after the drain are lost
 	// without a word: they must be none.
 	var open []*deviceConn
