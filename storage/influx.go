@@ -102,10 +102,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
 	if cfg.TLS != nil {
 		tr.TLSClientConfig = cfg.TLS.Clone()
 	}
-	httpc := &http.Client{Timeout: cfg.Timeout, Transport: tr}
+	var rt http.RoundTripper = tr
+	if cfg.Gzip {
+		rt = newGzipTransport(tr) // faster than the client's own gzip
+	}
+	httpc := &http.Client{Timeout: cfg.Timeout, Transport: rt}
 
 	opts := influxdb2.DefaultOptions().
-		SetUseGZip(cfg.Gzip).
+		SetUseGZip(false).
 		SetPrecision(time.Nanosecond).
 		SetHTTPClient(httpc).
 		SetApplicationName("telemetryd")
