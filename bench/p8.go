@@ -83,16 +83,12 @@ func runP8(ctx context.Context, e *env, r *result) error {
 
 	// Probe: MQTT publish → /v1/live.
 	tl := &timeline{}
-	var deliveries atomic.Int64
-	lc := newLiveConn(&deliveries, tl.add)
-	live, err := e.dial.dial("ws://"+e.s.svcAddr+"/v1/live", e.s.adminTok, lc)
+	var liveDrops atomic.Int64
+	liveDone, err := keepLive(runCtx, e.dial, "ws://"+e.s.svcAddr+"/v1/live", e.s.adminTok, []string{p8Probe}, tl.add, &liveDrops)
 	if err != nil {
 		return err
 	}
-	defer closeNow(live)
-	if err := lc.subscribe(ctx, live, []string{p8Probe}); err != nil {
-		return err
-	}
+	defer func() { stopAll(); <-liveDone }()
 	var probeAcked atomic.Int64
 	probe, err := newPublisher(ctx, e.s.mqttURL, "bench-p8-probe", fmt.Sprintf(mqttService, p8Probe), 64, &probeAcked)
 	if err != nil {
@@ -178,6 +174,9 @@ func runP8(ctx context.Context, e *env, r *result) error {
 	}
 	r.detail("probe_windows_after", tl.windows(ovEnd, time.Now(), 12))
 	r.detail("recovery_cores", recMeter.cores())
+	if n := liveDrops.Load(); n > 0 {
+		r.note("telemetryd dropped the probe's dashboard %d time(s); it reconnected each time", n)
+	}
 	// The broker's persistence file: what it rewrites at every autosave.
 	if fi, err := os.Stat(filepath.Join(e.s.dir, "mosquitto", "mosquitto.db")); err == nil {
 		r.detail("mosquitto_db_mib", round2(float64(fi.Size())/(1<<20)))

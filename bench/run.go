@@ -113,6 +113,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (*report, error) {
 		if e.s != nil && e.s.svc.exited() {
 			r.note("telemetryd exited during the scenario (%v); see %s", e.s.svc.err, e.s.svc.logPath)
 		}
+		contentionNote(r)
 		rep.Results = append(rep.Results, r)
 		log.Info("scenario done", "id", sc.id, "service", r.ServiceText, "baseline", r.BaselineText, "ratio", ratioText(r), "pass", passText(r))
 		if ctx.Err() != nil {
@@ -431,4 +432,26 @@ func shortMetric(k string) string {
 	k = strings.Replace(k, "_total{transport=", "{", 1)
 	return strings.NewReplacer(`"`, "", "frames_received", "rx", "readings_written", "written",
 		"bridge_queue_frames", "queue", "mqtt_unacked_messages", "unacked").Replace(k)
+}
+
+// contentionNote flags a throughput scenario whose two phases got very
+// different amounts of CPU in total (all measured processes together):
+// on a shared machine that means something else took the cores during one
+// of them, and the ratio says more about that than about the service.
+func contentionNote(r *result) {
+	if !slices.Contains([]string{"P1", "P2", "P3", "P4"}, r.ID) {
+		return
+	}
+	sum := func(k string) float64 {
+		m, _ := r.Details[k].(map[string]float64)
+		var t float64
+		for _, v := range m {
+			t += v
+		}
+		return t
+	}
+	svc, base := sum("service_cores"), sum("baseline_cores")
+	if svc > 0 && base > 0 && min(svc, base)/max(svc, base) < 0.7 {
+		r.note("the phases got different CPU in total (service %.2f cores, baseline %.2f): other load on the machine; rerun before trusting this ratio", svc, base)
+	}
 }

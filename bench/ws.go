@@ -260,10 +260,12 @@ type liveConn struct {
 	snapshot   chan struct{}
 	once       sync.Once
 	closed     atomic.Bool
+	gone       chan struct{} // closed by OnClose
+	goneOnce   sync.Once
 }
 
 func newLiveConn(deliveries *atomic.Int64, record func(now int64, lat time.Duration)) *liveConn {
-	return &liveConn{deliveries: deliveries, record: record, snapshot: make(chan struct{})}
+	return &liveConn{deliveries: deliveries, record: record, snapshot: make(chan struct{}), gone: make(chan struct{})}
 }
 
 func (c *liveConn) OnMessage(_ *gws.Conn, m *gws.Message) {
@@ -290,7 +292,60 @@ func (c *liveConn) OnMessage(_ *gws.Conn, m *gws.Message) {
 	m.Close()
 }
 
-func (c *liveConn) OnClose(*gws.Conn, error) { c.closed.Store(true) }
+func (c *liveConn) OnClose(*gws.Conn, error) {
+	c.closed.Store(true)
+	c.goneOnce.Do(func() { close(c.gone) })
+}
+
+// keepLive holds a dashboard subscribed to devices on url until ctx ends,
+// reconnecting (and counting it) whenever the server drops it — as a
+// browser dashboard would. It returns once the first subscription is in
+// place; the returned channel is closed when it has stopped.
+func keepLive(ctx context.Context, d *dialer, url, token string, devices []string, record func(int64, time.Duration), drops *atomic.Int64) (<-chan struct{}, error) {
+	var deliveries atomic.Int64
+	open := func() (*liveConn, *gws.Conn, error) {
+		lc := newLiveConn(&deliveries, record)
+		conn, err := d.dial(url, token, lc)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := lc.subscribe(ctx, conn, devices); err != nil {
+			closeNow(conn)
+			return nil, nil, err
+		}
+		return lc, conn, nil
+	}
+	lc, conn, err := open()
+	if err != nil {
+		return nil, err
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-ctx.Done():
+				closeNow(conn)
+				return
+			case <-lc.gone:
+			}
+			drops.Add(1)
+			for {
+				if lc, conn, err = open(); err == nil || ctx.Err() != nil {
+					break
+				}
+				sleepCtx(ctx, 50*time.Millisecond)
+			}
+			if ctx.Err() != nil {
+				if conn != nil {
+					closeNow(conn)
+				}
+				return
+			}
+		}
+	}()
+	return stopped, nil
+}
 
 // subscribe sends a subscription for devices (all when empty) and waits
 // for its snapshot.
