@@ -59,6 +59,9 @@ type Config struct {
 	MaxBatchLines int
 	// FlushInterval is the longest a reading waits for its batch (default 100ms).
 	FlushInterval time.Duration
+	// Writers is how many batches may be written at once (default 2).
+	// Completions (acks) still follow the order frames arrived in.
+	Writers int
 	// RetryMin and RetryMax bound the backoff between failed writes (default 100ms, 5s).
 	RetryMin, RetryMax time.Duration
 	// DrainTimeout bounds the final flush at shutdown (default 20s).
@@ -78,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatchLines <= 0 {
 		c.MaxBatchLines = 5000
+	}
+	if c.Writers <= 0 {
+		c.Writers = 2
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 100 * time.Millisecond
@@ -109,6 +115,8 @@ type entry struct {
 	index []int32 // frame index of the reading on each line
 	done  func(telemetry.Outcome)
 	at    time.Time
+	// outcome is set by a writer and delivered through done by Run.
+	outcome telemetry.Outcome
 }
 
 // Bridge normalizes frames, publishes them live and writes them to a Sink.
@@ -127,6 +135,9 @@ type Bridge struct {
 	closed   bool
 
 	encoders sync.Pool // *lineprotocol.Encoder
+
+	inflightMu sync.Mutex
+	inflightAt []int64 // first receive time of each batch being written, oldest first
 
 	framesAccepted, readingsAccepted, readingsRejected atomic.Uint64
 	readingsWritten, readingsStorageRejected           atomic.Uint64
@@ -254,20 +265,57 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 // returns. Frames it could not store by then are completed with an error
 // (and so never acknowledged).
 func (b *Bridge) Run(ctx context.Context) error {
+	// Batches are written by Writers goroutines at once (so encoding and
+	// compressing the next batch overlaps InfluxDB storing the last one),
+	// but completed strictly in the order they were formed, so that acks
+	// leave in the order frames arrived.
+	toWrite := make(chan *batch, b.cfg.Writers)
+	inOrder := make(chan *batch, b.cfg.Writers+1)
+	// Writers retry until writeCtx ends: never during normal operation, and
+	// at shutdown when the drain deadline passes.
+	writeCtx, cancelWrites := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWrites()
+	var writers sync.WaitGroup
+	for range b.cfg.Writers {
+		writers.Go(func() {
+			var body []byte
+			for bt := range toWrite {
+				body = b.writeBatch(writeCtx, bt.entries, body)
+				close(bt.done)
+			}
+		})
+	}
+	completed := make(chan struct{})
+	go func() {
+		defer close(completed)
+		for bt := range inOrder {
+			<-bt.done
+			for _, e := range bt.entries {
+				complete(e, e.outcome)
+			}
+			b.inflightMu.Lock()
+			b.inflightAt = b.inflightAt[1:]
+			b.inflightMu.Unlock()
+		}
+	}()
+
 	var (
 		pending []*entry
 		lines   int
 		timer   = time.NewTimer(time.Hour)
-		body    []byte
 	)
 	timer.Stop()
-	flush := func(ctx context.Context) {
+	flush := func() {
 		if len(pending) == 0 {
 			return
 		}
-		body = b.writeBatch(ctx, pending, body)
-		clear(pending)
-		pending, lines = pending[:0], 0
+		bt := &batch{entries: pending, done: make(chan struct{})}
+		b.inflightMu.Lock()
+		b.inflightAt = append(b.inflightAt, pending[0].at.UnixNano())
+		b.inflightMu.Unlock()
+		inOrder <- bt
+		toWrite <- bt
+		pending, lines = nil, 0
 		b.oldest.Store(0)
 	}
 	add := func(e *entry) {
@@ -285,10 +333,10 @@ loop:
 			add(e)
 			if lines >= b.cfg.MaxBatchLines {
 				timer.Stop()
-				flush(ctx)
+				flush()
 			}
 		case <-timer.C:
-			flush(ctx)
+			flush()
 		case <-ctx.Done():
 			break loop
 		}
@@ -299,26 +347,49 @@ loop:
 	b.closed = true
 	b.mu.Unlock()
 
-	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DrainTimeout)
-	defer cancel()
+	drainDeadline := time.AfterFunc(b.cfg.DrainTimeout, cancelWrites)
+	defer drainDeadline.Stop()
 	for {
 		select {
 		case e := <-b.queue:
 			add(e)
 			if lines >= b.cfg.MaxBatchLines {
-				flush(drainCtx)
+				flush()
 			}
 			continue
 		default:
 		}
 		break
 	}
-	flush(drainCtx)
+	flush()
+	close(toWrite)
+	writers.Wait()
+	close(inOrder)
+	<-completed
 	return nil
 }
 
+// oldestUnwritten is the receive time (Unix ns) of the oldest frame
+// accepted but not yet completed, 0 when there is none.
+func (b *Bridge) oldestUnwritten() int64 {
+	b.inflightMu.Lock()
+	defer b.inflightMu.Unlock()
+	if len(b.inflightAt) > 0 {
+		return b.inflightAt[0]
+	}
+	return b.oldest.Load()
+}
+
+// batch is one storage write: its entries are completed together, after
+// every earlier batch.
+type batch struct {
+	entries []*entry
+	done    chan struct{} // closed when every entry has its outcome
+}
+
 // writeBatch writes the entries as one request, retrying transient errors
-// until ctx ends, and completes every entry. It returns body for reuse.
+// until ctx ends, and records every entry's outcome (Run completes them in
+// order). It returns body for reuse.
 func (b *Bridge) writeBatch(ctx context.Context, es []*entry, body []byte) []byte {
 	body = body[:0]
 	n := 0
@@ -331,14 +402,14 @@ func (b *Bridge) writeBatch(ctx context.Context, es []*entry, body []byte) []byt
 	case err == nil:
 		b.readingsWritten.Add(uint64(n))
 		for _, e := range es {
-			complete(e, telemetry.Outcome{})
+			e.outcome = telemetry.Outcome{}
 		}
 	case errors.Is(err, telemetry.ErrPermanent):
 		b.isolate(ctx, es)
 	default:
 		b.log.Error("storage write abandoned; frames stay unacknowledged", "readings", n, "error", err)
 		for _, e := range es {
-			complete(e, telemetry.Outcome{Err: err})
+			e.outcome = telemetry.Outcome{Err: err}
 		}
 	}
 	return body
@@ -354,11 +425,11 @@ func (b *Bridge) isolate(ctx context.Context, es []*entry) {
 		err := b.writeRetrying(ctx, e.lines)
 		if err == nil {
 			b.readingsWritten.Add(uint64(len(e.index)))
-			complete(e, telemetry.Outcome{})
+			e.outcome = telemetry.Outcome{}
 			continue
 		}
 		if !errors.Is(err, telemetry.ErrPermanent) {
-			complete(e, telemetry.Outcome{Err: err})
+			e.outcome = telemetry.Outcome{Err: err}
 			continue
 		}
 		var out telemetry.Outcome
@@ -382,7 +453,7 @@ func (b *Bridge) isolate(ctx context.Context, es []*entry) {
 				out.Err = err
 			}
 		}
-		complete(e, out)
+		e.outcome = out
 	}
 }
 

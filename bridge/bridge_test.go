@@ -259,7 +259,7 @@ func TestBridgeOverloadedWhenQueueFull(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	var err error
-	for i := 0; i < 5 && err == nil; i++ {
+	for i := 0; i < 50 && err == nil; i++ { // the writers and their hand-off hold a few
 		_, err = b.Consume(ctx, frame("d1", nil, 1))
 	}
 	if !errors.Is(err, telemetry.ErrOverloaded) {
@@ -351,4 +351,36 @@ func TestBridgeIgnoresSkippedSlots(t *testing.T) {
 	if err != nil || rcpt.Accepted != 1 || len(rcpt.Rejected) != 0 {
 		t.Fatalf("receipt = %+v, %v", rcpt, err)
 	}
+}
+
+// gatedSink holds writes whose body contains hold until release is closed.
+type gatedSink struct {
+	fakeSink
+	hold    string
+	release chan struct{}
+}
+
+func (s *gatedSink) Write(ctx context.Context, lines []byte) error {
+	if strings.Contains(string(lines), s.hold) {
+		<-s.release
+	}
+	return s.fakeSink.Write(ctx, lines)
+}
+
+func TestBridgeCompletesInArrivalOrderWithParallelWriters(t *testing.T) {
+	sink := &gatedSink{hold: "v=1 ", release: make(chan struct{})}
+	b, _, _ := startBridge(t, Config{Writers: 2, MaxBatchLines: 1, FlushInterval: time.Hour}, sink, nil)
+	var rec recorder
+	for i, v := range []float64{1, 2} {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the second batch written", func() bool { return strings.Contains(sink.stored(), "v=2 ") })
+	time.Sleep(20 * time.Millisecond)
+	if rec.len() != 0 {
+		t.Fatal("a later frame was acknowledged before an earlier one")
+	}
+	close(sink.release)
+	eventually(t, "both acknowledged", func() bool { return rec.len() == 2 })
 }

@@ -104,7 +104,7 @@ func (b *Bridge) detailStats() DetailStats {
 		WriteLatency:   b.writeLatency.Snapshot(),
 		UnitsConverted: b.unitsConverted.Load(),
 	}
-	if at := b.oldest.Load(); at != 0 {
+	if at := b.oldestUnwritten(); at != 0 {
 		s.QueueOldestAge = max(time.Since(time.Unix(0, at)), 0)
 	}
 	if b.guard != nil {

@@ -33,6 +33,7 @@ type config struct {
 	InfluxTimeout   time.Duration
 	InfluxGzip      bool
 	BatchLines      int
+	InfluxWriters   int
 	FlushInterval   time.Duration
 	QueueFrames     int
 	MaxClockSkew    time.Duration
@@ -141,6 +142,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.dur(&c.InfluxTimeout, "influx-timeout", "TELEMETRY_INFLUX_TIMEOUT", 10*time.Second, "timeout of one InfluxDB request")
 	e.bool(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", true, "gzip write requests")
 	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
+	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", 2, "batches written to InfluxDB at once (acks still follow arrival order)")
 	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 100*time.Millisecond, "longest a reading waits for its InfluxDB write")
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")

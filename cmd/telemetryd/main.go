@@ -113,6 +113,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
 		MaxBatchLines: cfg.BatchLines,
+		Writers:       cfg.InfluxWriters,
 		FlushInterval: cfg.FlushInterval,
 		DrainTimeout:  max(cfg.ShutdownGrace-2*time.Second, time.Second),
 	}
