@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/influxdata/line-protocol/v2/lineprotocol"
-
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -81,7 +79,7 @@ func BenchmarkAppendLine(b *testing.B) {
 	if rej := br.normalize(&r, "dev-1", time.Unix(0, r.Time)); rej != nil {
 		b.Fatal(rej)
 	}
-	enc := new(lineprotocol.Encoder)
+	enc := new(lineEncoder)
 	if err := appendLine(enc, &r); err != nil {
 		b.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/influxdata/line-protocol/v2/lineprotocol"
-
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -134,7 +132,7 @@ type Bridge struct {
 	mu       sync.RWMutex  // guards closed against in-flight Consume calls
 	closed   bool
 
-	encoders sync.Pool // *lineprotocol.Encoder
+	encoders sync.Pool // *lineEncoder
 
 	inflightMu sync.Mutex
 	inflightAt []int64 // first receive time of each batch being written, oldest first
@@ -161,7 +159,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		queue:    make(chan *entry, cfg.QueueFrames),
 		stopping: make(chan struct{}),
 	}
-	b.encoders.New = func() any { return new(lineprotocol.Encoder) }
+	b.encoders.New = func() any { return new(lineEncoder) }
 	b.initDetail()
 	return b
 }
@@ -196,13 +194,15 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 	if received.IsZero() {
 		received = time.Now()
 	}
-	enc := b.encoders.Get().(*lineprotocol.Encoder)
+	enc := b.encoders.Get().(*lineEncoder)
 	defer b.encoders.Put(enc)
 	enc.Reset()
 
 	var rcpt telemetry.Receipt
 	var index []int32
-	accepted := f.Readings[:0:0]
+	// Accepted readings are compacted to the front of f.Readings (the
+	// consumer owns it): no new slice per frame.
+	accepted := f.Readings[:0]
 	next, skip := 0, 0 // cursors into invalid and f.Skipped
 	for i := range f.Readings {
 		if skip < len(f.Skipped) && f.Skipped[skip] == i {
@@ -224,7 +224,7 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			continue
 		}
 		index = append(index, int32(i))
-		accepted = append(accepted, *r)
+		accepted = append(accepted, *r) // never ahead of i: copies down in place
 	}
 	rcpt.Accepted = len(accepted)
 	b.readingsRejected.Add(uint64(len(rcpt.Rejected)))

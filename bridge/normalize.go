@@ -68,16 +68,21 @@ func validName(s string, maxLen int) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '_', c == '.', c == ':', c == '/', c == '-':
-		default:
+		if !nameChars[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// nameChars is the allow-list of validName as a lookup table.
+var nameChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '_' || c == '.' || c == ':' || c == '/' || c == '-'
+	}
+	return t
+}()
 
 // validTagValue accepts printable UTF-8 without a trailing backslash (which
 // line protocol cannot represent).

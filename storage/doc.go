@@ -52,9 +52,8 @@
 //	climate,device_id=dev-7,room=kitchen temp=21.4,humidity=48.5,door=false,count=5i,note="ok" 1700000000000000000
 //
 // String field values escape only '"' and '\' on the wire; InfluxDB 1.8 does
-// not unescape \n, \r or \t (the line-protocol/v2 encoder writes a newline as
-// \n, which 1.8 stores as a backslash followed by n). A raw newline inside a
-// quoted string value is accepted and stored as a newline.
+// not unescape \n, \r or \t, so the bridge writes a newline inside a quoted
+// string value as a raw newline, which InfluxDB accepts and stores as is.
 //
 // # Reading back
 //

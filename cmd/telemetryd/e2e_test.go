@@ -80,7 +80,7 @@ func TestEndToEnd(t *testing.T) {
 	// WebSocket device: the ack arrives only once the reading is queryable.
 	dev := mustDialWS(t, svc.ws("/v1/ingest"), bearer("tok-ws-1"))
 	const ts = int64(1763820000123) // ms
-	dev.send(t, fmt.Sprintf(`{"seq":17,"ts":%d,"measurement":"environment","metrics":{"temperature":21,"humidity":40.5,"door_open":false,"status":"ok \"q\"","energy":{"value":1234,"type":"int","unit":"Wh"}},"tags":{"site":"plant-3"}}`, ts))
+	dev.send(t, fmt.Sprintf(`{"seq":17,"ts":%d,"measurement":"environment","metrics":{"temperature":21,"humidity":40.5,"door_open":false,"status":"ok \"q\"\nsecond line","energy":{"value":1234,"type":"int","unit":"Wh"}},"tags":{"site":"plant-3"}}`, ts))
 	var ack ackOrError
 	dev.nextJSON(t, &ack)
 	if ack.Ack == nil || *ack.Ack != 17 {
@@ -95,7 +95,7 @@ func TestEndToEnd(t *testing.T) {
 		row[c] = rows[0].Values[0][i]
 	}
 	if fmt.Sprint(row["time"]) != fmt.Sprint(ts*1e6) || fmt.Sprint(row["temperature"]) != "21" || fmt.Sprint(row["humidity"]) != "40.5" ||
-		row["door_open"] != false || row["status"] != `ok "q"` || fmt.Sprint(row["energy"]) != "1234" || row["site"] != "plant-3" {
+		row["door_open"] != false || row["status"] != "ok \"q\"\nsecond line" || fmt.Sprint(row["energy"]) != "1234" || row["site"] != "plant-3" {
 		t.Fatalf("stored row = %v", row)
 	}
 	types := map[string]string{}
