@@ -243,12 +243,18 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 		done:  f.Done,
 		at:    received,
 	}
+	// Try without blocking first: only a full queue looks at ctx.Done, so a
+	// caller's lazily armed deadline costs nothing in the common case.
 	select {
 	case b.queue <- e:
-	case <-b.stopping:
-		return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
-	case <-ctx.Done():
-		return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
+	default:
+		select {
+		case b.queue <- e:
+		case <-b.stopping:
+			return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
+		case <-ctx.Done():
+			return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
+		}
 	}
 	// Live is live: dashboards get the readings now, not after the flush.
 	if b.live != nil {

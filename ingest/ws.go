@@ -544,9 +544,9 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		s := *seq
 		f.Done = func(o telemetry.Outcome) { c.finish(s, o) }
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OverloadWait)
+	ctx := &waitBound{d: w.cfg.OverloadWait}
 	rcpt, err := w.next.Consume(ctx, f)
-	cancel()
+	ctx.stop()
 	switch {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
