@@ -143,7 +143,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.bool(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", true, "gzip write requests")
 	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
 	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", 2, "batches written to InfluxDB at once (acks still follow arrival order)")
-	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 100*time.Millisecond, "longest a reading waits for its InfluxDB write")
+	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 20*time.Millisecond, "longest a reading waits for its InfluxDB write")
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")

@@ -78,7 +78,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	var c strings.Builder
 	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", b.port)
 	fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 1\n", dir)
-	c.WriteString("max_inflight_messages 1000\nmax_queued_messages 100000\nqueue_qos0_messages false\n")
+	c.WriteString("max_inflight_messages 10000\nmax_queued_messages 100000\nqueue_qos0_messages false\n")
 	if opts.PasswordFile != "" || opts.ACLFile != "" {
 		c.WriteString("allow_anonymous false\n")
 	} else {
