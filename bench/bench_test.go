@@ -103,6 +103,8 @@ func TestParseConfig(t *testing.T) {
 		{[]string{"-service-args", "-flush-interval 20ms"}, false, func(c config) bool { return len(c.ServiceArgs) == 2 }},
 		{[]string{"-scenarios", "P9"}, true, nil},
 		{[]string{"-scale", "0"}, true, nil},
+		{[]string{"-rounds", "3"}, false, func(c config) bool { return c.Rounds == 3 }},
+		{[]string{"-rounds", "0"}, true, nil},
 		{[]string{"extra"}, true, nil},
 	}
 	for _, tt := range tests {
@@ -177,6 +179,21 @@ func TestScanning(t *testing.T) {
 	}
 	if got := reasonOf(`telemetryd_frames_rejected_total{reason="overloaded",transport="ws"}`); got != "overloaded" {
 		t.Errorf("reasonOf = %q", got)
+	}
+}
+
+func TestMedianRound(t *testing.T) {
+	rs := []*result{{ID: "P3", Ratio: 0.3}, {ID: "P3", Ratio: 0.1}, {ID: "P3", Ratio: 0.2}}
+	m := medianRound(rs)
+	if m.Ratio != 0.2 || len(m.Details["rounds"].([]map[string]float64)) != 3 {
+		t.Errorf("median round = %+v", m)
+	}
+	if one := []*result{{ID: "P1", Ratio: 0.5}}; medianRound(one) != one[0] || one[0].Details != nil {
+		t.Error("a single round must come back untouched")
+	}
+	failed := []*result{{ID: "P1", Ratio: 0.5}, {ID: "P1", Error: "boom"}}
+	if medianRound(failed).Error != "boom" {
+		t.Error("a failed round must be reported")
 	}
 }
 

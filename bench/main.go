@@ -98,6 +98,7 @@ type config struct {
 	P5Rate      int // readings/s; 0: half the P2 service rate
 	P8WSRate    int // frames/s when P3 did not run
 	P8MQTTRate  int // messages/s when P2 did not run
+	Rounds      int // repeat P1–P5 and P7, report the median
 	Verbose     bool
 	command     string
 }
@@ -126,6 +127,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.P5Rate, "p5-rate", 0, "P5 readings/s (0: half the P2 service rate, 2000 when P2 did not run)")
 	fs.IntVar(&c.P8WSRate, "p8-ws-rate", 0, "P8 WebSocket frames/s (0: twice the P3 service rate, 10000 when P3 did not run)")
 	fs.IntVar(&c.P8MQTTRate, "p8-mqtt-rate", 0, "P8 MQTT messages/s (0: twice the P2 service rate, 5000 when P2 did not run)")
+	fs.IntVar(&c.Rounds, "rounds", 1, "repeat P1–P5 and P7 (each round: baseline then service) and report the round with the median ratio; for before/after comparisons on noisy machines")
 	fs.BoolVar(&c.Verbose, "v", false, "log progress details")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -151,6 +153,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.Scale < 1 {
 		return c, errors.New("-scale must be at least 1")
+	}
+	if c.Rounds < 1 {
+		return c, errors.New("-rounds must be at least 1")
 	}
 	if c.Duration < time.Second && !c.Smoke {
 		return c, errors.New("-duration must be at least 1s")

@@ -42,20 +42,21 @@ type scenario struct {
 	id, what string
 	fn       func(ctx context.Context, e *env, r *result) error
 	stack    bool
+	rounds   bool // repeatable: -rounds applies
 }
 
 func scenarios() []scenario {
 	return []scenario{
-		{"P7", "CPU per reading: decode+normalize+encode", runP7, false},
+		{"P7", "CPU per reading: decode+normalize+encode", runP7, false, true},
 		// P6 first among the stack's scenarios: both servers are fresh, so
 		// neither reuses memory an earlier scenario left resident.
-		{"P6", "RSS per idle device WebSocket", runP6, true},
-		{"P1", "readings/s acked, WS gateways, 100-reading batches", runP1, true},
-		{"P2", "MQTT msgs/s consumed+stored+acked (QoS 1)", runP2, true},
-		{"P3", "WS single-reading frames/s acked", runP3, true},
-		{"P4", "dashboard deliveries/s", runP4, true},
-		{"P5", "device→dashboard latency p99 (MQTT)", runP5, true},
-		{"P8", "2× overload", runP8, true},
+		{"P6", "RSS per idle device WebSocket", runP6, true, false},
+		{"P1", "readings/s acked, WS gateways, 100-reading batches", runP1, true, true},
+		{"P2", "MQTT msgs/s consumed+stored+acked (QoS 1)", runP2, true, true},
+		{"P3", "WS single-reading frames/s acked", runP3, true, true},
+		{"P4", "dashboard deliveries/s", runP4, true, true},
+		{"P5", "device→dashboard latency p99 (MQTT)", runP5, true, true},
+		{"P8", "2× overload", runP8, true, false},
 	}
 }
 
@@ -99,17 +100,28 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (*report, error) {
 				e.gateways = provisionGateways(ctx, s, sz, log)
 			}
 		}
-		r := &result{ID: sc.id, What: sc.what}
-		log.Info("scenario", "id", sc.id, "what", sc.what)
 		t0 := time.Now()
-		sctx, cancel := context.WithCancel(ctx)
-		err := sc.fn(sctx, e, r)
-		cancel()
-		r.Seconds = round2(time.Since(t0).Seconds())
-		if err != nil {
-			r.Error = err.Error()
-			log.Error("scenario failed", "id", sc.id, "error", err)
+		rounds := 1
+		if sc.rounds {
+			rounds = cfg.Rounds
 		}
+		var all []*result
+		for round := range rounds {
+			r := &result{ID: sc.id, What: sc.what}
+			log.Info("scenario", "id", sc.id, "what", sc.what, "round", round+1)
+			sctx, cancel := context.WithCancel(ctx)
+			if err := sc.fn(sctx, e, r); err != nil {
+				r.Error = err.Error()
+				log.Error("scenario failed", "id", sc.id, "error", err)
+			}
+			cancel()
+			all = append(all, r)
+			if r.Error != "" || ctx.Err() != nil {
+				break
+			}
+		}
+		r := medianRound(all)
+		r.Seconds = round2(time.Since(t0).Seconds())
 		if e.s != nil && e.s.svc.exited() {
 			r.note("telemetryd exited during the scenario (%v); see %s", e.s.svc.err, e.s.svc.logPath)
 		}
@@ -454,4 +466,31 @@ func contentionNote(r *result) {
 	if svc > 0 && base > 0 && min(svc, base)/max(svc, base) < 0.7 {
 		r.note("the phases got different CPU in total (service %.2f cores, baseline %.2f): other load on the machine; rerun before trusting this ratio", svc, base)
 	}
+}
+
+// medianRound picks, of a scenario's rounds, the one with the median ratio
+// (the lower middle one for an even count) and records every round's
+// figures in it; a failed round is returned as it is.
+func medianRound(rs []*result) *result {
+	if len(rs) == 1 || rs[len(rs)-1].Error != "" {
+		return rs[len(rs)-1]
+	}
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b *result) int {
+		switch {
+		case a.Ratio < b.Ratio:
+			return -1
+		case a.Ratio > b.Ratio:
+			return 1
+		}
+		return 0
+	})
+	m := sorted[(len(sorted)-1)/2]
+	var rounds []map[string]float64
+	for _, r := range rs {
+		rounds = append(rounds, map[string]float64{"service": r.Service, "baseline": r.Baseline, "ratio": r.Ratio})
+	}
+	m.detail("rounds", rounds)
+	m.note("median of %d rounds by ratio (all rounds in details.rounds)", len(rs))
+	return m
 }
