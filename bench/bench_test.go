@@ -119,6 +119,25 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+func TestBrokerSettings(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte("# comment\nper_listener_settings false\n\nmax_inflight_messages 777\nlistener 1883 0.0.0.0\npassword_file /x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := brokerSettings(conf)
+	if got != "per_listener_settings false\nmax_inflight_messages 777\n" {
+		t.Errorf("settings = %q", got)
+	}
+	if got := brokerSettings(filepath.Join(dir, "missing")); !strings.Contains(got, "max_inflight_messages") {
+		t.Errorf("fallback = %q", got)
+	}
+	// The project's own file parses.
+	if got := brokerSettings(filepath.Join(moduleRoot(), "deploy", "mosquitto.conf")); !strings.Contains(got, "max_inflight_messages") {
+		t.Errorf("deploy/mosquitto.conf gives %q", got)
+	}
+}
+
 func TestParseMetrics(t *testing.T) {
 	in := `# HELP telemetryd_acks_sent_total Acknowledgements.
 # TYPE telemetryd_acks_sent_total counter

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -387,13 +388,12 @@ func (s *stack) startBroker(ctx context.Context, bin string) error {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}
-	// As mqtttest.Start, with deploy/mosquitto.conf's queue sizes (the
-	// production reference): a large in-flight window and queue, since
-	// telemetryd acks only after the InfluxDB write.
+	// The production reference's settings (deploy/mosquitto.conf: in-flight
+	// window, queue, persistence), then what the launcher adds: listener,
+	// persistence location, logging.
 	var c strings.Builder
-	fmt.Fprintf(&c, "per_listener_settings false\nlistener %d 127.0.0.1\n", port)
-	fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 1\nautosave_on_changes false\n", d)
-	c.WriteString("max_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\nqueue_qos0_messages false\n")
+	c.WriteString(brokerSettings(filepath.Join(moduleRoot(), "deploy", "mosquitto.conf")))
+	fmt.Fprintf(&c, "listener %d 127.0.0.1\npersistence_location %s/\n", port, d)
 	c.WriteString("allow_anonymous true\nset_tcp_nodelay true\n")
 	fmt.Fprintf(&c, "log_dest file %s\nlog_type error\nlog_type warning\nlog_type notice\n", filepath.Join(s.logDir, "mosquitto.broker.log"))
 	if os.Geteuid() == 0 {
@@ -417,6 +417,33 @@ func (s *stack) startBroker(ctx context.Context, bin string) error {
 		}
 		return conn.Close()
 	})
+}
+
+// brokerSettings returns the global settings of the project's Mosquitto
+// configuration (path), without what a launcher sets per deployment; the
+// values of the time of writing when the file cannot be read.
+func brokerSettings(path string) string {
+	const fallback = "per_listener_settings false\npersistence true\nautosave_interval 1\nautosave_on_changes false\n" +
+		"max_inflight_messages 10000\nmax_queued_messages 1000000\nmax_queued_bytes 0\nqueue_qos0_messages false\n"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fallback
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		key, _, _ := strings.Cut(line, " ")
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case slices.Contains([]string{"listener", "persistence_location", "password_file", "acl_file", "log_dest", "log_type", "include_dir", "user", "allow_anonymous"}, key):
+		default:
+			out.WriteString(line + "\n")
+		}
+	}
+	if !strings.Contains(out.String(), "per_listener_settings") {
+		return fallback
+	}
+	return out.String()
 }
 
 func (s *stack) startRaw(ctx context.Context) error {
