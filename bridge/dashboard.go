@@ -48,10 +48,14 @@ type ViewerAuthenticator interface {
 type DashboardConfig struct {
 	// PingInterval between server pings; a socket silent for two intervals is closed (default 20s).
 	PingInterval time.Duration
-	// MaxPending bounds frames queued for one socket (default 256). A
-	// dashboard that falls further behind is closed with 1013 and should
-	// reconnect and re-subscribe (its snapshot then brings it up to date).
-	MaxPending int
+	// MaxPending bounds frames queued for one socket (default 2048) and
+	// MaxPendingBytes their size (default 4 MiB). A dashboard that falls
+	// further behind is closed with 1013 and should reconnect and
+	// re-subscribe (its snapshot then brings it up to date). The byte bound
+	// is what limits memory; the frame bound keeps a dashboard on a brief
+	// stall (a GC pause, a busy tab) from being dropped at high rates.
+	MaxPending      int
+	MaxPendingBytes int
 	// MaxMessageSize bounds a client message (default 64 KiB).
 	MaxMessageSize int
 	// CheckOrigin vets the Origin header of an upgrade; nil allows all.
@@ -85,7 +89,10 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 		cfg.PingInterval = 20 * time.Second
 	}
 	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 256
+		cfg.MaxPending = 2048
+	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = 4 << 20
 	}
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 10
@@ -185,27 +192,34 @@ const sessionKey = "c"
 
 // dashConn is one dashboard socket; it implements Client.
 type dashConn struct {
-	d       *Dashboards
-	conn    *gws.Conn
-	viewer  Viewer
-	pending atomic.Int64
-	closed  atomic.Bool
-	subs    atomic.Int32
+	d            *Dashboards
+	conn         *gws.Conn
+	viewer       Viewer
+	pending      atomic.Int64
+	pendingBytes atomic.Int64
+	closed       atomic.Bool
+	subs         atomic.Int32
 }
 
 // Send implements Client: it queues frame on the socket's write queue unless
-// MaxPending frames are already waiting, in which case the socket is closed
-// with 1013 (the documented slow-consumer policy).
+// MaxPending frames or MaxPendingBytes are already waiting, in which case
+// the socket is closed with 1013 (the documented slow-consumer policy).
 func (c *dashConn) Send(frame []byte) bool {
 	if c.closed.Load() {
 		return false
 	}
-	if c.pending.Add(1) > int64(c.d.cfg.MaxPending) {
+	size := int64(len(frame))
+	frames, bytes := c.pending.Add(1), c.pendingBytes.Add(size)
+	if frames > int64(c.d.cfg.MaxPending) || bytes > int64(c.d.cfg.MaxPendingBytes) {
 		c.pending.Add(-1)
+		c.pendingBytes.Add(-size)
 		c.close(closeTryLater, "too slow: reconnect and resubscribe")
 		return false
 	}
-	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) { c.pending.Add(-1) })
+	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+		c.pending.Add(-1)
+		c.pendingBytes.Add(-size)
+	})
 	return true
 }
 
