@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -371,19 +372,28 @@ type deviceConn struct {
 	limited    int // consecutive rate-limited frames; read loop only
 }
 
-// close sends a close frame behind the frames already queued (acks first)
-// and closes the socket; the returned channel is closed when that is done
-// (nil if the socket was already closing). It never blocks the caller.
+// close sends a close frame behind the frames already queued (acks first);
+// the returned channel is closed once it is written (nil if the socket was
+// already closing). It never blocks the caller.
+//
+// The TCP connection is not closed here: the read loop keeps reading (and
+// ignoring frames) until the device answers the close or the 2 s deadline
+// passes. Closing at once would make the kernel answer frames still in
+// flight with a reset, which can destroy the close frame before the device
+// reads it — the device would then see no close code at all.
 func (c *deviceConn) close(code uint16, reason string) <-chan struct{} {
 	if c.closed.Swap(true) {
 		return nil
 	}
 	done := make(chan struct{})
-	// A deadline frees a write stuck on a dead peer, so the queue drains.
+	// The deadline frees a write stuck on a dead peer and ends the wait for
+	// the device's answer.
 	_ = c.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), code)
+	payload = append(payload, reason...)
 	c.conn.Async(func() {
 		defer close(done)
-		_ = c.conn.WriteClose(code, []byte(reason))
+		_ = c.conn.WriteMessage(gws.OpcodeCloseConnection, payload)
 	})
 	return done
 }
