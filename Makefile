@@ -25,6 +25,7 @@ build:
 # docs/configuration.md is generated from the code (a test compares it).
 docs:
 	$(GO) run ./cmd/telemetryd config-reference > docs/configuration.md
+	$(GO) run ./cmd/telemetryd config-reference -readme README.md
 
 tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose
 
