@@ -88,7 +88,7 @@ func TestDurableSpoolsThroughAnOutageAndReplaysInOrder(t *testing.T) {
 		}
 	}
 	w.setDown(false)
-	// While the spool drains, new writes queue behind it.
+	// While the spool holds anything, new writes queue behind it.
 	if err := d.Write(ctx, []byte("m v=4 4\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,8 @@ func TestDurableSpoolsThroughAnOutageAndReplaysInOrder(t *testing.T) {
 		t.Fatalf("stored %q", got)
 	}
 	waitFor(t, "empty spool", func() bool { return d.Stats().Spool.Records == 0 })
-	if st := d.Stats(); st.Direct != 1 || st.Spooled != 3 {
+	// v=4 went to the spool unless the replay had already emptied it.
+	if st := d.Stats(); st.Direct+st.Spooled != 4 || st.Spooled < 2 || st.Spool.Replayed != st.Spooled {
 		t.Fatalf("stats %+v", st)
 	}
 }
