@@ -50,7 +50,7 @@ vet:
 # Every test, integration tests included: they start their own InfluxDB and
 # Mosquitto on free loopback ports. CI=true turns a missing server into a failure.
 test: tools fmt-check vet
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
 # The dashboard end to end in headless Chromium (also part of make test);
