@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
 
 // child is a process the harness started.
@@ -289,43 +291,7 @@ func (s *stack) startInflux(ctx context.Context, bin string) error {
 	d := filepath.Join(s.dir, "influxdb")
 	// As influxtest.Start, but without Flux: the service writes and runs
 	// InfluxQL only, and Flux costs ~3 s of CPU at start.
-	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = "127.0.0.1:%d"
-
-[meta]
-  dir = %q
-  logging-enabled = false
-
-[data]
-  dir = %q
-  wal-dir = %q
-  query-log-enabled = false
-  wal-fsync-delay = "0s"
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[continuous_queries]
-  enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:%d"
-  auth-enabled = false
-  log-enabled = false
-  flux-enabled = false
-  pprof-enabled = false
-  unix-socket-enabled = false
-  https-enabled = false
-  max-body-size = 0
-
-[logging]
-  level = "warn"
-  suppress-logo = true
-`, ports[1], filepath.Join(d, "meta"), filepath.Join(d, "data"), filepath.Join(d, "wal"), ports[0])
+	conf := influxtest.Config(d, ports[0], ports[1], false)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
 	}

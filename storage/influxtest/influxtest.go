@@ -80,42 +80,7 @@ func Start(t testing.TB) *Server {
 		url:     "http://127.0.0.1:" + strconv.Itoa(port),
 		httpc:   &http.Client{Timeout: 30 * time.Second},
 	}
-	conf := fmt.Sprintf(`reporting-disabled = true
-bind-address = "127.0.0.1:%d"
-
-[meta]
-  dir = %q
-  logging-enabled = false
-
-[data]
-  dir = %q
-  wal-dir = %q
-  query-log-enabled = false
-  wal-fsync-delay = "0s"
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[continuous_queries]
-  enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:%d"
-  auth-enabled = false
-  log-enabled = false
-  flux-enabled = true
-  pprof-enabled = false
-  unix-socket-enabled = false
-  https-enabled = false
-
-[logging]
-  level = "warn"
-  suppress-logo = true
-`, rpcPort, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), port)
+	conf := Config(dir, port, rpcPort, true)
 	// [[graphite]], [[collectd]], [[opentsdb]] and [[udp]] are disabled by
 	// default and are left out.
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
@@ -528,4 +493,49 @@ func tail(path string, n int64) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+// Config is the influxd configuration Start uses, for other harnesses that
+// run influxd themselves (bench): state under dir, HTTP and the RPC service
+// on the given loopback ports, every other listener and background service
+// off. Flux costs about 2.7 s of CPU at start; leave it off unless a test
+// queries with Flux.
+func Config(dir string, httpPort, rpcPort int, flux bool) string {
+	return fmt.Sprintf(`reporting-disabled = true
+bind-address = "127.0.0.1:%d"
+
+[meta]
+  dir = %q
+  logging-enabled = false
+
+[data]
+  dir = %q
+  wal-dir = %q
+  query-log-enabled = false
+  wal-fsync-delay = "0s"
+
+[monitor]
+  store-enabled = false
+
+[subscriber]
+  enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:%d"
+  auth-enabled = false
+  log-enabled = false
+  flux-enabled = %t
+  pprof-enabled = false
+  unix-socket-enabled = false
+  https-enabled = false
+  max-body-size = 0
+
+[logging]
+  level = "warn"
+  suppress-logo = true
+`, rpcPort, filepath.Join(dir, "meta"), filepath.Join(dir, "data"), filepath.Join(dir, "wal"), httpPort, flux)
 }
