@@ -562,21 +562,8 @@ func AppendReadingJSON(dst []byte, r *telemetry.Reading, f *Filter) []byte {
 		dst = fl.Value.AppendJSON(dst)
 		units = units || fl.Unit != ""
 	}
-	dst = append(dst, `},"tags":{`...)
-	first = true
-	for _, t := range r.Tags {
-		if t.Key == DeviceIDTag {
-			continue
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = telemetry.AppendJSONString(dst, t.Key)
-		dst = append(dst, ':')
-		dst = telemetry.AppendJSONString(dst, t.Value)
-	}
-	dst = append(dst, '}')
+	dst = append(dst, `},"tags":`...)
+	dst = appendTagsJSON(dst, r.Tags)
 	if units {
 		dst = append(dst, `,"units":{`...)
 		first = true
@@ -593,6 +580,26 @@ func AppendReadingJSON(dst []byte, r *telemetry.Reading, f *Filter) []byte {
 			dst = telemetry.AppendJSONString(dst, fl.Unit)
 		}
 		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// appendTagsJSON appends tags as a JSON object, leaving out device_id (the
+// dashboard forms carry it as a field of their own).
+func appendTagsJSON(dst []byte, tags []telemetry.Tag) []byte {
+	dst = append(dst, '{')
+	first := true
+	for _, t := range tags {
+		if t.Key == DeviceIDTag {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = telemetry.AppendJSONString(dst, t.Key)
+		dst = append(dst, ':')
+		dst = telemetry.AppendJSONString(dst, t.Value)
 	}
 	return append(dst, '}')
 }

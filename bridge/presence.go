@@ -118,21 +118,9 @@ func appendDevice(dst []byte, id string, d *device) []byte {
 	dst = strconv.AppendBool(dst, d.online)
 	dst = append(dst, `,"last_seen":`...)
 	dst = strconv.AppendInt(dst, d.lastSeen, 10)
-	dst = append(dst, `,"tags":{`...)
-	first := true
-	for _, t := range d.tags {
-		if t.Key == DeviceIDTag {
-			continue
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = telemetry.AppendJSONString(dst, t.Key)
-		dst = append(dst, ':')
-		dst = telemetry.AppendJSONString(dst, t.Value)
-	}
-	return append(dst, "}}"...)
+	dst = append(dst, `,"tags":`...)
+	dst = appendTagsJSON(dst, d.tags)
+	return append(dst, '}')
 }
 
 // appendPresenceList appends `,"presence":[…]` with every device f matches,
