@@ -89,7 +89,6 @@ type MQTT struct {
 
 	mu         sync.Mutex
 	clients    []mqtt.Client
-	sequencers []*ackSequencer
 	subscribed atomic.Int32 // clients connected with their subscription in place
 
 	messages, invalid, unknownDevice, overflow atomic.Uint64
@@ -152,16 +151,14 @@ func (m *MQTT) Run(ctx context.Context) error {
 		}
 		inbox := make(chan mqtt.Message, m.cfg.Queue)
 		c := mqtt.NewClient(m.clientOptions(id, topic, inbox))
-		acks := newAckSequencer(m, m.cfg.Queue)
 		m.mu.Lock()
 		m.clients = append(m.clients, c)
-		m.sequencers = append(m.sequencers, acks)
 		m.mu.Unlock()
 		c.Connect() // ConnectRetry: keeps trying in the background
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.work(ctx, inbox, acks)
+			m.work(ctx, inbox)
 		}()
 	}
 	wg.Wait()
@@ -170,17 +167,13 @@ func (m *MQTT) Run(ctx context.Context) error {
 
 // Close disconnects from the broker. Messages never acked are redelivered
 // to the next session with the same client id.
-// PUBACKs already released are written first.
 func (m *MQTT) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, s := range m.sequencers {
-		s.stop()
-	}
 	for _, c := range m.clients {
 		c.Disconnect(250)
 	}
-	m.clients, m.sequencers = nil, nil
+	m.clients = nil
 }
 
 func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *mqtt.ClientOptions {
@@ -243,8 +236,9 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 }
 
 // work hands messages to the pipeline in receive order until ctx is done.
-func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message, acks *ackSequencer) {
+func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message) {
 	dec := payload.NewDecoder(m.cfg.Limits)
+	acks := &ackSequencer{m: m}
 	for {
 		select {
 		case <-ctx.Done():
@@ -369,45 +363,14 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // ackSequencer releases PUBACKs in receive order (MQTT-4.6.0-2) even when
 // messages complete out of order (e.g. a rejected message completes at once
 // while an earlier one is still being written).
-//
-// Released messages go, in order, to one goroutine that writes the PUBACKs
-// (paho's Ack waits for the connection's writer), so that neither the MQTT
-// worker nor the bridge goroutine completing a batch waits on the socket.
 type ackSequencer struct {
 	m       *MQTT
 	mu      sync.Mutex // guards pending
 	pending []*pendingAck
-	// sendMu keeps releases in order once mu is let go.
-	sendMu  sync.Mutex
-	out     chan mqtt.Message // to the PUBACK writer; bounded like the inbox
-	stopped bool              // guarded by sendMu
-	done    chan struct{}     // closed when the PUBACK writer has finished
-}
-
-func newAckSequencer(m *MQTT, capacity int) *ackSequencer {
-	s := &ackSequencer{m: m, out: make(chan mqtt.Message, capacity), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for msg := range s.out {
-			msg.Ack()
-		}
-	}()
-	return s
-}
-
-// stop lets the PUBACK writer finish what was released (for a few seconds at
-// most); later releases send nothing, and the broker redelivers them.
-func (s *ackSequencer) stop() {
-	s.sendMu.Lock()
-	if !s.stopped {
-		s.stopped = true
-		close(s.out)
-	}
-	s.sendMu.Unlock()
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-	}
+	// sendMu keeps PUBACKs in order while they are written without holding
+	// mu, so that the worker adding new messages never waits on the socket.
+	sendMu sync.Mutex
+	ready  []mqtt.Message // guarded by sendMu
 }
 
 type pendingAck struct {
@@ -437,19 +400,22 @@ func (s *ackSequencer) add(msg mqtt.Message) func(send bool) {
 		}
 		// Take sendMu before letting go of mu: releases happen in order.
 		s.sendMu.Lock()
-		released := append([]*pendingAck(nil), s.pending[:n]...)
+		ready := s.ready[:0]
+		for _, q := range s.pending[:n] {
+			if q.ack {
+				ready = append(ready, q.msg)
+			}
+		}
 		clear(s.pending[:n])
 		s.pending = s.pending[n:]
 		s.mu.Unlock()
-		sent := 0
-		for _, q := range released {
-			if q.ack && !s.stopped {
-				s.out <- q.msg // never full: it holds at most the broker's in-flight window
-				sent++
-			}
+		for _, msg := range ready {
+			msg.Ack()
 		}
+		clear(ready)
+		s.ready = ready
 		s.sendMu.Unlock()
 		s.m.unacked.Add(-int64(n))
-		s.m.acked.Add(uint64(sent))
+		s.m.acked.Add(uint64(len(ready)))
 	}
 }
