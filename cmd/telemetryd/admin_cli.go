@@ -224,22 +224,9 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		fmt.Fprintf(stderr, "telemetryd devices: unknown command %q\nusage: telemetryd %s\n", verb, devicesUsage)
 		return flag.ErrHelp
 	}
-	pos, err := f.parse(args[1:])
+	api, path, id, err := f.target(args[1:], verb, "/api/v1/devices")
 	if err != nil {
 		return err
-	}
-	wantID := verb != "create" && verb != "list"
-	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
-		f.fs.Usage()
-		return flag.ErrHelp
-	}
-	api, err := f.client()
-	if err != nil {
-		return err
-	}
-	path := "/api/v1/devices"
-	if wantID {
-		path += "/" + url.PathEscape(pos[0])
 	}
 	switch verb {
 	case "create":
@@ -333,7 +320,7 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 			return err
 		}
 		if !f.asJSON {
-			fmt.Fprintf(stdout, "deleted %s\n", pos[0])
+			fmt.Fprintf(stdout, "deleted %s\n", id)
 		}
 		return nil
 	}
@@ -415,22 +402,9 @@ func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		fmt.Fprintf(stderr, "telemetryd viewers: unknown command %q\nusage: telemetryd %s\n", verb, viewersUsage)
 		return flag.ErrHelp
 	}
-	pos, err := f.parse(args[1:])
+	api, path, id, err := f.target(args[1:], verb, "/api/v1/viewers")
 	if err != nil {
 		return err
-	}
-	wantID := verb != "create" && verb != "list"
-	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
-		f.fs.Usage()
-		return flag.ErrHelp
-	}
-	api, err := f.client()
-	if err != nil {
-		return err
-	}
-	path := "/api/v1/viewers"
-	if wantID {
-		path += "/" + url.PathEscape(pos[0])
 	}
 	var one struct {
 		Viewer devices.ViewerJSON `json:"viewer"`
@@ -470,7 +444,7 @@ func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (
 			return err
 		}
 		if !f.asJSON {
-			fmt.Fprintf(stdout, "deleted %s\n", pos[0])
+			fmt.Fprintf(stdout, "deleted %s\n", id)
 		}
 		return nil
 	}
@@ -566,4 +540,28 @@ flags:`)
 	st := reg.Stats()
 	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, registryPath(cfg), st.Devices)
 	return nil
+}
+
+// target parses a subcommand's flags and positional arguments and returns
+// the API client and the resource path: the collection for create and list,
+// the one named item (exactly one argument) for every other verb.
+// The id is returned too ("" for the collection).
+func (f *cliFlags) target(args []string, verb, collection string) (api *adminClient, path, id string, err error) {
+	pos, err := f.parse(args)
+	if err != nil {
+		return nil, "", "", err
+	}
+	wantID := verb != "create" && verb != "list"
+	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
+		f.fs.Usage()
+		return nil, "", "", flag.ErrHelp
+	}
+	if api, err = f.client(); err != nil {
+		return nil, "", "", err
+	}
+	if wantID {
+		id = pos[0]
+		collection += "/" + url.PathEscape(id)
+	}
+	return api, collection, id, nil
 }
