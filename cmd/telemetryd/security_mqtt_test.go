@@ -61,28 +61,7 @@ func mustMQTTDial(t *testing.T, url, clientID, user, password string) mqtt.Clien
 // to another device's topic reaches InfluxDB.
 func testSecurityMosquittoACL(t *testing.T, influx *influxtest.Server) {
 	const db = "sec_mqtt_acl"
-	const svcPassword = "service-password-for-tests"
-	dataDir, dir := t.TempDir(), t.TempDir()
-	pwFile, aclFile := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
-	env := func(k string) (string, bool) {
-		switch k {
-		case "TELEMETRY_MQTT_USERNAME":
-			return "telemetryd", true
-		case "TELEMETRY_MQTT_PASSWORD":
-			return svcPassword, true
-		}
-		return "", false
-	}
-	// The subcommand writes the first files (the service account only), so
-	// that the broker can start with anonymous access off.
-	var stdout, stderr strings.Builder
-	if err := mosquittoAuthCommand(t.Context(), []string{"-password-file", pwFile, "-acl-file", aclFile, "-data-dir", dataDir}, env, &stdout, &stderr); err != nil {
-		t.Fatalf("mosquitto-auth: %v %s", err, stderr.String())
-	}
-	broker := mqtttest.Start(t, mqtttest.Options{PasswordFile: pwFile, ACLFile: aclFile})
-	svc := startService(t, influx, broker, tokensFile(t), "-influx-bucket", db+"/autogen", "-data-dir", dataDir,
-		"-mqtt-username", "telemetryd", "-mqtt-password", svcPassword,
-		"-mosquitto-password-file", pwFile, "-mosquitto-acl-file", aclFile)
+	svc, broker, pwFile, aclFile := startWithBrokerAuth(t, influx, db)
 	waitReady(t, svc) // the service's own account logged in and subscribed
 
 	a, aTok := provision(t, svc, `{"name":"a"}`)
@@ -228,4 +207,36 @@ func testSecurityInfluxTLS(t *testing.T, influx *influxtest.Server) {
 	if n := pointsOf(t, influx, db, id); n != 1 {
 		t.Fatalf("%d points written through https, want 1", n)
 	}
+}
+
+// startWithBrokerAuth runs telemetryd against a Mosquitto that authenticates
+// every client with the password and ACL files generated from the registry
+// (anonymous access off), writing to database db. It returns the service,
+// the broker and the two files, which the service rewrites on every
+// registry change.
+func startWithBrokerAuth(t *testing.T, influx *influxtest.Server, db string) (*service, *mqtttest.Broker, string, string) {
+	t.Helper()
+	const svcPassword = "service-password-for-tests"
+	dataDir, dir := t.TempDir(), t.TempDir()
+	pwFile, aclFile := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	env := func(k string) (string, bool) {
+		switch k {
+		case "TELEMETRY_MQTT_USERNAME":
+			return "telemetryd", true
+		case "TELEMETRY_MQTT_PASSWORD":
+			return svcPassword, true
+		}
+		return "", false
+	}
+	// The subcommand writes the first files (the service account only), so
+	// that the broker can start with anonymous access off.
+	var stdout, stderr strings.Builder
+	if err := mosquittoAuthCommand(t.Context(), []string{"-password-file", pwFile, "-acl-file", aclFile, "-data-dir", dataDir}, env, &stdout, &stderr); err != nil {
+		t.Fatalf("mosquitto-auth: %v %s", err, stderr.String())
+	}
+	broker := mqtttest.Start(t, mqtttest.Options{PasswordFile: pwFile, ACLFile: aclFile})
+	svc := startService(t, influx, broker, tokensFile(t), "-influx-bucket", db+"/autogen", "-data-dir", dataDir,
+		"-mqtt-username", "telemetryd", "-mqtt-password", svcPassword,
+		"-mosquitto-password-file", pwFile, "-mosquitto-acl-file", aclFile)
+	return svc, broker, pwFile, aclFile
 }

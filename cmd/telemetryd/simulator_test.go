@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telemetryd/telemetryd/ingest/mqtttest"
 	"github.com/telemetryd/telemetryd/simulator"
 	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
@@ -24,26 +23,7 @@ import (
 func TestSimulatorEndToEnd(t *testing.T) {
 	influx := influxtest.Start(t)
 	const db = "sim_e2e"
-	const svcPassword = "service-password-for-tests"
-	dataDir, dir := t.TempDir(), t.TempDir()
-	pwFile, aclFile := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
-	env := func(k string) (string, bool) {
-		switch k {
-		case "TELEMETRY_MQTT_USERNAME":
-			return "telemetryd", true
-		case "TELEMETRY_MQTT_PASSWORD":
-			return svcPassword, true
-		}
-		return "", false
-	}
-	var stdout, stderr strings.Builder
-	if err := mosquittoAuthCommand(t.Context(), []string{"-password-file", pwFile, "-acl-file", aclFile, "-data-dir", dataDir}, env, &stdout, &stderr); err != nil {
-		t.Fatalf("mosquitto-auth: %v %s", err, stderr.String())
-	}
-	broker := mqtttest.Start(t, mqtttest.Options{PasswordFile: pwFile, ACLFile: aclFile})
-	svc := startService(t, influx, broker, tokensFile(t), "-influx-bucket", db+"/autogen", "-data-dir", dataDir,
-		"-mqtt-username", "telemetryd", "-mqtt-password", svcPassword,
-		"-mosquitto-password-file", pwFile, "-mosquitto-acl-file", aclFile)
+	svc, broker, pwFile, _ := startWithBrokerAuth(t, influx, db)
 	waitReady(t, svc)
 
 	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
