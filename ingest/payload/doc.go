@@ -10,7 +10,10 @@
 // names against any charset or length rule.
 //
 // A Decoder is not safe for concurrent use: it owns a fastjson.Parser and
-// scratch buffers that every call reuses. Keep one per connection or
+// scratch buffers that every call reuses. Native payloads without escapes
+// take a one-pass fast path (fast.go) that builds no JSON tree; anything
+// else, and every payload with a problem, goes through fastjson, which
+// gives the same answer for whatever the fast path accepts. Keep one per connection or
 // goroutine, or share them through a sync.Pool.
 //
 // The input buffer belongs to the caller and may be reused as soon as Decode

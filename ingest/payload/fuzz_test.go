@@ -133,3 +133,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastPathAgrees checks the fast path against the general one: for
+// every payload the fast path accepts, both must give the same Message.
+func FuzzFastPathAgrees(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add([]byte(s))
+	}
+	small := Limits{MaxReadings: 4, MaxFields: 3, MaxTags: 2}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, l := range []Limits{{}, small} {
+			d := NewDecoder(l)
+			fast, ok := d.decodeFast(data)
+			d.release(len(data))
+			if !ok {
+				continue
+			}
+			slow, err := d.decodeGeneral(data, now)
+			d.release(len(data))
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast path accepted what the general path decodes differently:\nfast %s\ngeneral %s %v", dump(fast), dump(slow), err)
+			}
+		}
+	})
+}

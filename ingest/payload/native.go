@@ -77,35 +77,44 @@ func stringBytes(v *fastjson.Value) ([]byte, bool) {
 func (d *Decoder) nativeTime(v *fastjson.Value) (int64, problem) {
 	switch v.Type() {
 	case fastjson.TypeNumber:
-		raw := d.rawNumber(v)
-		x, ok := parseDecimal(raw)
-		switch {
-		case !ok:
-			return 0, problemf(CodeInvalidTimestamp, "ts: malformed number %s", shorten(raw))
-		case x.isZero():
-			return 0, problem{}
-		case x.neg:
-			return 0, problemf(CodeInvalidTimestamp, "ts %s is negative", shorten(raw))
-		}
-		ns, _, ok := x.scaled(epochShift(x.intDigits()))
-		if !ok {
-			return 0, problemf(CodeInvalidTimestamp, "ts %s is out of range", shorten(raw))
-		}
-		return ns, problem{}
+		return epochLiteral(d.rawNumber(v))
 	case fastjson.TypeString:
 		b, _ := v.StringBytes()
-		t, err := time.Parse(time.RFC3339Nano, string(b))
-		if err != nil {
-			return 0, problemf(CodeInvalidTimestamp, "ts %s is not an RFC 3339 time", shorten(b))
-		}
-		ns, ok := unixNanos(t)
-		if !ok {
-			return 0, problemf(CodeInvalidTimestamp, "ts %s is out of range (1970 to 2262)", shorten(b))
-		}
-		return ns, problem{}
+		return rfc3339Time(b)
 	default:
 		return 0, problemf(CodeInvalidTimestamp, "ts must be a number or an RFC 3339 string, got %s", v.Type())
 	}
+}
+
+// epochLiteral converts a numeric "ts" literal to Unix nanoseconds.
+func epochLiteral(raw []byte) (int64, problem) {
+	x, ok := parseDecimal(raw)
+	switch {
+	case !ok:
+		return 0, problemf(CodeInvalidTimestamp, "ts: malformed number %s", shorten(raw))
+	case x.isZero():
+		return 0, problem{}
+	case x.neg:
+		return 0, problemf(CodeInvalidTimestamp, "ts %s is negative", shorten(raw))
+	}
+	ns, _, ok := x.scaled(epochShift(x.intDigits()))
+	if !ok {
+		return 0, problemf(CodeInvalidTimestamp, "ts %s is out of range", shorten(raw))
+	}
+	return ns, problem{}
+}
+
+// rfc3339Time converts a string "ts" (unescaped) to Unix nanoseconds.
+func rfc3339Time(b []byte) (int64, problem) {
+	t, err := time.Parse(time.RFC3339Nano, string(b))
+	if err != nil {
+		return 0, problemf(CodeInvalidTimestamp, "ts %s is not an RFC 3339 time", shorten(b))
+	}
+	ns, ok := unixNanos(t)
+	if !ok {
+		return 0, problemf(CodeInvalidTimestamp, "ts %s is out of range (1970 to 2262)", shorten(b))
+	}
+	return ns, problem{}
 }
 
 // nativeTags decodes "tags", an object of string values, in payload order.

@@ -192,7 +192,11 @@ func (d *Decoder) float(v *fastjson.Value) (float64, string) {
 	if v.Type() != fastjson.TypeNumber {
 		return 0, "want a number, got " + describe(v)
 	}
-	raw := d.rawNumber(v)
+	return floatLiteral(d.rawNumber(v))
+}
+
+// floatLiteral converts a number literal to a finite float64.
+func floatLiteral(raw []byte) (float64, string) {
 	if _, ok := parseDecimal(raw); !ok {
 		return 0, "malformed number " + shorten(raw)
 	}
@@ -210,7 +214,11 @@ func (d *Decoder) int(v *fastjson.Value) (int64, string) {
 	if v.Type() != fastjson.TypeNumber {
 		return 0, "want an integer, got " + describe(v)
 	}
-	raw := d.rawNumber(v)
+	return intLiteral(d.rawNumber(v))
+}
+
+// intLiteral converts a number literal that must be integral and fit in an int64.
+func intLiteral(raw []byte) (int64, string) {
 	x, ok := parseDecimal(raw)
 	if !ok {
 		return 0, "malformed number " + shorten(raw)

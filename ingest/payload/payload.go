@@ -96,6 +96,12 @@ type Decoder struct {
 	num   []byte   // raw text of the number being decoded
 	name  []byte   // resolved SenML name
 
+	// The fast path's scratch (fast.go): one payload's readings, fields and
+	// tags before they are copied into the Message's own arrays.
+	fastReadings []fastReading
+	fastFields   []telemetry.Field
+	fastTags     []telemetry.Tag
+
 	interned map[string]string // names: measurements, devices, fields, tags, units
 	values   map[string]string // short string values: "ok", "on", "idle"
 }
@@ -133,6 +139,14 @@ func NewDecoder(l Limits) *Decoder {
 func (d *Decoder) Decode(data []byte, now time.Time) (Message, error) {
 	defer d.release(len(data))
 
+	if m, ok := d.decodeFast(data); ok {
+		return m, nil
+	}
+	return d.decodeGeneral(data, now)
+}
+
+// decodeGeneral decodes any payload through a fastjson tree.
+func (d *Decoder) decodeGeneral(data []byte, now time.Time) (Message, error) {
 	root, err := d.parser.ParseBytes(data)
 	if err != nil {
 		var m Message
@@ -336,7 +350,13 @@ func (d *Decoder) release(payloadSize int) {
 	d.fields, d.tags = nil, nil
 	clear(d.names[:cap(d.names)])
 	d.names = d.names[:0]
+	// The fast scratch only grows during a payload, so clearing its length
+	// clears everything it wrote.
+	clear(d.fastReadings)
+	clear(d.fastFields)
+	clear(d.fastTags)
 	if payloadSize > maxRetainSize {
+		d.fastReadings, d.fastFields, d.fastTags = nil, nil, nil
 		// The parser keeps a copy of the payload and a value per JSON node.
 		d.parser = fastjson.Parser{}
 		d.names, d.num, d.name = nil, nil, nil

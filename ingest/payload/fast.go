@@ -1,0 +1,508 @@
+package payload
+
+import (
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// The fast path decodes the payloads devices send all day — native single
+// readings and batches whose strings have no escapes — in one pass over the
+// bytes, without building a JSON tree: on the service's hot path that tree
+// (fastjson's parse, then a visit per object) cost more than everything the
+// bridge does with a reading.
+//
+// It handles a strict subset of the format and gives up (ok false) the
+// moment a payload steps outside it: an escape or control character in a
+// string, an unknown or repeated key, SenML, null where a value belongs,
+// a limit reached, or any reading-level problem. Decode then decodes the
+// payload again on the general path, which produces the errors and
+// rejections. So the fast path never has to describe a problem, and its
+// answer for a payload it accepts must equal the general path's — which
+// FuzzFastPathAgrees checks on every input the fuzzer finds.
+
+// fastReading is one reading being decoded: its fields and tags are
+// d.fastFields[f0:f1] and d.fastTags[t0:t1] until the message is built.
+type fastReading struct {
+	measurement string
+	device      telemetry.DeviceID
+	time        int64
+	f0, f1      int
+	t0, t1      int
+	seen        uint8 // readingKey bits
+}
+
+// Bits of fastReading.seen, one per reading key: a key that repeats makes
+// the fast path give up (the general path lets its first occurrence count).
+const (
+	seenTS uint8 = 1 << iota
+	seenMeasurement
+	seenDevice
+	seenTags
+	seenMetrics
+)
+
+// fastScanner walks a payload. Every method skips the whitespace before
+// what it reads and reports false when the bytes are not what the fast
+// path handles.
+type fastScanner struct {
+	s []byte
+	i int
+}
+
+func (p *fastScanner) ws() {
+	for p.i < len(p.s) && isSpace(p.s[p.i]) {
+		p.i++
+	}
+}
+
+// peek returns the next non-space byte without consuming it (0 at the end).
+func (p *fastScanner) peek() byte {
+	p.ws()
+	if p.i < len(p.s) {
+		return p.s[p.i]
+	}
+	return 0
+}
+
+// byte consumes c.
+func (p *fastScanner) byte(c byte) bool {
+	if p.peek() != c {
+		return false
+	}
+	p.i++
+	return true
+}
+
+// more reads what follows a member or element: true after a comma (another
+// one follows), false after close (the container ended); ok is false for
+// anything else.
+func (p *fastScanner) more(close byte) (more, ok bool) {
+	switch p.peek() {
+	case ',':
+		p.i++
+		return true, true
+	case close:
+		p.i++
+		return false, true
+	}
+	return false, false
+}
+
+// str reads a string without escapes or control characters and returns its
+// content, which aliases the payload.
+func (p *fastScanner) str() ([]byte, bool) {
+	if !p.byte('"') {
+		return nil, false
+	}
+	start := p.i
+	for p.i < len(p.s) && !stringStop[p.s[p.i]] {
+		p.i++
+	}
+	if p.i == len(p.s) || p.s[p.i] != '"' {
+		return nil, false
+	}
+	p.i++
+	return p.s[start : p.i-1], true
+}
+
+// stringStop marks the bytes that end the fast scan of a string: its
+// closing quote, and what the fast path leaves to the general one (an
+// escape, a control character).
+var stringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// key reads an object key and its colon.
+func (p *fastScanner) key() ([]byte, bool) {
+	k, ok := p.str()
+	return k, ok && p.byte(':')
+}
+
+// number reads the characters fastjson would take as a number literal; the
+// caller checks the strict grammar (parseDecimal via the *Literal helpers).
+func (p *fastScanner) number() []byte {
+	p.ws()
+	start := p.i
+	for p.i < len(p.s) && isNumberChar(p.s[p.i]) {
+		p.i++
+	}
+	return p.s[start:p.i]
+}
+
+// literal consumes word (true, false, null).
+func (p *fastScanner) literal(word string) bool {
+	p.ws()
+	if len(p.s)-p.i < len(word) || string(p.s[p.i:p.i+len(word)]) != word {
+		return false
+	}
+	p.i += len(word)
+	return true
+}
+
+// decodeFast is the fast path; see the comment at the top of this file.
+func (d *Decoder) decodeFast(data []byte) (Message, bool) {
+	d.fastFields, d.fastTags, d.fastReadings = d.fastFields[:0], d.fastTags[:0], d.fastReadings[:0]
+	p := fastScanner{s: data}
+	if !p.byte('{') {
+		return Message{}, false
+	}
+	var msg Message
+	var top fastReading
+	seenSeq, batch := false, false
+	for {
+		k, ok := p.key()
+		if !ok {
+			return Message{}, false
+		}
+		switch string(k) {
+		case "seq":
+			if seenSeq {
+				return Message{}, false
+			}
+			seenSeq = true
+			if msg.Seq, msg.HasSeq = parseUintLiteral(p.number()); !msg.HasSeq {
+				return Message{}, false
+			}
+		case "readings":
+			if batch || !d.fastBatch(&p) {
+				return Message{}, false
+			}
+			batch = true
+		default:
+			if !d.fastReadingMember(&p, &top, k) {
+				return Message{}, false
+			}
+		}
+		more, ok := p.more('}')
+		if !ok {
+			return Message{}, false
+		}
+		if !more {
+			break
+		}
+	}
+	if p.ws(); p.i != len(p.s) {
+		return Message{}, false
+	}
+	switch {
+	case batch && top.seen == 0:
+	case !batch && top.seen&seenMetrics != 0:
+		d.fastReadings = append(d.fastReadings, top)
+	default:
+		// A batch with reading keys beside it (ignored by the general
+		// path) or an object without metrics: leave both to it.
+		return Message{}, false
+	}
+	return d.fastMessage(msg), true
+}
+
+// fastBatch reads a "readings" array of reading objects.
+func (d *Decoder) fastBatch(p *fastScanner) bool {
+	if !p.byte('[') || p.peek() == ']' {
+		return false // an empty batch is rare enough for the general path
+	}
+	for {
+		if len(d.fastReadings) == d.limits.MaxReadings || !p.byte('{') {
+			return false
+		}
+		var r fastReading
+		for {
+			k, ok := p.key()
+			if !ok || !d.fastReadingMember(p, &r, k) {
+				return false
+			}
+			more, ok := p.more('}')
+			if !ok {
+				return false
+			}
+			if !more {
+				break
+			}
+		}
+		if r.seen&seenMetrics == 0 {
+			return false
+		}
+		d.fastReadings = append(d.fastReadings, r)
+		more, ok := p.more(']')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+	}
+}
+
+// fastReadingMember reads the value of reading key k into r.
+func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bool {
+	var bit uint8
+	switch string(k) {
+	case "ts":
+		bit = seenTS
+	case "measurement":
+		bit = seenMeasurement
+	case "device":
+		bit = seenDevice
+	case "tags":
+		bit = seenTags
+	case "metrics":
+		bit = seenMetrics
+	default:
+		return false
+	}
+	if r.seen&bit != 0 {
+		return false
+	}
+	r.seen |= bit
+	switch bit {
+	case seenTS:
+		var pr problem
+		if p.peek() == '"' {
+			b, ok := p.str()
+			if !ok {
+				return false
+			}
+			r.time, pr = rfc3339Time(b)
+		} else {
+			r.time, pr = epochLiteral(p.number())
+		}
+		return pr.ok()
+	case seenMeasurement:
+		b, ok := p.str()
+		if ok && len(b) > 0 {
+			r.measurement = d.intern(b)
+		}
+		return ok
+	case seenDevice:
+		b, ok := p.str()
+		r.device = telemetry.DeviceID(d.intern(b))
+		return ok
+	case seenTags:
+		return d.fastTagsObject(p, r)
+	default:
+		return d.fastMetrics(p, r)
+	}
+}
+
+// fastTagsObject reads "tags": null or an object of strings.
+func (d *Decoder) fastTagsObject(p *fastScanner, r *fastReading) bool {
+	r.t0 = len(d.fastTags)
+	r.t1 = r.t0
+	if p.peek() == 'n' {
+		return p.literal("null")
+	}
+	if !p.byte('{') {
+		return false
+	}
+	if p.peek() == '}' {
+		p.i++
+		return true
+	}
+	for {
+		if len(d.fastTags)-r.t0 == d.limits.MaxTags {
+			return false
+		}
+		k, ok := p.key()
+		if !ok {
+			return false
+		}
+		v, ok := p.str()
+		if !ok {
+			return false
+		}
+		d.fastTags = append(d.fastTags, telemetry.Tag{Key: d.intern(k), Value: d.intern(v)})
+		more, ok := p.more('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			break
+		}
+	}
+	r.t1 = len(d.fastTags)
+	d.names = d.names[:0]
+	for _, t := range d.fastTags[r.t0:r.t1] {
+		d.names = append(d.names, t.Key)
+	}
+	_, dup := firstDuplicate(d.names)
+	return !dup
+}
+
+// fastMetrics reads "metrics": an object of at least one metric.
+func (d *Decoder) fastMetrics(p *fastScanner, r *fastReading) bool {
+	if !p.byte('{') {
+		return false
+	}
+	r.f0 = len(d.fastFields)
+	for {
+		if len(d.fastFields)-r.f0 == d.limits.MaxFields {
+			return false
+		}
+		k, ok := p.key()
+		if !ok {
+			return false
+		}
+		f := telemetry.Field{Name: d.intern(k)}
+		if p.peek() == '{' {
+			ok = d.fastTypedField(p, &f)
+		} else {
+			f.Value, ok = d.fastScalar(p)
+		}
+		if !ok {
+			return false
+		}
+		d.fastFields = append(d.fastFields, f)
+		more, ok := p.more('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			break
+		}
+	}
+	r.f1 = len(d.fastFields)
+	d.names = d.names[:0]
+	for _, f := range d.fastFields[r.f0:r.f1] {
+		d.names = append(d.names, f.Name)
+	}
+	_, dup := firstDuplicate(d.names)
+	return !dup
+}
+
+// fastScalar reads a plain metric value as plainValue maps it: every number
+// a float, booleans and strings as they are.
+func (d *Decoder) fastScalar(p *fastScanner) (telemetry.Value, bool) {
+	switch p.peek() {
+	case '"':
+		b, ok := p.str()
+		return telemetry.String(d.internValue(b)), ok
+	case 't':
+		return telemetry.Bool(true), p.literal("true")
+	case 'f':
+		return telemetry.Bool(false), p.literal("false")
+	case 'n', '{', '[', 0:
+		return telemetry.Value{}, false
+	}
+	x, why := floatLiteral(p.number())
+	return telemetry.Float(x), why == ""
+}
+
+// fastTypedField reads {"value":..,"type":..,"unit":..} as typedField does.
+func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
+	p.i++ // '{', peeked by the caller
+	var value, typ []byte
+	var valueStart byte
+	hasValue, hasType, hasUnit := false, false, false
+	for {
+		k, ok := p.key()
+		if !ok {
+			return false
+		}
+		switch string(k) {
+		case "value":
+			if hasValue {
+				return false
+			}
+			hasValue = true
+			valueStart = p.peek()
+			switch valueStart {
+			case '"':
+				value, ok = p.str()
+			case 't':
+				ok = p.literal("true")
+			case 'f':
+				ok = p.literal("false")
+			case 'n', '{', '[', 0:
+				ok = false
+			default:
+				value = p.number()
+			}
+		case "type":
+			if hasType {
+				return false
+			}
+			hasType = true
+			typ, ok = p.str()
+		case "unit":
+			if hasUnit {
+				return false
+			}
+			hasUnit = true
+			var u []byte
+			if u, ok = p.str(); ok {
+				f.Unit = d.intern(u)
+			}
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+		more, ok := p.more('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			break
+		}
+	}
+	if !hasValue {
+		return false
+	}
+	isNumber := valueStart != '"' && valueStart != 't' && valueStart != 'f'
+	switch {
+	case !hasType || string(typ) == "float" && isNumber:
+		switch valueStart {
+		case '"':
+			f.Value = telemetry.String(d.internValue(value))
+		case 't', 'f':
+			f.Value = telemetry.Bool(valueStart == 't')
+		default:
+			x, why := floatLiteral(value)
+			f.Value = telemetry.Float(x)
+			return why == ""
+		}
+		return true
+	case string(typ) == "int" && isNumber:
+		n, why := intLiteral(value)
+		f.Value = telemetry.Int(n)
+		return why == ""
+	case string(typ) == "bool" && (valueStart == 't' || valueStart == 'f'):
+		f.Value = telemetry.Bool(valueStart == 't')
+		return true
+	case string(typ) == "string" && valueStart == '"':
+		f.Value = telemetry.String(d.internValue(value))
+		return true
+	}
+	return false
+}
+
+// fastMessage builds the Message from the scratch arrays: one allocation
+// each for the readings, all their fields and all their tags, as on the
+// general path, so that the Message owns its memory.
+func (d *Decoder) fastMessage(msg Message) Message {
+	fields := make([]telemetry.Field, len(d.fastFields))
+	copy(fields, d.fastFields)
+	var tags []telemetry.Tag
+	if len(d.fastTags) > 0 {
+		tags = make([]telemetry.Tag, len(d.fastTags))
+		copy(tags, d.fastTags)
+	}
+	msg.Readings = make([]telemetry.Reading, len(d.fastReadings))
+	for i, fr := range d.fastReadings {
+		r := &msg.Readings[i]
+		r.Device, r.Time = fr.device, fr.time
+		r.Measurement = fr.measurement
+		if r.Measurement == "" {
+			r.Measurement = defaultMeasurement
+		}
+		r.Fields = fields[fr.f0:fr.f1:fr.f1]
+		if fr.t1 > fr.t0 {
+			r.Tags = tags[fr.t0:fr.t1:fr.t1]
+		}
+	}
+	return msg
+}

@@ -1,0 +1,86 @@
+package payload
+
+import (
+	"reflect"
+	"testing"
+)
+
+// TestFastPath pins which payloads take the fast path — the shapes devices
+// send all day must, or the fast path silently stops paying for itself —
+// and that it agrees with the general path on each of them.
+func TestFastPath(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		fast bool
+	}{
+		{"single", benchNative, true},
+		{"unknown key (example)", exampleSingle, false},
+		{"batch", benchBatch(3), true},
+		{"batch example", exampleBatch, true},
+		{"two readings", exampleTwoReadings, true},
+		{"integral numbers", exampleIntegral, true},
+		{"whitespace everywhere", " {\n\t\"seq\" : 1 , \"metrics\" : { \"a\" : -1.5e3 , \"b\" : true } , \"tags\" : null }\r\n", true},
+		{"typed fields", `{"metrics":{"t":{"value":21.5,"unit":"Cel"},"n":{"type":"int","value":7},"s":{"value":"ok","type":"string"},"b":{"type":"bool","value":false},"f":{"value":3,"type":"float"}}}`, true},
+		{"rfc 3339 time", `{"ts":"2025-11-22T14:00:00.5Z","device":"child-1","metrics":{"a":1}}`, true},
+		{"empty tags and measurement", `{"measurement":"","tags":{},"metrics":{"a":1}}`, true},
+		{"non-ASCII strings", `{"metrics":{"état":"仕様"}}`, true},
+
+		{"escapes", exampleEscapes, false},
+		{"SenML", exampleSenML, false},
+		{"SenML envelope", exampleEnvelope, false},
+		{"duplicate keys", exampleDuplicateKeys, false},
+		{"rejected readings", exampleRejected, false},
+		{"unknown key", `{"metrics":{"a":1},"extra":1}`, false},
+		{"null metric", `{"metrics":{"a":null}}`, false},
+		{"empty batch", `{"seq":1,"readings":[]}`, false},
+		{"batch beside reading keys", `{"ts":1,"readings":[{"metrics":{"a":1}}]}`, false},
+		{"lenient number", `{"metrics":{"a":01}}`, false},
+		{"typed int not integral", `{"metrics":{"a":{"type":"int","value":1.5}}}`, false},
+		{"control character", "{\"metrics\":{\"a\":\"x\ty\"}}", false},
+		{"trailing bytes", `{"metrics":{"a":1}} x`, false},
+		{"truncated", `{"metrics":{"a":1}`, false},
+		{"negative seq", `{"seq":-1,"metrics":{"a":1}}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(Limits{})
+			data := []byte(tt.in)
+			fast, ok := d.decodeFast(data)
+			d.release(len(data))
+			if ok != tt.fast {
+				t.Fatalf("fast path taken = %v, want %v", ok, tt.fast)
+			}
+			if !ok {
+				return
+			}
+			general, err := d.decodeGeneral(data, now)
+			if err != nil || !reflect.DeepEqual(fast, general) {
+				t.Fatalf("fast %s\ngeneral %s %v", dump(fast), dump(general), err)
+			}
+		})
+	}
+}
+
+// TestFastPathLimits: at a limit the fast path still decodes; one past it,
+// it leaves the payload to the general path, which reports it.
+func TestFastPathLimits(t *testing.T) {
+	l := Limits{MaxReadings: 2, MaxFields: 2, MaxTags: 1}
+	tests := []struct {
+		in   string
+		fast bool
+	}{
+		{`{"readings":[{"metrics":{"a":1}},{"metrics":{"a":1}}]}`, true},
+		{`{"readings":[{"metrics":{"a":1}},{"metrics":{"a":1}},{"metrics":{"a":1}}]}`, false},
+		{`{"metrics":{"a":1,"b":2}}`, true},
+		{`{"metrics":{"a":1,"b":2,"c":3}}`, false},
+		{`{"metrics":{"a":1},"tags":{"t":"1"}}`, true},
+		{`{"metrics":{"a":1},"tags":{"t":"1","u":"2"}}`, false},
+	}
+	for _, tt := range tests {
+		d := NewDecoder(l)
+		if _, ok := d.decodeFast([]byte(tt.in)); ok != tt.fast {
+			t.Errorf("%s: fast path taken = %v, want %v", tt.in, ok, tt.fast)
+		}
+	}
+}
