@@ -84,23 +84,33 @@ func appendLine(enc *lineEncoder, r *telemetry.Reading) error {
 }
 
 // Bytes that must be preceded by a backslash, per element.
-const (
-	tagValueEscapes    = ", ="
-	stringFieldEscapes = `"\`
+var (
+	tagValueEscapes    = escapeSet(", =")
+	stringFieldEscapes = escapeSet(`"\`)
 )
 
-func appendEscaped(b []byte, s, escapes string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		for j := 0; j < len(escapes); j++ {
-			if c == escapes[j] {
-				b = append(b, '\\')
-				break
-			}
-		}
-		b = append(b, c)
+// escapeSet is a lookup table: one load per byte instead of a loop over
+// the escaped characters.
+func escapeSet(chars string) (t *[256]bool) {
+	t = new([256]bool)
+	for i := 0; i < len(chars); i++ {
+		t[chars[i]] = true
 	}
-	return b
+	return t
+}
+
+// appendEscaped appends s with a backslash before every byte in escapes.
+// Values rarely need one: the runs between them are appended whole.
+func appendEscaped(b []byte, s string, escapes *[256]bool) []byte {
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if escapes[s[i]] {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\')
+			start = i
+		}
+	}
+	return append(b, s[start:]...)
 }
 
 // appendFloat appends x as strconv.AppendFloat(b, x, 'g', -1, 64) does,
@@ -147,29 +157,40 @@ func appendShortDecimal(b []byte, x float64) ([]byte, bool) {
 		return b, false
 	}
 	neg := m < 0
+	u := uint64(m) // unsigned: division by a constant is cheaper
 	if neg {
-		m = -m
+		u = uint64(-m)
 	}
-	if m < 100 { // below 1e-4: 'g' switches to e notation
+	if u < 100 { // below 1e-4: 'g' switches to e notation
 		return b, false
 	}
+	// Digits are written backwards into buf: at most "-999999.999999".
+	var buf [16]byte
+	i := len(buf)
+	if frac := u % 1e6; frac != 0 {
+		n := 6
+		for frac%10 == 0 {
+			frac /= 10
+			n--
+		}
+		for ; n > 0; n-- {
+			i--
+			buf[i] = byte('0' + frac%10)
+			frac /= 10
+		}
+		i--
+		buf[i] = '.'
+	}
+	for u /= 1e6; ; u /= 10 {
+		i--
+		buf[i] = byte('0' + u%10)
+		if u < 10 {
+			break
+		}
+	}
 	if neg {
-		b = append(b, '-')
+		i--
+		buf[i] = '-'
 	}
-	b = strconv.AppendInt(b, m/1e6, 10)
-	frac := m % 1e6
-	if frac == 0 {
-		return b, true
-	}
-	var digits [7]byte
-	digits[0] = '.'
-	n := 7
-	for i := 6; i > 0; i-- {
-		digits[i] = byte('0' + frac%10)
-		frac /= 10
-	}
-	for digits[n-1] == '0' {
-		n--
-	}
-	return append(b, digits[:n]...), true
+	return append(b, buf[i:]...), true
 }

@@ -106,6 +106,30 @@ func TestAppendFloatMatchesStrconv(t *testing.T) {
 	}
 }
 
+func TestAppendEscaped(t *testing.T) {
+	tests := []struct {
+		in, tag, str string
+	}{
+		{"", "", ""},
+		{"plant-3", "plant-3", "plant-3"},
+		{"a b,c=d", `a\ b\,c\=d`, "a b,c=d"},
+		{",,", `\,\,`, ",,"},
+		{`say "hi" \ bye`, `say\ "hi"\ \\ bye`, `say \"hi\" \\ bye`},
+		{`"`, `"`, `\"`},
+		{"ünï cödé=1", `ünï\ cödé\=1`, "ünï cödé=1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := string(appendEscaped([]byte("x"), tt.in, tagValueEscapes)); got != "x"+tt.tag {
+				t.Errorf("tag value: %q, want %q", got, "x"+tt.tag)
+			}
+			if got := string(appendEscaped([]byte("x"), tt.in, stringFieldEscapes)); got != "x"+tt.str {
+				t.Errorf("string field: %q, want %q", got, "x"+tt.str)
+			}
+		})
+	}
+}
+
 func BenchmarkAppendFloat(b *testing.B) {
 	for _, x := range []float64{21.4, -67, 999999.999999, 0.30000000000000004, 21.399999618530273, 1.234567e+06} {
 		b.Run(strconv.FormatFloat(x, 'g', -1, 64), func(b *testing.B) {
