@@ -50,7 +50,7 @@ func BenchmarkNormalize(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := tmpl // normalize rewrites Device and Tags, not the template's arrays
-		if rej := br.normalize(&r, "dev-1", now); rej != nil {
+		if rej := br.normalize(&r, "dev-1", now, new(tagArena)); rej != nil {
 			b.Fatal(rej)
 		}
 	}
@@ -66,7 +66,7 @@ func BenchmarkNormalizeGatewayChild(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := tmpl
-		if rej := br.normalize(&r, "gw-1", now); rej != nil {
+		if rej := br.normalize(&r, "gw-1", now, new(tagArena)); rej != nil {
 			b.Fatal(rej)
 		}
 	}
@@ -76,7 +76,7 @@ func BenchmarkNormalizeGatewayChild(b *testing.B) {
 func BenchmarkAppendLine(b *testing.B) {
 	br := benchBridge(Config{})
 	r := benchReading("", 1763820000123000000)
-	if rej := br.normalize(&r, "dev-1", time.Unix(0, r.Time)); rej != nil {
+	if rej := br.normalize(&r, "dev-1", time.Unix(0, r.Time), new(tagArena)); rej != nil {
 		b.Fatal(rej)
 	}
 	enc := new(lineEncoder)

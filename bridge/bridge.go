@@ -202,6 +202,7 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 
 	var rcpt telemetry.Receipt
 	var index []int32
+	var arena tagArena
 	// Accepted readings are compacted to the front of f.Readings (the
 	// consumer owns it): no new slice per frame.
 	accepted := f.Readings[:0]
@@ -217,7 +218,8 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			continue
 		}
 		r := &f.Readings[i]
-		if rej := b.normalize(r, f.Device, received); rej != nil {
+		arena.rest = len(f.Readings) - i
+		if rej := b.normalize(r, f.Device, received, &arena); rej != nil {
 			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: rej.code, Message: rej.msg})
 			continue
 		}

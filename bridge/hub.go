@@ -450,7 +450,9 @@ func (s *hubState) remember(r *telemetry.Reading) {
 			s.hub.seriesNotRemembered.Add(1)
 			return
 		}
-		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: r.Tags}}
+		// A copy of the tags: r's share one allocation with the rest of its
+		// frame (tagArena), which a series kept for long must not pin.
+		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: slices.Clone(r.Tags)}}
 		s.last[string(k)] = sr
 	}
 	if r.Time >= sr.reading.Time {

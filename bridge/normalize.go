@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -111,9 +112,9 @@ func reject(code, format string, args ...any) *rejectError {
 
 // normalize validates r in place and completes it: the device (sender or an
 // authorized child), the receive time when the device gave none, and the
-// device_id tag plus labels, sorted by key as line protocol requires.
-// It returns nil or a *rejectError.
-func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, received time.Time) *rejectError {
+// device_id tag plus labels, sorted by key as line protocol requires; the
+// new tags slice comes from arena. It returns nil or a *rejectError.
+func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, received time.Time, arena *tagArena) *rejectError {
 	l := &b.limits
 	if r.Device == "" || r.Device == sender {
 		r.Device = sender
@@ -163,7 +164,7 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 		return reject(CodeFutureTimestamp, "timestamp %s is more than %s ahead of the server clock",
 			time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano), l.MaxClockSkew)
 	}
-	if rej := b.normalizeTags(r); rej != nil {
+	if rej := b.normalizeTags(r, arena); rej != nil {
 		return rej
 	}
 	// The type guard (typeguard.go) last: it remembers the types of
@@ -174,7 +175,7 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 	return nil
 }
 
-func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {
+func (b *Bridge) normalizeTags(r *telemetry.Reading, arena *tagArena) *rejectError {
 	l := &b.limits
 	var labels []telemetry.Tag
 	if b.labels != nil {
@@ -191,7 +192,7 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {
 			return reject(CodeInvalidTag, "tag %q: value empty, longer than %d bytes, or with control characters", t.Key, l.MaxTagValueLen)
 		}
 	}
-	tags := make([]telemetry.Tag, 0, len(r.Tags)+len(labels)+1)
+	tags := arena.alloc(len(r.Tags) + len(labels) + 1)
 	tags = append(tags, r.Tags...)
 	// Registry labels win over payload tags of the same key: they are the
 	// operator's word, the payload is the device's.
@@ -203,15 +204,7 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {
 		}
 	}
 	tags = append(tags, telemetry.Tag{Key: DeviceIDTag, Value: string(r.Device)})
-	slices.SortFunc(tags, func(a, b telemetry.Tag) int {
-		switch {
-		case a.Key < b.Key:
-			return -1
-		case a.Key > b.Key:
-			return 1
-		}
-		return 0
-	})
+	sortTags(tags)
 	for i := 1; i < len(tags); i++ {
 		if tags[i].Key == tags[i-1].Key {
 			return reject(CodeInvalidTag, "tag %q appears twice", tags[i].Key)
@@ -219,6 +212,50 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading) *rejectError {
 	}
 	r.Tags = tags
 	return nil
+}
+
+// sortTags sorts tags by key. A reading has a handful of tags, mostly
+// sorted already but for device_id: insertion sort with the comparison
+// inline is then a few compares, where slices.SortFunc calls a closure for
+// each.
+func sortTags(tags []telemetry.Tag) {
+	if len(tags) > 12 {
+		slices.SortFunc(tags, func(a, b telemetry.Tag) int { return strings.Compare(a.Key, b.Key) })
+		return
+	}
+	for i := 1; i < len(tags); i++ {
+		t := tags[i]
+		j := i
+		for ; j > 0 && tags[j-1].Key > t.Key; j-- {
+			tags[j] = tags[j-1]
+		}
+		tags[j] = t
+	}
+}
+
+// tagArena hands out the tags slices of one frame's readings from one
+// allocation, not one per reading. Its memory is never reused: the hub
+// keeps published readings, tags included, after Consume returns (and
+// copies the tags it remembers for long, so that a retained slice does not
+// hold a whole frame's chunk).
+type tagArena struct {
+	chunk []telemetry.Tag // len: handed out
+	rest  int             // readings of the frame still to come, this one included
+}
+
+// maxArenaChunk bounds one chunk (in tags, 32 bytes each).
+const maxArenaChunk = 512
+
+// alloc returns an empty slice with capacity n. Its capacity is capped, so
+// an append beyond it can never write into another reading's tags.
+func (a *tagArena) alloc(n int) []telemetry.Tag {
+	if cap(a.chunk)-len(a.chunk) < n {
+		// Enough for the rest of the frame if its readings are like this one.
+		a.chunk = make([]telemetry.Tag, 0, max(n, min(n*a.rest, maxArenaChunk)))
+	}
+	i := len(a.chunk)
+	a.chunk = a.chunk[:i+n]
+	return a.chunk[i : i : i+n]
 }
 
 func truncate(s string) string {

@@ -100,7 +100,7 @@ func TestNormalize(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.in
-			rej := b.normalize(&r, "dev1", now)
+			rej := b.normalize(&r, "dev1", now, new(tagArena))
 			switch {
 			case tt.wantCode == "" && rej != nil:
 				t.Fatalf("rejected: %s: %s", rej.code, rej.msg)

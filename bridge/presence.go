@@ -59,7 +59,12 @@ func (s *hubState) seen(r *telemetry.Reading, now time.Time) {
 			d.interval += (gap - d.interval) / 4
 		}
 	}
-	d.tags = r.Tags
+	// Copied, and only when they changed: r's tags share one allocation with
+	// the rest of its frame (tagArena), which a device kept for long must
+	// not pin.
+	if !slices.Equal(d.tags, r.Tags) {
+		d.tags = slices.Clone(r.Tags)
+	}
 	d.lastSeen = ns
 	if !d.online {
 		d.online = true

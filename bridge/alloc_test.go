@@ -1,0 +1,164 @@
+package bridge
+
+// Tests of the per-frame memory Consume shares: the tags arena and the tag
+// sort (normalize.go), and the copies the hub keeps of arena tags (hub.go,
+// presence.go).
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+func TestSortTags(t *testing.T) {
+	keys := func(n int, order func(i int) int) []telemetry.Tag {
+		tags := make([]telemetry.Tag, n)
+		for i := range tags {
+			tags[i] = tg("k"+strconv.Itoa(100+order(i)), strconv.Itoa(i))
+		}
+		return tags
+	}
+	tests := []struct {
+		name string
+		tags []telemetry.Tag
+	}{
+		{"empty", nil},
+		{"one", []telemetry.Tag{tg("device_id", "d")}},
+		{"device_id last", []telemetry.Tag{tg("site", "s"), tg("device_id", "d")}},
+		{"sorted", []telemetry.Tag{tg("a", "1"), tg("b", "2"), tg("device_id", "d")}},
+		{"prefixes", []telemetry.Tag{tg("ab", "1"), tg("a", "2"), tg("abc", "3"), tg("b", "4")}},
+		{"reversed 12", keys(12, func(i int) int { return 12 - i })},
+		{"reversed 13 (slices.SortFunc)", keys(13, func(i int) int { return 13 - i })},
+		{"shuffled 32", keys(32, func(i int) int { return i * 7 % 32 })},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := slices.Clone(tt.tags)
+			sortTags(got)
+			want := slices.Clone(tt.tags)
+			slices.SortFunc(want, func(a, b telemetry.Tag) int { return strings.Compare(a.Key, b.Key) })
+			if !slices.Equal(got, want) {
+				t.Fatalf("sortTags = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestTagArena(t *testing.T) {
+	tests := []struct {
+		name       string
+		rest       int   // readings in the frame
+		sizes      []int // tags per reading
+		wantChunks int
+	}{
+		{"single reading", 1, []int{2}, 1},
+		{"frame of alike readings", 4, []int{2, 2, 2, 2}, 1},
+		{"a larger reading later", 3, []int{2, 3, 2}, 2},
+		{"zero rest (tests' arena)", 0, []int{2, 2}, 2},
+		{"bounded chunk", 1000, slices.Repeat([]int{2}, 300), 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a tagArena
+			var got [][]telemetry.Tag
+			chunks := 0
+			for i, n := range tt.sizes {
+				a.rest = tt.rest - i
+				before := unsafe.SliceData(a.chunk)
+				s := a.alloc(n)
+				if unsafe.SliceData(a.chunk) != before {
+					chunks++
+				}
+				if len(s) != 0 || cap(s) != n {
+					t.Fatalf("alloc(%d): len %d cap %d, want 0 and %d (capped)", n, len(s), cap(s), n)
+				}
+				for j := range n {
+					s = append(s, tg("k", fmt.Sprint(i, j)))
+				}
+				got = append(got, s)
+			}
+			// Every slice still holds its own tags: none was written by another.
+			for i, s := range got {
+				for j, tag := range s {
+					if tag.Value != fmt.Sprint(i, j) {
+						t.Fatalf("slice %d tag %d = %q, overwritten", i, j, tag.Value)
+					}
+				}
+			}
+			if chunks != tt.wantChunks {
+				t.Fatalf("%d chunks, want %d", chunks, tt.wantChunks)
+			}
+		})
+	}
+}
+
+// TestConsumeTagsAreCappedPerReading: the readings of one frame share one
+// tags allocation, but an append to one reading's tags (by a consumer of
+// published readings) must never reach another's.
+func TestConsumeTagsAreCappedPerReading(t *testing.T) {
+	live := &publishRecorder{}
+	b := New(Config{}, &fakeSink{}, live, nil)
+	go func() { <-b.queue }()
+	f := frame("d1", nil, 1, 2, 3)
+	for i := range f.Readings {
+		f.Readings[i].Tags = []telemetry.Tag{tg("site", fmt.Sprint("s", i))}
+	}
+	if rcpt, err := b.Consume(context.Background(), f); err != nil || rcpt.Accepted != 3 {
+		t.Fatal(rcpt, err)
+	}
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	for i := range live.rs {
+		r := &live.rs[i]
+		if len(r.Tags) != cap(r.Tags) {
+			t.Fatalf("reading %d: tags len %d cap %d", i, len(r.Tags), cap(r.Tags))
+		}
+		r.Tags = append(r.Tags, tg("zz", "appended"))
+	}
+	for i, r := range live.rs {
+		want := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("site", fmt.Sprint("s", i)), tg("zz", "appended")}
+		if !slices.Equal(r.Tags, want) {
+			t.Fatalf("reading %d tags %v, want %v", i, r.Tags, want)
+		}
+	}
+}
+
+// TestHubKeepsOwnTags: what the hub remembers for long (a series' tags, a
+// device's tags) is a copy, so that it does not pin a frame's tags arena.
+func TestHubKeepsOwnTags(t *testing.T) {
+	h := NewHub(HubConfig{}, nil)
+	s := hubState{hub: h, clients: map[Client]*clientState{}, last: map[string]*series{}, devices: map[string]*device{}}
+	rs := []telemetry.Reading{benchReading("dev-1", 1), benchReading("dev-1", 2)}
+	for i := range rs {
+		rs[i].Tags = append(rs[i].Tags, tg(DeviceIDTag, "dev-1"))
+	}
+	s.fanOut(rs[:1])
+	d := s.devices["dev-1"]
+	if len(s.last) != 1 || d == nil {
+		t.Fatalf("%d series, device %v", len(s.last), d)
+	}
+	for _, sr := range s.last {
+		if &sr.reading.Tags[0] == &rs[0].Tags[0] {
+			t.Fatal("series tags share the reading's array")
+		}
+	}
+	if &d.tags[0] == &rs[0].Tags[0] {
+		t.Fatal("device tags share the reading's array")
+	}
+	kept := &d.tags[0]
+	s.fanOut(rs[1:]) // the same tags again: the copy stays
+	if &d.tags[0] != kept || !slices.Equal(d.tags, rs[1].Tags) {
+		t.Fatalf("device tags %v replaced though equal", d.tags)
+	}
+	rs[1].Tags[1].Value = "plant-4"
+	s.fanOut(rs[1:])
+	if !slices.Equal(d.tags, rs[1].Tags) || &d.tags[0] == &rs[1].Tags[0] {
+		t.Fatalf("device tags %v after a change, want a copy of %v", d.tags, rs[1].Tags)
+	}
+}
