@@ -117,6 +117,32 @@ func BenchmarkEncodeFrame(b *testing.B) {
 	}
 }
 
+// BenchmarkConsumeSingle is Consume of a one-reading device frame, P7's
+// bridge side: the writer runs (Run, recycling entries) into a sink that
+// discards.
+func BenchmarkConsumeSingle(b *testing.B) {
+	br := New(Config{QueueFrames: 1 << 16}, discardSink{}, nil, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = br.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	tmpl := benchReading("", 1763820000123000000)
+	rs := make([]telemetry.Reading, 1)
+	now := time.Unix(0, tmpl.Time)
+	b.ReportAllocs()
+	for b.Loop() {
+		rs[0] = tmpl // Consume replaces Tags and Device, not the template's arrays
+		rcpt, err := br.Consume(ctx, &telemetry.Frame{Device: "dev-1", Readings: rs, Received: now})
+		if err != nil || rcpt.Accepted != 1 {
+			b.Fatal(err, rcpt.Rejected)
+		}
+	}
+}
+
+type discardSink struct{}
+
+func (discardSink) Write(context.Context, []byte) error { return nil }
+
 // BenchmarkConsumeBatch100 is Consume of a gateway frame of 100 readings
 // for 100 children (normalize, encode, queue; the queue is drained).
 func BenchmarkConsumeBatch100(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +14,8 @@ import (
 )
 
 // Sink durably stores a batch of line protocol (ns precision, one point per
-// line). Write may block up to ctx's deadline. An error wrapping
+// line). Write may block up to ctx's deadline; lines is reused once it
+// returns, so it must not be kept. An error wrapping
 // telemetry.ErrPermanent means the batch, as it is, will never be accepted;
 // any other error is transient.
 type Sink interface {
@@ -32,7 +34,7 @@ type LabelSource interface {
 }
 
 // DeadLetterer keeps lines the storage refused for good, so that nothing is
-// dropped without a record.
+// dropped without a record. line is reused once DeadLetter returns.
 type DeadLetterer interface {
 	DeadLetter(line []byte, reason string)
 }
@@ -109,7 +111,11 @@ type Stats struct {
 	DetailStats
 }
 
-// entry is one accepted frame on its way to storage.
+// entry is one accepted frame on its way to storage. Entries are pooled
+// (Bridge.entries) with their buffers: Consume encodes straight into
+// lines, and Run recycles the entry once its frame is completed, when
+// nothing refers to it any more (Sink and DeadLetterer keep no slice of
+// lines after they return).
 type entry struct {
 	lines []byte  // the frame's accepted readings, encoded once
 	index []int32 // frame index of the reading on each line
@@ -117,6 +123,19 @@ type entry struct {
 	at    time.Time
 	// outcome is set by a writer and delivered through done by Run.
 	outcome telemetry.Outcome
+	// inline is where lines and index start out, so that a new entry (the
+	// pool is empty at start and while many frames queue) costs one
+	// allocation for a small frame, not three.
+	inline struct {
+		lines [256]byte
+		index [4]int32
+	}
+}
+
+func newEntry() any {
+	e := new(entry)
+	e.lines, e.index = e.inline.lines[:0], e.inline.index[:0]
+	return e
 }
 
 // Bridge normalizes frames, publishes them live and writes them to a Sink.
@@ -134,7 +153,7 @@ type Bridge struct {
 	mu       sync.RWMutex  // guards closed against in-flight Consume calls
 	closed   bool
 
-	encoders sync.Pool // *lineEncoder
+	entries sync.Pool // *entry, recycled by Run once completed
 
 	inflightMu sync.Mutex
 	inflightAt []int64 // first receive time of each batch being written, oldest first
@@ -161,7 +180,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		queue:    make(chan *entry, cfg.QueueFrames),
 		stopping: make(chan struct{}),
 	}
-	b.encoders.New = func() any { return new(lineEncoder) }
+	b.entries.New = newEntry
 	b.initDetail()
 	return b
 }
@@ -196,12 +215,11 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 	if received.IsZero() {
 		received = time.Now()
 	}
-	enc := b.encoders.Get().(*lineEncoder)
-	defer b.encoders.Put(enc)
-	enc.Reset()
+	e := b.entries.Get().(*entry)
+	enc := lineEncoder{buf: e.lines[:0]}
+	index := e.index[:0]
 
 	var rcpt telemetry.Receipt
-	var index []int32
 	var arena tagArena
 	// Accepted readings are compacted to the front of f.Readings (the
 	// consumer owns it): no new slice per frame.
@@ -223,40 +241,49 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: rej.code, Message: rej.msg})
 			continue
 		}
-		if err := appendLine(enc, r); err != nil {
+		if err := appendLine(&enc, r); err != nil {
 			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: CodeInvalidValue, Message: err.Error()})
 			continue
+		}
+		if len(index) == 0 && i+1 < len(f.Readings) {
+			// Size the buffers for the rest of the frame from its first
+			// line, rather than grow them a doubling at a time.
+			rest := len(f.Readings) - i
+			enc.buf = slices.Grow(enc.buf, len(enc.buf)*(rest-1)+len(enc.buf)/2)
+			index = slices.Grow(index, rest)
 		}
 		index = append(index, int32(i))
 		accepted = append(accepted, *r) // never ahead of i: copies down in place
 	}
 	rcpt.Accepted = len(accepted)
-	b.readingsRejected.Add(uint64(len(rcpt.Rejected)))
-	for _, rj := range rcpt.Rejected {
-		b.rejects.add(rj.Code, 1)
+	if len(rcpt.Rejected) > 0 { // an atomic add less for the common frame
+		b.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+		for _, rj := range rcpt.Rejected {
+			b.rejects.add(rj.Code, 1)
+		}
 	}
+	e.lines, e.index = enc.buf, index
 	if len(accepted) == 0 {
+		b.recycle(e)
 		if f.Done != nil {
 			f.Done(telemetry.Outcome{})
 		}
 		return rcpt, nil
 	}
-	e := &entry{
-		lines: append([]byte(nil), enc.Bytes()...),
-		index: index,
-		done:  f.Done,
-		at:    received,
-	}
+	e.done, e.at = f.Done, received
 	// Try without blocking first: only a full queue looks at ctx.Done, so a
 	// caller's lazily armed deadline costs nothing in the common case.
+	// Once queued, e is the writers' (and soon the pool's): not used below.
 	select {
 	case b.queue <- e:
 	default:
 		select {
 		case b.queue <- e:
 		case <-b.stopping:
+			b.recycle(e)
 			return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
 		case <-ctx.Done():
+			b.recycle(e)
 			return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
 		}
 	}
@@ -302,6 +329,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			<-bt.done
 			for _, e := range bt.entries {
 				complete(e, e.outcome)
+				b.recycle(e)
 			}
 			b.inflightMu.Lock()
 			b.inflightAt = b.inflightAt[1:]
@@ -519,6 +547,27 @@ func (b *Bridge) writeRetrying(ctx context.Context, body []byte) error {
 		b.writeRetries.Add(1)
 		delay = min(delay*2, b.cfg.RetryMax)
 	}
+}
+
+// Pooled entries keep buffers up to these capacities. The bound matters
+// while frames wait in the queue: each holds its entry's buffer, however
+// much of it the frame uses, so a large one is left to the collector.
+const (
+	maxPooledLines = 2 << 10 // bytes: a few typical lines
+	maxPooledIndex = 256
+)
+
+// recycle returns e to the pool. The caller must hold the only reference.
+func (b *Bridge) recycle(e *entry) {
+	lines, index := e.lines[:0], e.index[:0]
+	if cap(lines) > maxPooledLines {
+		lines = e.inline.lines[:0]
+	}
+	if cap(index) > maxPooledIndex {
+		index = e.inline.index[:0]
+	}
+	e.lines, e.index, e.done, e.at, e.outcome = lines, index, nil, time.Time{}, telemetry.Outcome{}
+	b.entries.Put(e)
 }
 
 func complete(e *entry, o telemetry.Outcome) {
