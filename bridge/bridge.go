@@ -369,6 +369,18 @@ loop:
 		select {
 		case e := <-b.queue:
 			add(e)
+			// Take the frames queued meanwhile with plain receives: a
+			// select locks every channel it names, and Consume contends
+			// for the queue's lock.
+		more:
+			for lines < b.cfg.MaxBatchLines {
+				select {
+				case e := <-b.queue:
+					add(e)
+				default:
+					break more
+				}
+			}
 			if lines >= b.cfg.MaxBatchLines {
 				timer.Stop()
 				flush()
