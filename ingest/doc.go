@@ -10,6 +10,9 @@
 // that must not block: the MQTT handler only enqueues (bounded, sized above
 // the broker's in-flight window); WebSocket frames are consumed on their own
 // connection's read loop, so back-pressure slows only that device.
+// A WebSocket's answers (acks, error frames, the close frame) leave in
+// order through a bounded per-socket queue; those due at the same time are
+// written with one syscall (wswriter.go).
 //
 // Identity: WebSocket devices authenticate at the upgrade through the
 // Authenticator declared here; MQTT devices are authenticated by the broker,

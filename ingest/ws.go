@@ -1,11 +1,15 @@
 package ingest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -129,6 +133,10 @@ type WSStats struct {
 	DeviceConnLimited, TotalConnLimited uint64
 	RateLimited, RateLimitClosed        uint64
 	TooBig, InactiveClosed              uint64
+	// WriteQueueFull counts sockets aborted because their device did not
+	// read its answers (the outgoing queue reached its bound; see
+	// maxPendingMsgs).
+	WriteQueueFull uint64
 }
 
 // WS is the device WebSocket endpoint. It is an http.Handler for
@@ -155,6 +163,7 @@ type WS struct {
 	deviceConnLimited, totalConnLimited          atomic.Uint64
 	rateLimited, rateLimitClosed                 atomic.Uint64
 	tooBig, inactiveClosed                       atomic.Uint64
+	writeQueueFull                               atomic.Uint64
 }
 
 // NewWS returns the endpoint. auth may not be nil.
@@ -181,6 +190,7 @@ func (w *WS) Stats() WSStats {
 		DeviceConnLimited: w.deviceConnLimited.Load(), TotalConnLimited: w.totalConnLimited.Load(),
 		RateLimited: w.rateLimited.Load(), RateLimitClosed: w.rateLimitClosed.Load(),
 		TooBig: w.tooBig.Load(), InactiveClosed: w.inactiveClosed.Load(),
+		WriteQueueFull: w.writeQueueFull.Load(),
 	}
 }
 
@@ -218,14 +228,36 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeHTTPError(rw, status, code, "too many connections; retry later")
 		return
 	}
-	socket, err := w.upgrader.Upgrade(rw, r)
+	// Hijacked here rather than by gws's Upgrade so that gws writes through
+	// a corkConn (see wswriter.go); the handshake itself is gws's.
+	raw, brw, err := http.NewResponseController(rw).Hijack()
 	if err != nil {
 		w.release(id, slot)
-		return // gws has answered the client
+		return
+	}
+	out := &corkConn{Conn: raw}
+	socket, err := w.upgrader.UpgradeFromConn(out, frameReader(raw, brw.Reader), r)
+	if err != nil {
+		w.release(id, slot)
+		return // gws has answered the client and closed the connection
 	}
 	w.upgrades.Add(1)
-	socket.Session().Store(sessionKey, &deviceConn{w: w, conn: socket, id: id, slot: slot})
+	c := &deviceConn{w: w, conn: socket, out: out, raw: raw, id: id, slot: slot}
+	c.flushFn = c.flush
+	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop() // OnClose releases the slot
+}
+
+// frameReader is the reader gws reads frames from: the hijacked connection
+// raw, behind whatever net/http had already buffered from it (a client that
+// sent a frame right behind its upgrade request).
+func frameReader(raw io.Reader, buffered *bufio.Reader) *bufio.Reader {
+	src := raw
+	if n := buffered.Buffered(); n > 0 {
+		b, _ := buffered.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), raw)
+	}
+	return bufio.NewReaderSize(src, 4<<10) // gws's default ReadBufferSize
 }
 
 // deviceSlot is a device's share of the limits: its open sockets and its
@@ -350,7 +382,7 @@ func (w *WS) Run(ctx context.Context) error {
 		select {
 		case <-t.C:
 			w.conns.Range(func(k, _ any) bool {
-				k.(*deviceConn).conn.WriteAsync(gws.OpcodePing, nil, nil)
+				k.(*deviceConn).enqueue(outMsg{op: gws.OpcodePing})
 				return true
 			})
 			w.sweepSlots()
@@ -365,11 +397,21 @@ const sessionKey = "c"
 type deviceConn struct {
 	w          *WS
 	conn       *gws.Conn
+	out        *corkConn // what conn writes to
+	raw        net.Conn  // the hijacked connection under out
 	id         telemetry.DeviceID
 	closed     atomic.Bool
 	slot       *deviceSlot
 	overloaded int // consecutive overloaded frames; read loop only
 	limited    int // consecutive rate-limited frames; read loop only
+
+	// Outgoing messages (wswriter.go), guarded by outMu.
+	outMu        sync.Mutex
+	pending      []outMsg
+	pendingBytes int
+	flushing     bool // a flush is scheduled or running
+	aborted      bool // the pending list overflowed; nothing more is sent
+	flushFn      func()
 }
 
 // close sends a close frame behind the frames already queued (acks first);
@@ -391,15 +433,13 @@ func (c *deviceConn) close(code uint16, reason string) <-chan struct{} {
 	_ = c.conn.SetDeadline(time.Now().Add(2 * time.Second))
 	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), code)
 	payload = append(payload, reason...)
-	c.conn.Async(func() {
-		defer close(done)
-		_ = c.conn.WriteMessage(gws.OpcodeCloseConnection, payload)
-	})
+	c.enqueue(outMsg{op: gws.OpcodeCloseConnection, payload: payload, done: done})
 	return done
 }
 
+// send queues a text message behind those already queued.
 func (c *deviceConn) send(b []byte) {
-	c.conn.WriteAsync(gws.OpcodeText, b, nil)
+	c.enqueue(outMsg{op: gws.OpcodeText, payload: b})
 }
 
 // errorFrame is {"error":{...}} as sent to devices.

@@ -74,7 +74,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
 		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},
-		{"telemetryd_ws_policy_closes_total", "Device WebSockets closed by a limit or policy, by reason (frame_too_big 1009, rate_limited 1013, inactive_device 1008).", c, []string{"reason"}},
+		{"telemetryd_ws_policy_closes_total", "Device WebSockets closed by a limit or policy, by reason (frame_too_big 1009, rate_limited 1013, inactive_device 1008, not_reading: aborted, its answers queue full).", c, []string{"reason"}},
 		{"telemetryd_auth_failures_total", "Credentials refused by the registry, by kind (device, viewer, admin).", c, []string{"kind"}},
 		{"telemetryd_http_incomplete_requests_total", "HTTP connections closed before sending a complete request (slow handshakes cut by -read-header-timeout among them).", c, nil},
 		{"telemetryd_registry_devices", "Devices and gateways in the registry, revoked ones included.", g, nil},
@@ -182,6 +182,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_ws_policy_closes_total", float64(s.TooBig), "frame_too_big")
 		emit("telemetryd_ws_policy_closes_total", float64(s.RateLimitClosed), "rate_limited")
 		emit("telemetryd_ws_policy_closes_total", float64(s.InactiveClosed), "inactive_device")
+		emit("telemetryd_ws_policy_closes_total", float64(s.WriteQueueFull), "not_reading")
 		emit("telemetryd_frames_received_total", float64(s.Frames), "ws")
 		emit("telemetryd_frames_rejected_total", float64(s.InvalidFrames), "ws", "invalid_payload")
 		emit("telemetryd_frames_rejected_total", float64(s.Overloaded), "ws", "overloaded")

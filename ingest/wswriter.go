@@ -1,0 +1,230 @@
+package ingest
+
+import (
+	"net"
+	"sync"
+
+	"github.com/lxzan/gws"
+)
+
+// Outgoing messages of a device socket: acks, error frames, pings and the
+// close frame all go through deviceConn.enqueue, so they leave in the order
+// they were queued, each as its own WebSocket frame.
+//
+// Why: the bridge completes a whole batch of frames at once, so a socket
+// typically owes many acks at the same instant, and one write(2) per ack
+// (gws's WriteAsync) cost about a quarter of the service's CPU. Instead, a
+// socket has a pending list and at most one flush task on gws's serial
+// write queue (conn.Async). The flush task takes everything pending and
+// writes it through gws (WriteMessage: gws frames it, checks that the
+// socket is open and handles a write error as always) with the socket's
+// corkConn corked, so the frames are gathered in memory; the write of the
+// last frame carries them all to the kernel in one syscall. There is no
+// timer: a message queued on an idle socket starts a flush at once, and a
+// lone message is written as before (one WriteMessage, uncorked). Messages
+// queued while a flush is writing go out together in the next one.
+//
+// Bound and policy: at most maxPendingMsgs messages or maxPendingBytes
+// bytes wait in a socket's pending list (what the running flush has taken
+// is not counted). The list only grows while a write is blocked, i.e. while
+// the device does not read its answers; one more message then aborts the
+// socket: the pending messages are dropped, the TCP connection is closed
+// without a close frame (it could not be written) and the read loop ends
+// (OnClose releases the socket). Whoever queued — the bridge's completion
+// callback, the read loop, Disconnect, the ping loop — is never blocked.
+// Dropped acks are those of stored frames, which the device resends after
+// reconnecting as it does after any lost connection. gws's own write queue
+// holds at most one task per socket (the flush), so it is bounded too.
+const (
+	maxPendingMsgs  = 4096
+	maxPendingBytes = 4 << 20
+	// corkMax bounds what a corked writer gathers before it writes anyway.
+	corkMax = 64 << 10
+	// keepPending is the largest pending list kept for reuse between
+	// flushes; bigger ones are left to the GC so idle sockets stay small.
+	keepPending = 64
+)
+
+// outMsg is one WebSocket message waiting to be written.
+type outMsg struct {
+	op      gws.Opcode
+	payload []byte
+	done    chan struct{} // close frames: closed once written (or dropped)
+}
+
+// enqueue queues m behind the socket's other outgoing messages and makes sure
+// a flush is scheduled. It never blocks on the network.
+func (c *deviceConn) enqueue(m outMsg) {
+	c.outMu.Lock()
+	if c.aborted {
+		c.outMu.Unlock()
+		if m.done != nil {
+			close(m.done)
+		}
+		return
+	}
+	if len(c.pending) >= maxPendingMsgs || c.pendingBytes+len(m.payload) > maxPendingBytes {
+		dropped := append(c.pending, m)
+		c.pending, c.pendingBytes, c.aborted = nil, 0, true
+		c.outMu.Unlock()
+		c.abort(dropped)
+		return
+	}
+	c.pending = append(c.pending, m)
+	c.pendingBytes += len(m.payload)
+	start := !c.flushing
+	c.flushing = true
+	c.outMu.Unlock()
+	if start {
+		c.conn.Async(c.flushFn)
+	}
+}
+
+// flush runs on gws's write queue: it writes the pending messages, and
+// those queued meanwhile, until none is left.
+func (c *deviceConn) flush() {
+	var spare []outMsg
+	for {
+		c.outMu.Lock()
+		batch := c.pending
+		if len(batch) == 0 {
+			c.pending = spare
+			c.flushing = false
+			c.outMu.Unlock()
+			return
+		}
+		c.pending, c.pendingBytes = spare, 0
+		c.outMu.Unlock()
+
+		c.writeBatch(batch)
+		clear(batch)
+		spare = nil
+		if cap(batch) <= keepPending {
+			spare = batch[:0]
+		}
+	}
+}
+
+// writeBatch writes msgs with one syscall (more if they exceed corkMax).
+func (c *deviceConn) writeBatch(msgs []outMsg) {
+	last := len(msgs) - 1
+	if last > 0 {
+		c.out.cork()
+	}
+	for i, m := range msgs {
+		if i == last && last > 0 {
+			// The gathered frames go out with this one's write, and
+			// gws sees that write's error as it would see its own.
+			c.out.uncork()
+		}
+		_ = c.conn.WriteMessage(m.op, m.payload)
+	}
+	if last > 0 {
+		// Frames left gathered if the last WriteMessage failed before
+		// writing (the socket closed meanwhile); normally nothing.
+		c.out.flush()
+	}
+	for _, m := range msgs {
+		if m.done != nil {
+			close(m.done)
+		}
+	}
+}
+
+// abort closes a socket whose device does not read its answers (the pending
+// list is full): see the bound above.
+func (c *deviceConn) abort(dropped []outMsg) {
+	c.closed.Store(true)
+	c.w.writeQueueFull.Add(1)
+	c.w.log.Warn("device is not reading its answers; closing the socket", "device", c.id, "pending", len(dropped))
+	for _, m := range dropped {
+		if m.done != nil {
+			close(m.done)
+		}
+	}
+	// The raw connection, not c.out: a write blocked on the dead peer holds
+	// c.out's lock, and closing the connection is what frees it.
+	_ = c.raw.Close()
+}
+
+// corkConn is a device socket's net.Conn as gws sees it. While corked, what
+// gws writes is gathered in memory (up to corkMax) instead of written; the
+// next write once uncorked carries everything gathered in one syscall. gws
+// writes under its connection lock, so whole frames are gathered, and every
+// writer (the flush task, the read loop's pongs and close frames) goes
+// through here, so the bytes keep the order of the writes.
+type corkConn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	corked bool
+	buf    *[]byte // gathered frames; from corkBufs, nil when empty
+	err    error   // a failed write: the frame stream is broken, later writes fail too
+}
+
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func (w *corkConn) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork ends gathering; the next Write (or flush) writes what was gathered.
+func (w *corkConn) uncork() {
+	w.mu.Lock()
+	w.corked = false
+	w.mu.Unlock()
+}
+
+// flush writes what is gathered, if anything.
+func (w *corkConn) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.corked = false
+	if w.buf != nil && w.err == nil {
+		_ = w.writeGathered()
+	}
+}
+
+func (w *corkConn) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.buf == nil && !w.corked {
+		n, err := w.Conn.Write(p)
+		w.err = err
+		return n, err
+	}
+	if w.buf == nil {
+		w.buf = corkBufs.Get().(*[]byte)
+	}
+	*w.buf = append(*w.buf, p...)
+	if w.corked && len(*w.buf) < corkMax {
+		return len(p), nil
+	}
+	if err := w.writeGathered(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeGathered writes w.buf and releases it. w.mu is held.
+func (w *corkConn) writeGathered() error {
+	_, w.err = w.Conn.Write(*w.buf)
+	if cap(*w.buf) <= 4*corkMax {
+		*w.buf = (*w.buf)[:0]
+		corkBufs.Put(w.buf)
+	}
+	w.buf = nil
+	return w.err
+}
+
+// Close writes what is gathered (gws writes its close frame, then closes),
+// then closes the connection.
+func (w *corkConn) Close() error {
+	w.flush()
+	return w.Conn.Close()
+}
