@@ -1,6 +1,8 @@
 package payload
 
 import (
+	"encoding/binary"
+
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -49,7 +51,7 @@ type fastScanner struct {
 }
 
 func (p *fastScanner) ws() {
-	for p.i < len(p.s) && isSpace(p.s[p.i]) {
+	for p.i < len(p.s) && p.s[p.i] <= ' ' && isSpace(p.s[p.i]) {
 		p.i++
 	}
 }
@@ -94,6 +96,10 @@ func (p *fastScanner) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := p.i
+	// Eight bytes at a time while none of them stops the scan.
+	for p.i+8 <= len(p.s) && stopsString(binary.LittleEndian.Uint64(p.s[p.i:])) == 0 {
+		p.i += 8
+	}
 	for p.i < len(p.s) && !stringStop[p.s[p.i]] {
 		p.i++
 	}
@@ -102,6 +108,15 @@ func (p *fastScanner) str() ([]byte, bool) {
 	}
 	p.i++
 	return p.s[start : p.i-1], true
+}
+
+// stopsString is non-zero when one of the eight bytes in x is a quote, a
+// backslash or a control character (the classic SWAR byte tests; a false
+// positive only sends the word to the byte loop, which decides).
+func stopsString(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) &^ v & highs }
+	return hasZero(x^(ones*'"')) | hasZero(x^(ones*'\\')) | (x-ones*0x20)&^x&highs
 }
 
 // stringStop marks the bytes that end the fast scan of a string: its

@@ -159,6 +159,43 @@ func (x decimal) scaled(shift int) (v int64, exact, ok bool) {
 	return int64(acc), exact, true
 }
 
+// float64pow10 holds the powers of ten a float64 represents exactly.
+var float64pow10 = [...]float64{
+	1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+}
+
+// exactFloat converts x when its digits and its power of ten are both exact
+// float64s: one multiplication or division then rounds once, correctly —
+// the fast path strconv.ParseFloat itself starts with, without parsing the
+// text a second time. Sensor values (21.4, -67, 3.3) always take it.
+func (x decimal) exactFloat() (float64, bool) {
+	if x.ndigits() > 15 { // below 10^15 < 2^53
+		return 0, false
+	}
+	var m uint64
+	for _, c := range x.intPart {
+		m = m*10 + uint64(c-'0')
+	}
+	for _, c := range x.frac {
+		m = m*10 + uint64(c-'0')
+	}
+	e := x.exp - len(x.frac)
+	var f float64
+	switch {
+	case e < -22 || e > 22:
+		return 0, false
+	case e >= 0:
+		f = float64(m) * float64pow10[e]
+	default:
+		f = float64(m) / float64pow10[-e]
+	}
+	if x.neg {
+		f = -f
+	}
+	return f, true
+}
+
 // parseUintLiteral parses a plain non-negative integer literal ("0", "17"),
 // rejecting signs, leading zeros, fractions and exponents.
 func parseUintLiteral(b []byte) (uint64, bool) {
@@ -197,8 +234,12 @@ func (d *Decoder) float(v *fastjson.Value) (float64, string) {
 
 // floatLiteral converts a number literal to a finite float64.
 func floatLiteral(raw []byte) (float64, string) {
-	if _, ok := parseDecimal(raw); !ok {
+	x, ok := parseDecimal(raw)
+	if !ok {
 		return 0, "malformed number " + shorten(raw)
+	}
+	if f, ok := x.exactFloat(); ok {
+		return f, ""
 	}
 	// string(raw) does not escape (strconv copies the text into its errors),
 	// so for short literals it is built on the stack.

@@ -2,6 +2,8 @@ package payload
 
 import (
 	"math"
+	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -113,6 +115,48 @@ func TestScanSeq(t *testing.T) {
 		got, ok := scanSeq([]byte(tt.in))
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("scanSeq(%s) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestFloatLiteralMatchesParseFloat: the exact fast path must give
+// strconv.ParseFloat's bits for every literal, sign of zero included.
+func TestFloatLiteralMatchesParseFloat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	digits := func(n int, lead bool) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('0' + rng.IntN(10))
+		}
+		if lead && n > 1 && b[0] == '0' {
+			b[0] = '1'
+		}
+		return string(b)
+	}
+	lits := []string{"0", "-0", "0.0", "-0.0", "1", "-67", "21.4", "3.3", "40.1", "1e22", "1e23", "123456789012345", "1234567890123456",
+		"0.000000000000000000001", "9007199254740993", "1.7976931348623157e308", "5e-324", "4.9e-324", "2.2250738585072014e-308"}
+	for range 200000 {
+		lit := ""
+		if rng.IntN(4) == 0 {
+			lit = "-"
+		}
+		lit += digits(1+rng.IntN(17), true)
+		if rng.IntN(2) == 0 {
+			lit += "." + digits(1+rng.IntN(10), false)
+		}
+		if rng.IntN(3) == 0 {
+			lit += "e" + strconv.Itoa(rng.IntN(61)-30)
+		}
+		lits = append(lits, lit)
+	}
+	for _, lit := range lits {
+		want, err := strconv.ParseFloat(lit, 64)
+		if err != nil {
+			continue // out of range: floatLiteral rejects those (tested elsewhere)
+		}
+		got, why := floatLiteral([]byte(lit))
+		if why != "" || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("floatLiteral(%s) = %v (%q), ParseFloat = %v", lit, got, why, want)
 		}
 	}
 }
