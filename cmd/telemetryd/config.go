@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -31,7 +33,7 @@ type config struct {
 	InfluxOrg       string
 	InfluxBucket    string
 	InfluxTimeout   time.Duration
-	InfluxGzip      bool
+	InfluxGzip      string // auto, true or false; see gzipWrites
 	BatchLines      int
 	InfluxWriters   int
 	FlushInterval   time.Duration
@@ -140,7 +142,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
 	e.str(&c.InfluxBucket, "influx-bucket", "TELEMETRY_INFLUX_BUCKET", "telemetry/autogen", `InfluxDB bucket ("database/retention-policy" on 1.8)`)
 	e.dur(&c.InfluxTimeout, "influx-timeout", "TELEMETRY_INFLUX_TIMEOUT", 10*time.Second, "timeout of one InfluxDB request")
-	e.bool(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", true, "gzip write requests")
+	e.str(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", "auto", `gzip write requests: "true", "false", or "auto": unless InfluxDB is on a loopback address, where compressing only costs CPU on both ends`)
 	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
 	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", 2, "batches written to InfluxDB at once (acks still follow arrival order)")
 	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 20*time.Millisecond, "longest a reading waits for its InfluxDB write")
@@ -163,7 +165,35 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if fs.NArg() > 0 {
 		return c, fs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
+	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
+		return c, fs, err
+	}
 	return c, fs, nil
+}
+
+// gzipWrites decides -influx-gzip for an InfluxDB URL. Compression trades
+// CPU on both ends (ours to compress, InfluxDB's to inflate) for bandwidth;
+// over loopback bandwidth is free, so "auto" compresses only when InfluxDB
+// is elsewhere.
+func gzipWrites(mode, influxURL string) (bool, error) {
+	switch strings.ToLower(mode) {
+	case "true", "on", "1":
+		return true, nil
+	case "false", "off", "0":
+		return false, nil
+	case "auto", "":
+		u, err := url.Parse(influxURL)
+		if err != nil {
+			return true, nil // the InfluxDB client reports the bad URL
+		}
+		host := u.Hostname()
+		if host == "localhost" {
+			return false, nil
+		}
+		ip, err := netip.ParseAddr(host)
+		return err != nil || !ip.IsLoopback(), nil
+	}
+	return false, fmt.Errorf(`-influx-gzip: %q is not "auto", "true" or "false"`, mode)
 }
 
 // mqttURL registers -mqtt-url. Its variable set to the empty string
@@ -174,4 +204,10 @@ func (e *envFlags) mqttURL(p *string) {
 		def = v
 	}
 	e.fs.StringVar(p, "mqtt-url", def, e.usage("TELEMETRY_MQTT_URL", "MQTT broker URL; empty disables MQTT"))
+}
+
+// mustGzip is gzipWrites for a config that parseConfig accepted.
+func mustGzip(c config) bool {
+	gz, _ := gzipWrites(c.InfluxGzip, c.InfluxURL)
+	return gz
 }

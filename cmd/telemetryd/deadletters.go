@@ -60,7 +60,7 @@ func deadlettersCommand(ctx context.Context, args []string, lookupEnv func(strin
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		store, err := storage.Open(ctx, storage.Config{
 			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: cfg.InfluxGzip,
+			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg),
 		}, log)
 		if err != nil {
 			return err

@@ -271,7 +271,7 @@ func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.In
 		}
 		store, err := storage.Open(ctx, storage.Config{
 			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: cfg.InfluxGzip, TLS: tlsConf,
+			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
 		}, log.With("component", "storage"))
 		if err == nil {
 			return store, nil

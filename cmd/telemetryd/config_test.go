@@ -1,0 +1,42 @@
+package main
+
+import (
+	"io"
+	"testing"
+)
+
+func TestGzipWrites(t *testing.T) {
+	tests := []struct {
+		mode, url string
+		want      bool
+		err       bool
+	}{
+		{"auto", "http://127.0.0.1:8086", false, false},
+		{"auto", "http://localhost:8086", false, false},
+		{"auto", "http://[::1]:8086", false, false},
+		{"", "http://127.0.0.2:8086", false, false},
+		{"auto", "https://influx.example.com", true, false},
+		{"auto", "http://10.0.0.5:8086", true, false},
+		{"true", "http://127.0.0.1:8086", true, false},
+		{"ON", "http://127.0.0.1:8086", true, false},
+		{"false", "https://influx.example.com", false, false},
+		{"0", "https://influx.example.com", false, false},
+		{"sometimes", "http://127.0.0.1:8086", false, true},
+	}
+	for _, tt := range tests {
+		got, err := gzipWrites(tt.mode, tt.url)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("gzipWrites(%q, %q) = %v, %v; want %v, error %v", tt.mode, tt.url, got, err, tt.want, tt.err)
+		}
+	}
+	// The variable is checked at start, with a clear error.
+	env := func(k string) (string, bool) {
+		if k == "TELEMETRY_INFLUX_GZIP" {
+			return "maybe", true
+		}
+		return "", false
+	}
+	if _, err := parseConfig(nil, env, io.Discard); err == nil {
+		t.Error("TELEMETRY_INFLUX_GZIP=maybe accepted")
+	}
+}
