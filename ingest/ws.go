@@ -404,6 +404,8 @@ type deviceConn struct {
 	slot       *deviceSlot
 	overloaded int // consecutive overloaded frames; read loop only
 	limited    int // consecutive rate-limited frames; read loop only
+	// deadlineRenewed is when extendDeadline last moved the deadline; read loop only.
+	deadlineRenewed time.Time
 
 	// Outgoing messages (wswriter.go), guarded by outMu.
 	outMu        sync.Mutex
@@ -523,16 +525,36 @@ func (e *wsEvents) OnClose(socket *gws.Conn, err error) {
 }
 
 func (e *wsEvents) OnPing(socket *gws.Conn, payload []byte) {
-	_ = socket.SetDeadline(e.deadline())
+	e.extendDeadline(socket, connOf(socket), time.Now())
 	_ = socket.WritePong(payload)
 }
 
-func (e *wsEvents) OnPong(socket *gws.Conn, _ []byte) { _ = socket.SetDeadline(e.deadline()) }
+func (e *wsEvents) OnPong(socket *gws.Conn, _ []byte) {
+	e.extendDeadline(socket, connOf(socket), time.Now())
+}
+
+// extendDeadline pushes the socket's deadline to two ping intervals from
+// now, as every frame from the device proves it alive. Read loop only. It
+// is renewed only once an eighth of the interval has passed since the last
+// renewal — per frame, resetting the netpoller's timer was a measurable
+// share of a small frame's cost — so a silent socket is closed after 1.875
+// to 2 intervals. A closing socket keeps its short close deadline.
+func (e *wsEvents) extendDeadline(socket *gws.Conn, c *deviceConn, now time.Time) {
+	switch {
+	case c == nil:
+		_ = socket.SetDeadline(now.Add(2 * e.w.cfg.PingInterval))
+	case c.closed.Load() || now.Sub(c.deadlineRenewed) < e.w.cfg.PingInterval/8:
+	default:
+		c.deadlineRenewed = now
+		_ = socket.SetDeadline(now.Add(2 * e.w.cfg.PingInterval))
+	}
+}
 
 func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	w := e.w
-	_ = socket.SetDeadline(e.deadline())
+	received := time.Now()
 	c := connOf(socket)
+	e.extendDeadline(socket, c, received)
 	if c == nil || c.closed.Load() {
 		message.Close()
 		return
@@ -546,7 +568,6 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		message.Close()
 		return
 	}
-	received := time.Now()
 	w.frames.Add(1)
 	allowed, wait := c.slot.take(received, w.cfg)
 	dec := w.decoders.Get().(*payload.Decoder)
