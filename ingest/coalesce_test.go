@@ -39,17 +39,6 @@ func (c *gatedConn) stats() (int, string) {
 	return c.writes, c.out.String()
 }
 
-func pollUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 	c := &gatedConn{gate: make(chan struct{})}
 	w := newCoalescingWriter(c)
@@ -62,7 +51,7 @@ func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 		}
 	}
 	close(c.gate) // the first flush was stuck; everything else queued behind it
-	pollUntil(t, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
+	waitFor(t, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
 	writes, out := c.stats()
 	if out != want.String() {
 		t.Fatal("bytes reordered or corrupted")
@@ -94,7 +83,7 @@ func TestCoalescingWriterErrorIsSticky(t *testing.T) {
 	w := newCoalescingWriter(c)
 	defer w.close(time.Second)
 	_, _ = w.Write([]byte("x"))
-	pollUntil(t, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
+	waitFor(t, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
 }
 
 func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
@@ -103,7 +92,7 @@ func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	defer w.close(time.Second)
 	chunk := make([]byte, maxCoalesced/2)
 	_, _ = w.Write(chunk) // taken by the flusher, stuck on the gate
-	pollUntil(t, "the flusher to take the first chunk", func() bool {
+	waitFor(t, "the flusher to take the first chunk", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return len(w.buf) == 0
@@ -119,5 +108,5 @@ func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	}
 	close(c.gate)
 	<-blocked
-	pollUntil(t, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
+	waitFor(t, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
 }

@@ -157,49 +157,58 @@ func (p *fastScanner) literal(word string) bool {
 	return true
 }
 
+// object reads an object, calling member for each key with the scanner at
+// its value; member reads the value and reports whether it could. An empty
+// object is accepted only when allowEmpty is set.
+func (p *fastScanner) object(allowEmpty bool, member func(k []byte) bool) bool {
+	if !p.byte('{') {
+		return false
+	}
+	if p.peek() == '}' {
+		p.i++
+		return allowEmpty
+	}
+	for {
+		k, ok := p.key()
+		if !ok || !member(k) {
+			return false
+		}
+		more, ok := p.more('}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+	}
+}
+
 // decodeFast is the fast path; see the comment at the top of this file.
 func (d *Decoder) decodeFast(data []byte) (Message, bool) {
 	d.fastFields, d.fastTags, d.fastReadings = d.fastFields[:0], d.fastTags[:0], d.fastReadings[:0]
 	p := fastScanner{s: data}
-	if !p.byte('{') {
-		return Message{}, false
-	}
 	var msg Message
 	var top fastReading
 	seenSeq, batch := false, false
-	for {
-		k, ok := p.key()
-		if !ok {
-			return Message{}, false
-		}
+	ok := p.object(false, func(k []byte) bool {
 		switch string(k) {
 		case "seq":
 			if seenSeq {
-				return Message{}, false
+				return false
 			}
 			seenSeq = true
-			if msg.Seq, msg.HasSeq = parseUintLiteral(p.number()); !msg.HasSeq {
-				return Message{}, false
-			}
+			msg.Seq, msg.HasSeq = parseUintLiteral(p.number())
+			return msg.HasSeq
 		case "readings":
-			if batch || !d.fastBatch(&p) {
-				return Message{}, false
+			if batch {
+				return false
 			}
 			batch = true
-		default:
-			if !d.fastReadingMember(&p, &top, k) {
-				return Message{}, false
-			}
+			return d.fastBatch(&p)
 		}
-		more, ok := p.more('}')
-		if !ok {
-			return Message{}, false
-		}
-		if !more {
-			break
-		}
-	}
-	if p.ws(); p.i != len(p.s) {
+		return d.fastReadingMember(&p, &top, k)
+	})
+	if p.ws(); !ok || p.i != len(p.s) {
 		return Message{}, false
 	}
 	switch {
@@ -220,24 +229,11 @@ func (d *Decoder) fastBatch(p *fastScanner) bool {
 		return false // an empty batch is rare enough for the general path
 	}
 	for {
-		if len(d.fastReadings) == d.limits.MaxReadings || !p.byte('{') {
+		if len(d.fastReadings) == d.limits.MaxReadings {
 			return false
 		}
 		var r fastReading
-		for {
-			k, ok := p.key()
-			if !ok || !d.fastReadingMember(p, &r, k) {
-				return false
-			}
-			more, ok := p.more('}')
-			if !ok {
-				return false
-			}
-			if !more {
-				break
-			}
-		}
-		if r.seen&seenMetrics == 0 {
+		if !p.object(false, func(k []byte) bool { return d.fastReadingMember(p, &r, k) }) || r.seen&seenMetrics == 0 {
 			return false
 		}
 		d.fastReadings = append(d.fastReadings, r)
@@ -309,82 +305,47 @@ func (d *Decoder) fastTagsObject(p *fastScanner, r *fastReading) bool {
 	if p.peek() == 'n' {
 		return p.literal("null")
 	}
-	if !p.byte('{') {
-		return false
-	}
-	if p.peek() == '}' {
-		p.i++
-		return true
-	}
-	for {
-		if len(d.fastTags)-r.t0 == d.limits.MaxTags {
-			return false
-		}
-		k, ok := p.key()
-		if !ok {
-			return false
-		}
+	ok := p.object(true, func(k []byte) bool {
 		v, ok := p.str()
-		if !ok {
+		if !ok || len(d.fastTags)-r.t0 == d.limits.MaxTags {
 			return false
 		}
 		d.fastTags = append(d.fastTags, telemetry.Tag{Key: d.intern(k), Value: d.intern(v)})
-		more, ok := p.more('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			break
-		}
-	}
+		return true
+	})
 	r.t1 = len(d.fastTags)
-	d.names = d.names[:0]
-	for _, t := range d.fastTags[r.t0:r.t1] {
-		d.names = append(d.names, t.Key)
-	}
-	_, dup := firstDuplicate(d.names)
-	return !dup
+	return ok && !d.repeatsName(r.t1-r.t0, func(i int) string { return d.fastTags[r.t0+i].Key })
 }
 
 // fastMetrics reads "metrics": an object of at least one metric.
 func (d *Decoder) fastMetrics(p *fastScanner, r *fastReading) bool {
-	if !p.byte('{') {
-		return false
-	}
 	r.f0 = len(d.fastFields)
-	for {
+	ok := p.object(false, func(k []byte) bool {
 		if len(d.fastFields)-r.f0 == d.limits.MaxFields {
 			return false
 		}
-		k, ok := p.key()
-		if !ok {
-			return false
-		}
 		f := telemetry.Field{Name: d.intern(k)}
+		ok := false
 		if p.peek() == '{' {
 			ok = d.fastTypedField(p, &f)
 		} else {
 			f.Value, ok = d.fastScalar(p)
 		}
-		if !ok {
-			return false
-		}
 		d.fastFields = append(d.fastFields, f)
-		more, ok := p.more('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			break
-		}
-	}
+		return ok
+	})
 	r.f1 = len(d.fastFields)
+	return ok && !d.repeatsName(r.f1-r.f0, func(i int) string { return d.fastFields[r.f0+i].Name })
+}
+
+// repeatsName reports whether any of the n names name(0..n-1) repeats.
+func (d *Decoder) repeatsName(n int, name func(i int) string) bool {
 	d.names = d.names[:0]
-	for _, f := range d.fastFields[r.f0:r.f1] {
-		d.names = append(d.names, f.Name)
+	for i := range n {
+		d.names = append(d.names, name(i))
 	}
 	_, dup := firstDuplicate(d.names)
-	return !dup
+	return dup
 }
 
 // fastScalar reads a plain metric value as plainValue maps it: every number
@@ -407,15 +368,11 @@ func (d *Decoder) fastScalar(p *fastScanner) (telemetry.Value, bool) {
 
 // fastTypedField reads {"value":..,"type":..,"unit":..} as typedField does.
 func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
-	p.i++ // '{', peeked by the caller
 	var value, typ []byte
 	var valueStart byte
 	hasValue, hasType, hasUnit := false, false, false
-	for {
-		k, ok := p.key()
-		if !ok {
-			return false
-		}
+	ok := p.object(false, func(k []byte) bool {
+		ok := false
 		switch string(k) {
 		case "value":
 			if hasValue {
@@ -431,9 +388,8 @@ func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
 			case 'f':
 				ok = p.literal("false")
 			case 'n', '{', '[', 0:
-				ok = false
 			default:
-				value = p.number()
+				value, ok = p.number(), true
 			}
 		case "type":
 			if hasType {
@@ -450,21 +406,10 @@ func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
 			if u, ok = p.str(); ok {
 				f.Unit = d.intern(u)
 			}
-		default:
-			ok = false
 		}
-		if !ok {
-			return false
-		}
-		more, ok := p.more('}')
-		if !ok {
-			return false
-		}
-		if !more {
-			break
-		}
-	}
-	if !hasValue {
+		return ok
+	})
+	if !ok || !hasValue {
 		return false
 	}
 	isNumber := valueStart != '"' && valueStart != 't' && valueStart != 'f'

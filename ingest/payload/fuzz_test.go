@@ -113,13 +113,20 @@ func checkMessage(t *testing.T, m Message, err error, l Limits) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
+// fuzzLimits are the limits every fuzz input is decoded under: the
+// defaults, and limits small enough for the fuzzer to cross.
+var fuzzLimits = []Limits{{}, {MaxReadings: 4, MaxFields: 3, MaxTags: 2}}
+
+func addFuzzSeeds(f *testing.F) {
 	for _, s := range fuzzSeeds() {
 		f.Add([]byte(s))
 	}
-	small := Limits{MaxReadings: 4, MaxFields: 3, MaxTags: 2}
+}
+
+func FuzzDecode(f *testing.F) {
+	addFuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, l := range []Limits{{}, small} {
+		for _, l := range fuzzLimits {
 			d := NewDecoder(l)
 			in := append([]byte(nil), data...)
 			m1, err1 := d.Decode(in, now)
@@ -137,12 +144,9 @@ func FuzzDecode(f *testing.F) {
 // FuzzFastPathAgrees checks the fast path against the general one: for
 // every payload the fast path accepts, both must give the same Message.
 func FuzzFastPathAgrees(f *testing.F) {
-	for _, s := range fuzzSeeds() {
-		f.Add([]byte(s))
-	}
-	small := Limits{MaxReadings: 4, MaxFields: 3, MaxTags: 2}
+	addFuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, l := range []Limits{{}, small} {
+		for _, l := range fuzzLimits {
 			d := NewDecoder(l)
 			fast, ok := d.decodeFast(data)
 			d.release(len(data))
