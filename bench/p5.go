@@ -44,6 +44,7 @@ func runP5(ctx context.Context, e *env, r *result) error {
 	}
 	half := max(e.cfg.Duration/2, time.Second)
 	var mqttLat, echoLat, svcLat hist
+	e.settle(ctx, r, "baseline")
 	sub, err := newBareSub(ctx, e.s.mqttURL, "bench-bare-p5", fmt.Sprintf(mqttBare, p5Device), recorder(&mqttLat))
 	if err != nil {
 		return err
@@ -85,6 +86,7 @@ func runP5(ctx context.Context, e *env, r *result) error {
 	baseP50, baseP99 := round3(m.P50ms+ec.P50ms), round3(m.P99ms+ec.P99ms)
 
 	// Service: MQTT publish → telemetryd → /v1/live.
+	e.settle(ctx, r, "service")
 	since.Store(0)
 	var drops atomic.Int64
 	lctx, stopLive := context.WithCancel(ctx)

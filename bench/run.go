@@ -284,6 +284,33 @@ func (e *env) procs() map[string]int {
 // warmup is the unmeasured start of a phase.
 func (e *env) warmup() time.Duration { return min(2*time.Second, e.cfg.Duration/5) }
 
+// settle waits, at most 20 s, until every process of the stack is idle
+// (below 0.1 core over half a second), and records how long that took as
+// <name>_settle_s. A latency phase measures the path, not InfluxDB still
+// compacting the millions of points earlier scenarios wrote: on 2 cores
+// that background work landed in P5's tail and in one phase but not the
+// other.
+func (e *env) settle(ctx context.Context, r *result, name string) {
+	if e.cfg.Smoke || e.s == nil {
+		return
+	}
+	start := time.Now()
+	for time.Since(start) < 20*time.Second {
+		m := newCPUMeter(e.procs())
+		if !sleepCtx(ctx, 500*time.Millisecond) {
+			return
+		}
+		busy := false
+		for proc, c := range m.cores() {
+			busy = busy || (proc != "harness" && c > 0.1)
+		}
+		if !busy {
+			break
+		}
+	}
+	r.detail(name+"_settle_s", round2(time.Since(start).Seconds()))
+}
+
 // phase runs a measured window after the warm-up: counter is read at
 // both ends; with profile set, telemetryd's CPU profile covers the window.
 // It returns the rate and the cores each process used in the window.
