@@ -270,16 +270,17 @@ func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bo
 	r.seen |= bit
 	switch bit {
 	case seenTS:
-		var pr problem
-		if p.peek() == '"' {
-			b, ok := p.str()
-			if !ok {
-				return false
-			}
-			r.time, pr = rfc3339Time(b)
-		} else {
-			r.time, pr = epochLiteral(p.number())
+		if p.peek() != '"' {
+			var ok bool
+			r.time, ok = fastEpoch(p.number())
+			return ok
 		}
+		b, ok := p.str()
+		if !ok {
+			return false
+		}
+		var pr problem
+		r.time, pr = rfc3339Time(b)
 		return pr.ok()
 	case seenMeasurement:
 		b, ok := p.str()
@@ -362,8 +363,8 @@ func (d *Decoder) fastScalar(p *fastScanner) (telemetry.Value, bool) {
 	case 'n', '{', '[', 0:
 		return telemetry.Value{}, false
 	}
-	x, why := floatLiteral(p.number())
-	return telemetry.Float(x), why == ""
+	x, ok := fastFloat(p.number())
+	return telemetry.Float(x), ok
 }
 
 // fastTypedField reads {"value":..,"type":..,"unit":..} as typedField does.
@@ -421,9 +422,9 @@ func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
 		case 't', 'f':
 			f.Value = telemetry.Bool(valueStart == 't')
 		default:
-			x, why := floatLiteral(value)
+			x, ok := fastFloat(value)
 			f.Value = telemetry.Float(x)
-			return why == ""
+			return ok
 		}
 		return true
 	case string(typ) == "int" && isNumber:

@@ -335,3 +335,79 @@ func shorten(b []byte) string {
 	}
 	return strconv.Quote(string(b[:keep]) + "…" + string(b[len(b)-keep:]))
 }
+
+// plainNumber is a number literal without an exponent, parsed in one pass
+// for the fast path: the value is ±m × 10^−fracDigits, exactly, when
+// intDigits+fracDigits ≤ 19 (m holds every digit).
+type plainNumber struct {
+	m                     uint64
+	intDigits, fracDigits int
+	neg                   bool
+}
+
+// parsePlainNumber parses b when it is a strict JSON number without an
+// exponent (plain false for anything else, valid or not: the general
+// helpers decide those).
+func parsePlainNumber(b []byte) (x plainNumber, plain bool) {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		x.neg = true
+		i++
+	}
+	start := i
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && isDigit(b[i]) {
+			x.m = x.m*10 + uint64(b[i]-'0')
+			i++
+		}
+	default:
+		return x, false
+	}
+	x.intDigits = i - start
+	if i < len(b) && b[i] == '.' {
+		i++
+		fs := i
+		for i < len(b) && isDigit(b[i]) {
+			x.m = x.m*10 + uint64(b[i]-'0')
+			i++
+		}
+		x.fracDigits = i - fs
+		if x.fracDigits == 0 {
+			return x, false
+		}
+	}
+	return x, i == len(b) && x.intDigits+x.fracDigits <= 19
+}
+
+// fastFloat is floatLiteral for the fast path: sensor values take the exact
+// conversion straight from the one-pass parse; the rest go to floatLiteral.
+func fastFloat(raw []byte) (float64, bool) {
+	if x, plain := parsePlainNumber(raw); plain && x.intDigits+x.fracDigits <= 15 && x.fracDigits <= 22 {
+		f := float64(x.m) / float64pow10[x.fracDigits]
+		if x.neg {
+			f = -f
+		}
+		return f, true
+	}
+	f, why := floatLiteral(raw)
+	return f, why == ""
+}
+
+// fastEpoch is epochLiteral for the fast path: a plain integer epoch (the
+// usual ms or ns count) is scaled without the decimal machinery.
+func fastEpoch(raw []byte) (int64, bool) {
+	if x, plain := parsePlainNumber(raw); plain && !x.neg && x.fracDigits == 0 {
+		if x.m == 0 {
+			return 0, true
+		}
+		unit := uint64(float64pow10[epochShift(x.intDigits)])
+		if x.m <= math.MaxInt64/unit {
+			return int64(x.m * unit), true
+		}
+	}
+	ns, p := epochLiteral(raw)
+	return ns, p.ok()
+}

@@ -158,5 +158,35 @@ func TestFloatLiteralMatchesParseFloat(t *testing.T) {
 		if why != "" || math.Float64bits(got) != math.Float64bits(want) {
 			t.Fatalf("floatLiteral(%s) = %v (%q), ParseFloat = %v", lit, got, why, want)
 		}
+		if got, ok := fastFloat([]byte(lit)); !ok || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("fastFloat(%s) = %v, %v; ParseFloat = %v", lit, got, ok, want)
+		}
+	}
+}
+
+// TestFastEpochMatchesEpochLiteral: the fast path's epoch conversion agrees
+// with the general one on every literal, failures included.
+func TestFastEpochMatchesEpochLiteral(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	lits := []string{"0", "-0", "0.0", "1", "-1", "1763820000", "1763820000123", "1763820000123456", "1763820000123456789",
+		"9223372036854775807", "9223372036854775808", "99999999999", "9999999999999999999", "99999999999999999999",
+		"1763820000.5", "1.76382e9", "01", "1.", ""}
+	for range 100000 {
+		n := 1 + rng.IntN(20)
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('0' + rng.IntN(10))
+		}
+		if b[0] == '0' && n > 1 {
+			b[0] = '1'
+		}
+		lits = append(lits, string(b))
+	}
+	for _, lit := range lits {
+		want, p := epochLiteral([]byte(lit))
+		got, ok := fastEpoch([]byte(lit))
+		if ok != p.ok() || (ok && got != want) {
+			t.Fatalf("fastEpoch(%q) = %d, %v; epochLiteral = %d, %+v", lit, got, ok, want, p)
+		}
 	}
 }
