@@ -227,3 +227,37 @@ func TestHubKeepsOwnTags(t *testing.T) {
 		t.Fatalf("device tags %v after a change, want a copy of %v", d.tags, rs[1].Tags)
 	}
 }
+
+// TestConsumeCompletesTagsInPlace: readings whose Tags have a spare slot
+// (the decoder leaves one per reading, all in one array) get device_id
+// there, without touching their neighbours; a device with labels needs
+// more room and gets a new slice.
+func TestConsumeCompletesTagsInPlace(t *testing.T) {
+	for _, labels := range []fixedLabels{nil, {"d1": {tg("area", "north")}}} {
+		b := New(Config{}, &fakeSink{}, nil, nil)
+		if labels != nil {
+			b.labels = labels
+		}
+		go func() { <-b.queue }()
+		f := frame("d1", nil, 1, 2)
+		shared := []telemetry.Tag{tg("site", "s0"), {}, tg("zone", "z1"), {}}
+		f.Readings[0].Tags = shared[0:1:2]
+		f.Readings[1].Tags = shared[2:3:4]
+		if rcpt, err := b.Consume(context.Background(), f); err != nil || rcpt.Accepted != 2 {
+			t.Fatal(rcpt, err)
+		}
+		want0 := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("site", "s0")}
+		want1 := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("zone", "z1")}
+		if labels != nil {
+			want0 = []telemetry.Tag{tg("area", "north"), tg(DeviceIDTag, "d1"), tg("site", "s0")}
+			want1 = []telemetry.Tag{tg("area", "north"), tg(DeviceIDTag, "d1"), tg("zone", "z1")}
+		}
+		if !slices.Equal(f.Readings[0].Tags, want0) || !slices.Equal(f.Readings[1].Tags, want1) {
+			t.Fatalf("labels %v: tags %v and %v, want %v and %v", labels, f.Readings[0].Tags, f.Readings[1].Tags, want0, want1)
+		}
+		inPlace := &f.Readings[1].Tags[0] == &shared[2]
+		if inPlace != (labels == nil) {
+			t.Errorf("labels %v: completed in place = %v", labels, inPlace)
+		}
+	}
+}

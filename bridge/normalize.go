@@ -192,8 +192,14 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading, arena *tagArena) *rejectErr
 			return reject(CodeInvalidTag, "tag %q: value empty, longer than %d bytes, or with control characters", t.Key, l.MaxTagValueLen)
 		}
 	}
-	tags := arena.alloc(len(r.Tags) + len(labels) + 1)
-	tags = append(tags, r.Tags...)
+	var tags []telemetry.Tag
+	if cap(r.Tags)-len(r.Tags) > len(labels) {
+		// Room left by the decoder (it reserves a slot for device_id): the
+		// reading's slice is the frame's, so it is completed in place.
+		tags = r.Tags
+	} else {
+		tags = append(arena.alloc(len(r.Tags)+len(labels)+1), r.Tags...)
+	}
 	// Registry labels win over payload tags of the same key: they are the
 	// operator's word, the payload is the device's.
 	for _, lb := range labels {

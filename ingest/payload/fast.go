@@ -443,16 +443,26 @@ func (d *Decoder) fastTypedField(p *fastScanner, f *telemetry.Field) bool {
 
 // fastMessage builds the Message from the scratch arrays: one allocation
 // each for the readings, all their fields and all their tags, as on the
-// general path, so that the Message owns its memory.
+// general path, so that the Message owns its memory. Each reading's Tags
+// has one slot of spare capacity (see below); that is an optimization for
+// the bridge, not part of the Message's contract.
 func (d *Decoder) fastMessage(msg Message) Message {
 	fields := make([]telemetry.Field, len(d.fastFields))
 	copy(fields, d.fastFields)
 	var tags []telemetry.Tag
 	if len(d.fastTags) > 0 {
-		tags = make([]telemetry.Tag, len(d.fastTags))
-		copy(tags, d.fastTags)
+		// One spare slot after each reading's tags: the bridge adds the
+		// device_id tag in place instead of allocating a new slice.
+		tagged := 0
+		for _, fr := range d.fastReadings {
+			if fr.t1 > fr.t0 {
+				tagged++
+			}
+		}
+		tags = make([]telemetry.Tag, len(d.fastTags)+tagged)
 	}
 	msg.Readings = make([]telemetry.Reading, len(d.fastReadings))
+	at := 0
 	for i, fr := range d.fastReadings {
 		r := &msg.Readings[i]
 		r.Device, r.Time = fr.device, fr.time
@@ -461,8 +471,10 @@ func (d *Decoder) fastMessage(msg Message) Message {
 			r.Measurement = defaultMeasurement
 		}
 		r.Fields = fields[fr.f0:fr.f1:fr.f1]
-		if fr.t1 > fr.t0 {
-			r.Tags = tags[fr.t0:fr.t1:fr.t1]
+		if n := fr.t1 - fr.t0; n > 0 {
+			copy(tags[at:], d.fastTags[fr.t0:fr.t1])
+			r.Tags = tags[at : at+n : at+n+1]
+			at += n + 1
 		}
 	}
 	return msg
