@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -282,19 +281,16 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		// ack. Not stored (shutdown): no ack, the broker redelivers.
 		Done: func(o telemetry.Outcome) { ack(o.Err == nil) },
 	}
-	for {
-		rcpt, err := m.next.Consume(ctx, f)
-		if err == nil {
-			m.readingsAccepted.Add(uint64(rcpt.Accepted))
-			m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
-			return
-		}
-		if errors.Is(err, telemetry.ErrOverloaded) && ctx.Err() == nil {
-			continue // the broker's in-flight window bounds what waits here
-		}
+	// ctx lives as long as the intake, so Consume waits for queue space
+	// (the broker's in-flight window bounds what waits here) and fails only
+	// when the service shuts down.
+	rcpt, err := m.next.Consume(ctx, f)
+	if err != nil {
 		ack(false) // shutting down: left unacked, the broker redelivers
 		return
 	}
+	m.readingsAccepted.Add(uint64(rcpt.Accepted))
+	m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
 }
 
 func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {

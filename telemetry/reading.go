@@ -87,6 +87,10 @@ type Receipt struct {
 // wrapping ErrOverloaded. On a nil error f.Done is called exactly once later
 // (immediately, if nothing was accepted). On a non-nil error f.Done is never
 // called and nothing of the frame was accepted.
+//
+// Consume takes f over: it may rewrite f.Readings and their Tags in place
+// (normalization), also when it returns an error, so a frame is consumed at
+// most once; a caller that wants to retry decodes the payload again.
 type Consumer interface {
 	Consume(ctx context.Context, f *Frame) (Receipt, error)
 }
