@@ -255,8 +255,10 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		m.redelivered.Add(1)
 		m.log.Debug("mqtt redelivery", "topic", msg.Topic(), "id", msg.MessageID())
 	}
-	ack := acks.add(msg)
-	drop := func() { ack(true) }
+	// The frame and its slot in the ack sequence: one allocation.
+	mf := &mqttFrame{ack: pendingAck{msg: msg}}
+	acks.add(&mf.ack)
+	drop := func() { acks.release(&mf.ack, true) }
 	device, ok := m.deviceOf(msg.Topic())
 	if !ok || (m.cfg.Devices != nil && !m.cfg.Devices.Active(device)) {
 		m.unknownDevice.Add(1)
@@ -271,7 +273,8 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		drop()
 		return
 	}
-	f := &telemetry.Frame{
+	f := &mf.frame
+	*f = telemetry.Frame{
 		Device:   device,
 		Readings: pm.Readings,
 		Invalid:  pm.Invalid,
@@ -279,14 +282,14 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		Received: received,
 		// Stored, or refused for good: either way redelivery cannot help, so
 		// ack. Not stored (shutdown): no ack, the broker redelivers.
-		Done: func(o telemetry.Outcome) { ack(o.Err == nil) },
+		Done: func(o telemetry.Outcome) { acks.release(&mf.ack, o.Err == nil) },
 	}
 	// ctx lives as long as the intake, so Consume waits for queue space
 	// (the broker's in-flight window bounds what waits here) and fails only
 	// when the service shuts down.
 	rcpt, err := m.next.Consume(ctx, f)
 	if err != nil {
-		ack(false) // shutting down: left unacked, the broker redelivers
+		acks.release(&mf.ack, false) // shutting down: left unacked, the broker redelivers
 		return
 	}
 	m.readingsAccepted.Add(uint64(rcpt.Accepted))
@@ -294,15 +297,22 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 }
 
 func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {
-	segs := strings.Split(topic, "/")
-	if m.devicePos >= len(segs) {
+	// The devicePos-th '/'-separated segment, without splitting the topic
+	// (an allocation per message).
+	for range m.devicePos {
+		i := strings.IndexByte(topic, '/')
+		if i < 0 {
+			return "", false
+		}
+		topic = topic[i+1:]
+	}
+	if i := strings.IndexByte(topic, '/'); i >= 0 {
+		topic = topic[:i]
+	}
+	if !ValidDeviceID(topic) {
 		return "", false
 	}
-	id := segs[m.devicePos]
-	if !ValidDeviceID(id) {
-		return "", false
-	}
-	return telemetry.DeviceID(id), true
+	return telemetry.DeviceID(topic), true
 }
 
 // ValidDeviceID reports whether s has the form of a device id: 1 to 128
@@ -384,44 +394,52 @@ type pendingAck struct {
 	done, ack bool
 }
 
-// add registers msg in receive order and returns its completion: call it
-// once, with send false to release the slot without a PUBACK (the message
-// is then redelivered on the next session).
-func (s *ackSequencer) add(msg mqtt.Message) func(send bool) {
-	p := &pendingAck{msg: msg}
+// mqttFrame is a message on its way through the pipeline: its frame and its
+// place in the ack sequence share one allocation.
+type mqttFrame struct {
+	frame telemetry.Frame
+	ack   pendingAck
+}
+
+// add registers p in receive order. Release it once, with release.
+func (s *ackSequencer) add(p *pendingAck) {
 	s.mu.Lock()
 	s.pending = append(s.pending, p)
 	s.mu.Unlock()
 	s.m.unacked.Add(1)
-	return func(send bool) {
-		s.mu.Lock()
-		p.done, p.ack = true, send
-		n := 0
-		for n < len(s.pending) && s.pending[n].done {
-			n++
-		}
-		if n == 0 {
-			s.mu.Unlock()
-			return
-		}
-		// Take sendMu before letting go of mu: releases happen in order.
-		s.sendMu.Lock()
-		ready := s.ready[:0]
-		for _, q := range s.pending[:n] {
-			if q.ack {
-				ready = append(ready, q.msg)
-			}
-		}
-		clear(s.pending[:n])
-		s.pending = s.pending[n:]
-		s.mu.Unlock()
-		for _, msg := range ready {
-			msg.Ack()
-		}
-		clear(ready)
-		s.ready = ready
-		s.sendMu.Unlock()
-		s.m.unacked.Add(-int64(n))
-		s.m.acked.Add(uint64(len(ready)))
+}
+
+// release completes p: with send false its slot is released without a
+// PUBACK (the message is then redelivered on the next session). PUBACKs
+// leave in receive order, so p's may wait for earlier messages.
+func (s *ackSequencer) release(p *pendingAck, send bool) {
+	s.mu.Lock()
+	p.done, p.ack = true, send
+	n := 0
+	for n < len(s.pending) && s.pending[n].done {
+		n++
 	}
+	if n == 0 {
+		s.mu.Unlock()
+		return
+	}
+	// Take sendMu before letting go of mu: releases happen in order.
+	s.sendMu.Lock()
+	ready := s.ready[:0]
+	for _, q := range s.pending[:n] {
+		if q.ack {
+			ready = append(ready, q.msg)
+		}
+	}
+	clear(s.pending[:n])
+	s.pending = s.pending[n:]
+	s.mu.Unlock()
+	for _, msg := range ready {
+		msg.Ack()
+	}
+	clear(ready)
+	s.ready = ready
+	s.sendMu.Unlock()
+	s.m.unacked.Add(-int64(n))
+	s.m.acked.Add(uint64(len(ready)))
 }
