@@ -147,6 +147,7 @@ type WS struct {
 	next     telemetry.Consumer
 	log      *slog.Logger
 	upgrader *gws.Upgrader
+	corkBufs *sync.Pool // gathering buffers of the sockets' corkConns (wswriter.go)
 	decoders sync.Pool
 
 	conns    sync.Map // *deviceConn → struct{}
@@ -171,6 +172,7 @@ func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.
 	cfg = cfg.withDefaults()
 	w := &WS{cfg: cfg, auth: auth, next: next, log: log, slots: make(map[telemetry.DeviceID]*deviceSlot)}
 	w.decoders.New = func() any { return payload.NewDecoder(cfg.Limits) }
+	w.corkBufs = newCorkBufs()
 	w.upgrader = gws.NewUpgrader(&wsEvents{w: w}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameSize,
 		CheckUtf8Enabled:   true,
@@ -235,7 +237,7 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.release(id, slot)
 		return
 	}
-	out := &corkConn{Conn: raw}
+	out := &corkConn{Conn: raw, bufs: w.corkBufs}
 	socket, err := w.upgrader.UpgradeFromConn(out, frameReader(raw, brw.Reader), r)
 	if err != nil {
 		w.release(id, slot)

@@ -158,11 +158,16 @@ type corkConn struct {
 
 	mu     sync.Mutex
 	corked bool
-	buf    *[]byte // gathered frames; from corkBufs, nil when empty
-	err    error   // a failed write: the frame stream is broken, later writes fail too
+	bufs   *sync.Pool // of *[]byte, shared by the WS's sockets
+	buf    *[]byte    // gathered frames; from bufs, nil when empty
+	err    error      // a failed write: the frame stream is broken, later writes fail too
 }
 
-var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+// newCorkBufs is the pool of gathering buffers a WS's sockets share: only
+// a socket in the middle of a flush holds one.
+func newCorkBufs() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+}
 
 func (w *corkConn) cork() {
 	w.mu.Lock()
@@ -199,7 +204,7 @@ func (w *corkConn) Write(p []byte) (int, error) {
 		return n, err
 	}
 	if w.buf == nil {
-		w.buf = corkBufs.Get().(*[]byte)
+		w.buf = w.bufs.Get().(*[]byte)
 	}
 	*w.buf = append(*w.buf, p...)
 	if w.corked && len(*w.buf) < corkMax {
@@ -216,7 +221,7 @@ func (w *corkConn) writeGathered() error {
 	_, w.err = w.Conn.Write(*w.buf)
 	if cap(*w.buf) <= 4*corkMax {
 		*w.buf = (*w.buf)[:0]
-		corkBufs.Put(w.buf)
+		w.bufs.Put(w.buf)
 	}
 	w.buf = nil
 	return w.err
