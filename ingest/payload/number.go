@@ -24,6 +24,9 @@ type decimal struct {
 	intPart []byte
 	frac    []byte
 	exp     int
+	// d is D itself when it has at most 19 digits (ndigits() <= 19),
+	// accumulated while parsing so that exactFloat needs no second pass.
+	d uint64
 }
 
 // parseDecimal splits a number literal, enforcing the strict JSON grammar
@@ -42,6 +45,7 @@ func parseDecimal(b []byte) (decimal, bool) {
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
 		for i < len(b) && isDigit(b[i]) {
+			x.d = x.d*10 + uint64(b[i]-'0')
 			i++
 		}
 	default:
@@ -52,6 +56,7 @@ func parseDecimal(b []byte) (decimal, bool) {
 		i++
 		fs := i
 		for i < len(b) && isDigit(b[i]) {
+			x.d = x.d*10 + uint64(b[i]-'0')
 			i++
 		}
 		if i == fs {
@@ -173,13 +178,7 @@ func (x decimal) exactFloat() (float64, bool) {
 	if x.ndigits() > 15 { // below 10^15 < 2^53
 		return 0, false
 	}
-	var m uint64
-	for _, c := range x.intPart {
-		m = m*10 + uint64(c-'0')
-	}
-	for _, c := range x.frac {
-		m = m*10 + uint64(c-'0')
-	}
+	m := x.d
 	e := x.exp - len(x.frac)
 	var f float64
 	switch {
@@ -347,7 +346,11 @@ type plainNumber struct {
 
 // parsePlainNumber parses b when it is a strict JSON number without an
 // exponent (plain false for anything else, valid or not: the general
-// helpers decide those).
+// helpers decide those). It repeats the start of parseDecimal's grammar on
+// purpose: one pass with no slices is 5–10 % of the fast decoder's time
+// (DecodeBatch100 44 → 49 µs through parseDecimal). TestFloatLiteral-
+// MatchesParseFloat, TestFastEpochMatchesEpochLiteral and
+// FuzzFastPathAgrees keep the two in agreement.
 func parsePlainNumber(b []byte) (x plainNumber, plain bool) {
 	i := 0
 	if i < len(b) && b[i] == '-' {
