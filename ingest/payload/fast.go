@@ -65,8 +65,8 @@ func (p *fastScanner) peek() byte {
 	return 0
 }
 
-// byte consumes c.
-func (p *fastScanner) byte(c byte) bool {
+// consume reads c, which must be the next non-space byte.
+func (p *fastScanner) consume(c byte) bool {
 	if p.peek() != c {
 		return false
 	}
@@ -92,7 +92,7 @@ func (p *fastScanner) more(close byte) (more, ok bool) {
 // str reads a string without escapes or control characters and returns its
 // content, which aliases the payload.
 func (p *fastScanner) str() ([]byte, bool) {
-	if !p.byte('"') {
+	if !p.consume('"') {
 		return nil, false
 	}
 	start := p.i
@@ -133,7 +133,7 @@ var stringStop = func() (t [256]bool) {
 // key reads an object key and its colon.
 func (p *fastScanner) key() ([]byte, bool) {
 	k, ok := p.str()
-	return k, ok && p.byte(':')
+	return k, ok && p.consume(':')
 }
 
 // number reads the characters fastjson would take as a number literal; the
@@ -161,7 +161,7 @@ func (p *fastScanner) literal(word string) bool {
 // its value; member reads the value and reports whether it could. An empty
 // object is accepted only when allowEmpty is set.
 func (p *fastScanner) object(allowEmpty bool, member func(k []byte) bool) bool {
-	if !p.byte('{') {
+	if !p.consume('{') {
 		return false
 	}
 	if p.peek() == '}' {
@@ -225,7 +225,7 @@ func (d *Decoder) decodeFast(data []byte) (Message, bool) {
 
 // fastBatch reads a "readings" array of reading objects.
 func (d *Decoder) fastBatch(p *fastScanner) bool {
-	if !p.byte('[') || p.peek() == ']' {
+	if !p.consume('[') || p.peek() == ']' {
 		return false // an empty batch is rare enough for the general path
 	}
 	for {
