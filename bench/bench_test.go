@@ -359,3 +359,21 @@ func BenchmarkP7Baseline(b *testing.B) {
 		}
 	}
 }
+
+func TestSecondLargest(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{5}, 5},
+		{[]float64{1, 9}, 1},
+		{[]float64{105, 131, 110, 99}, 110}, // one spike is ignored
+		{[]float64{3, 7, 7}, 7},
+	}
+	for _, tt := range tests {
+		if got := secondLargest(tt.in); got != tt.want {
+			t.Errorf("secondLargest(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -182,3 +182,13 @@ func maxOf[T cmp.Ordered](xs []T) T {
 	}
 	return m
 }
+
+// secondLargest returns the second-largest of xs (the largest when xs has
+// one element, 0 when none).
+func secondLargest(xs []float64) float64 {
+	if len(xs) < 2 {
+		return maxOf(xs)
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)-2]
+}
