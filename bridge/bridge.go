@@ -253,7 +253,14 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			index = slices.Grow(index, rest)
 		}
 		index = append(index, int32(i))
-		accepted = append(accepted, *r) // never ahead of i: copies down in place
+		if len(accepted) == i {
+			// Nothing rejected so far: r is already in place. (Copying a
+			// Reading onto itself is not free: it has pointers, so each
+			// copy runs the GC's write barriers while it marks.)
+			accepted = accepted[:i+1]
+		} else {
+			accepted = append(accepted, *r) // behind i: copies down in place
+		}
 	}
 	rcpt.Accepted = len(accepted)
 	if len(rcpt.Rejected) > 0 { // an atomic add less for the common frame

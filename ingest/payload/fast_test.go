@@ -1,9 +1,43 @@
 package payload
 
 import (
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
+
+// manyNames is a payload with n metrics (or n tags beside one metric) named
+// k0, k1, …, and, when repeat >= 0, one more named k<repeat> at the end;
+// repeat == n repeats k1 right after it instead (both sides of
+// pairwiseNames).
+func manyNames(object string, n, repeat int) string {
+	var b strings.Builder
+	names := make([]string, 0, n+1)
+	for i := range n {
+		names = append(names, fmt.Sprintf("k%d", i))
+	}
+	switch {
+	case repeat == n:
+		names = append(names[:2], append([]string{"k1"}, names[2:]...)...)
+	case repeat >= 0:
+		names = append(names, fmt.Sprintf("k%d", repeat))
+	}
+	for i, name := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if object == "tags" {
+			fmt.Fprintf(&b, `"%s":"v"`, name)
+		} else {
+			fmt.Fprintf(&b, `"%s":%d`, name, i)
+		}
+	}
+	if object == "tags" {
+		return fmt.Sprintf(`{"metrics":{"a":1},"tags":{%s}}`, b.String())
+	}
+	return fmt.Sprintf(`{"metrics":{%s}}`, b.String())
+}
 
 // TestFastPath pins which payloads take the fast path — the shapes devices
 // send all day must, or the fast path silently stops paying for itself —
@@ -41,6 +75,13 @@ func TestFastPath(t *testing.T) {
 		{"trailing bytes", `{"metrics":{"a":1}} x`, false},
 		{"truncated", `{"metrics":{"a":1}`, false},
 		{"negative seq", `{"seq":-1,"metrics":{"a":1}}`, false},
+		{"repeated metric", `{"metrics":{"a":1,"b":2,"a":3}}`, false},
+		{"repeated tag", `{"metrics":{"a":1},"tags":{"t":"1","t":"2"}}`, false},
+		{"many metrics", manyNames("metrics", 20, -1), true},
+		{"many metrics, last repeats an early one", manyNames("metrics", 20, 2), false},
+		{"many metrics, early ones repeat", manyNames("metrics", 20, 20), false},
+		{"many tags", manyNames("tags", 20, -1), true},
+		{"many tags, last repeats an early one", manyNames("tags", 20, 2), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -113,6 +113,11 @@ type Decoder struct {
 	recentSeed   maphash.Seed
 	recentNames  [recentSlots]string
 	recentValues [recentSlots]string
+
+	// lastNames[i] is the i-th name interned in the last reading (nameAt
+	// counts them in the current one; the fast path resets it per reading).
+	lastNames [16]string
+	nameAt    int
 }
 
 const recentSlots = 256 // a power of two
@@ -159,6 +164,7 @@ func (d *Decoder) Decode(data []byte, now time.Time) (Message, error) {
 
 // decodeGeneral decodes any payload through a fastjson tree.
 func (d *Decoder) decodeGeneral(data []byte, now time.Time) (Message, error) {
+	d.nameAt = 0
 	root, err := d.parser.ParseBytes(data)
 	if err != nil {
 		var m Message
@@ -377,7 +383,22 @@ func (d *Decoder) release(payloadSize int) {
 
 // intern returns a name as a string, sharing one copy between payloads.
 func (d *Decoder) intern(b []byte) string {
-	return d.internRecent(&d.recentNames, d.interned, b, maxInterned, maxInternLen)
+	// A device sends the same names in the same order in every reading:
+	// the name read at this position of the last reading is the likely
+	// match, and one comparison with it costs less than hashing b.
+	i := d.nameAt
+	d.nameAt++
+	if i >= len(d.lastNames) {
+		return d.internRecent(&d.recentNames, d.interned, b, maxInterned, maxInternLen)
+	}
+	if s := d.lastNames[i]; s == string(b) {
+		return s
+	}
+	s := d.internRecent(&d.recentNames, d.interned, b, maxInterned, maxInternLen)
+	if len(s) <= maxInternLen { // pins no more than the caches do
+		d.lastNames[i] = s
+	}
+	return s
 }
 
 // internValue returns a string value as a string, sharing one copy between
