@@ -85,6 +85,7 @@ type DetailStats struct {
 type detail struct {
 	units          *unitRules // immutable
 	guard          *typeGuard // nil when disabled
+	shapes         shapeMemo  // shape.go
 	writeLatency   *telemetry.Histogram
 	rejects        codeCounters
 	unitsConverted atomic.Uint64

@@ -121,15 +121,24 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 	} else if b.children == nil || !b.children.MayReportFor(sender, r.Device) {
 		return reject(CodeForbiddenDevice, "device %q is not assigned to gateway %q", r.Device, sender)
 	}
-	if !validName(r.Measurement, l.MaxNameLen) {
-		return reject(CodeInvalidName, "invalid measurement name %q", truncate(r.Measurement))
+	var gen uint64
+	if b.guard != nil {
+		gen = b.guard.gen.Load()
 	}
-	if len(r.Fields) == 0 {
-		return reject(CodeNoFields, "reading has no fields")
+	// A reading of a shape that passed before (shape.go) has valid,
+	// distinct names, and the guard knows the type of each field.
+	known := b.shapes.lookup(r, gen)
+	if known == nil {
+		if !validName(r.Measurement, l.MaxNameLen) {
+			return reject(CodeInvalidName, "invalid measurement name %q", truncate(r.Measurement))
+		}
+		if len(r.Fields) == 0 {
+			return reject(CodeNoFields, "reading has no fields")
+		}
 	}
 	for i := range r.Fields {
 		f := &r.Fields[i]
-		if !validName(f.Name, l.MaxNameLen) {
+		if known == nil && !validName(f.Name, l.MaxNameLen) {
 			return reject(CodeInvalidName, "invalid field name %q", truncate(f.Name))
 		}
 		switch f.Value.Kind() {
@@ -144,6 +153,9 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 		case telemetry.KindInt, telemetry.KindBool:
 		default:
 			return reject(CodeInvalidValue, "field %q has no value", f.Name)
+		}
+		if known != nil {
+			continue
 		}
 		for j := range i {
 			if r.Fields[j].Name == f.Name {
@@ -169,8 +181,24 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 	}
 	// The type guard (typeguard.go) last: it remembers the types of
 	// readings that pass every other check.
-	if b.guard != nil {
-		return b.guard.check(r)
+	switch {
+	case b.guard == nil:
+		if known == nil {
+			b.shapes.remember(r, 0, nil)
+		}
+	case known != nil:
+		for i := range r.Fields {
+			if rej := b.guard.coerce(&r.Fields[i], known.kinds[i]); rej != nil {
+				return rej
+			}
+		}
+	default:
+		if rej := b.guard.check(r); rej != nil {
+			return rej
+		}
+		if kinds, gen, ok := b.guard.kindsOf(r); ok {
+			b.shapes.remember(r, gen, kinds)
+		}
 	}
 	return nil
 }

@@ -60,6 +60,10 @@ type typeGuard struct {
 	mu    sync.RWMutex
 	known map[string]map[string]telemetry.Kind
 	n     int
+	// gen counts the times remembered types were replaced (seed); written
+	// under mu. Remembering a new pair changes no type already read, so
+	// it does not count: see shapeMemo.
+	gen atomic.Uint64
 
 	coerced, untracked atomic.Uint64
 }
@@ -95,6 +99,7 @@ func kindOf(influxType string) (telemetry.Kind, bool) {
 func (g *typeGuard) seed(types map[string]map[string]string) (conflicts []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.gen.Add(1)
 	for meas, fields := range types {
 		for field, typ := range fields {
 			k, ok := kindOf(typ)
@@ -188,6 +193,21 @@ func (g *typeGuard) check(r *telemetry.Reading) *rejectError {
 		}
 	}
 	return nil
+}
+
+// kindsOf returns the remembered type of each of r's fields and the
+// generation they were read at; ok is false unless every field has one.
+func (g *typeGuard) kindsOf(r *telemetry.Reading) (kinds []telemetry.Kind, gen uint64, ok bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	m := g.known[r.Measurement]
+	kinds = make([]telemetry.Kind, len(r.Fields))
+	for i := range r.Fields {
+		if kinds[i], ok = m[r.Fields[i].Name]; !ok {
+			return nil, 0, false
+		}
+	}
+	return kinds, g.gen.Load(), true
 }
 
 // coerce converts f's value to kind want where no information is lost.

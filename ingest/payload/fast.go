@@ -536,7 +536,9 @@ func (d *Decoder) fastMessage(msg Message) Message {
 // and nt tag slots. A single reading with a few fields and tags — what most
 // devices send — gets all three in one allocation: two fewer mallocs per
 // payload, about a tenth of the fast path, for at most a few unused slots.
-// Anything bigger gets one allocation per array, as on the general path.
+// The blocks for up to five fields stay within 512 bytes, the largest
+// objects the runtime allocates without a malloc header. Anything bigger
+// gets one allocation per array, as on the general path.
 func messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []telemetry.Tag) {
 	if nr == 1 {
 		switch {
@@ -544,6 +546,13 @@ func messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []te
 			m := new(struct {
 				r [1]telemetry.Reading
 				f [4]telemetry.Field
+				t [2]telemetry.Tag
+			})
+			return m.r[:], m.f[:nf], m.t[:nt]
+		case nf <= 5 && nt <= 2:
+			m := new(struct {
+				r [1]telemetry.Reading
+				f [5]telemetry.Field
 				t [2]telemetry.Tag
 			})
 			return m.r[:], m.f[:nf], m.t[:nt]

@@ -125,3 +125,18 @@ func TestFastPathLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageMemory: every size gets arrays of exactly the lengths asked
+// for, whether they share one allocation or not.
+func TestMessageMemory(t *testing.T) {
+	for nr := 1; nr <= 2; nr++ {
+		for nf := 1; nf <= 9; nf++ {
+			for nt := 0; nt <= 5; nt++ {
+				rs, fs, ts := messageMemory(nr, nf, nt)
+				if len(rs) != nr || len(fs) != nf || len(ts) != nt {
+					t.Errorf("messageMemory(%d, %d, %d): lengths %d, %d, %d", nr, nf, nt, len(rs), len(fs), len(ts))
+				}
+			}
+		}
+	}
+}
