@@ -182,6 +182,7 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 		SetCleanSession(false).
 		SetOrderMatters(true). // handler only enqueues; keeps receive order
 		SetAutoAckDisabled(true).
+		SetStore(noStore{}). // mqttstore.go
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
