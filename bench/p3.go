@@ -60,6 +60,10 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 	if err != nil {
 		return 0, err
 	}
+	var before metricSet
+	if name == "service" {
+		before, _ = e.s.metrics(ctx)
+	}
 	pctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, c := range conns {
@@ -74,6 +78,13 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 		})
 	}
 	rate, err := e.phase(ctx, r, name, profile, a.acked.Load)
+	if name == "service" {
+		// Where the ack latency goes: the clients' window makes the rate
+		// about window × connections / mean ack latency.
+		if after, err := e.s.metrics(ctx); err == nil && before != nil {
+			r.detail("service_storage", storageFigures(before, after))
+		}
+	}
 	stop()
 	wg.Wait()
 	drain(conns, 10*time.Second)
@@ -82,4 +93,16 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 		r.detail(name+"_errors", errs)
 	}
 	return rate, err
+}
+
+// storageFigures are telemetryd's InfluxDB writes between two scrapes:
+// how many, lines per write and mean write time.
+func storageFigures(before, after metricSet) map[string]float64 {
+	d := func(k string) float64 { return after.sum(k) - before.sum(k) }
+	out := map[string]float64{"writes": d("telemetryd_influx_write_duration_seconds_count")}
+	if n := out["writes"]; n > 0 {
+		out["lines_per_write"] = round2(d("telemetryd_readings_written_total") / n)
+		out["mean_write_ms"] = round2(1000 * d("telemetryd_influx_write_duration_seconds_sum") / n)
+	}
+	return out
 }

@@ -57,11 +57,12 @@ type Config struct {
 	QueueFrames int
 	// MaxBatchLines is the most lines per storage write (default 5000).
 	MaxBatchLines int
-	// FlushInterval is the longest a reading waits for its batch (default
-	// 20ms): it bounds the ack latency at low rates; at high rates batches
-	// fill up to MaxBatchLines first.
+	// FlushInterval is how long a batch's first frame waits for more
+	// before the batch goes to a free writer (default 5ms). While every
+	// writer is busy the batch grows instead, up to MaxBatchLines: batch
+	// sizes follow InfluxDB's speed (see Run).
 	FlushInterval time.Duration
-	// Writers is how many batches may be written at once (default 2).
+	// Writers is how many batches may be written at once (default 4).
 	// Completions (acks) still follow the order frames arrived in.
 	Writers int
 	// RetryMin and RetryMax bound the backoff between failed writes (default 100ms, 5s).
@@ -85,10 +86,10 @@ func (c Config) withDefaults() Config {
 		c.MaxBatchLines = 5000
 	}
 	if c.Writers <= 0 {
-		c.Writers = 2
+		c.Writers = 4
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 20 * time.Millisecond
+		c.FlushInterval = 5 * time.Millisecond
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond
@@ -313,8 +314,21 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// compressing the next batch overlaps InfluxDB storing the last one),
 	// but completed strictly in the order they were formed, so that acks
 	// leave in the order frames arrived.
+	//
+	// A batch goes to a writer that is free once its first frame has
+	// waited FlushInterval, or at once when it is full. While every writer
+	// is busy the batch keeps growing, up to MaxBatchLines: batches are as
+	// small as a quick ack needs while InfluxDB keeps up, and as large as
+	// its write time makes them when it does not, where a fixed size would
+	// cost either latency or throughput.
 	toWrite := make(chan *batch, b.cfg.Writers)
 	inOrder := make(chan *batch, b.cfg.Writers+1)
+	// free holds a token per writer not writing: flush takes one, a
+	// writer puts it back when its batch is done.
+	free := make(chan struct{}, b.cfg.Writers)
+	for range b.cfg.Writers {
+		free <- struct{}{}
+	}
 	// Writers retry until writeCtx ends: never during normal operation, and
 	// at shutdown when the drain deadline passes.
 	writeCtx, cancelWrites := context.WithCancel(context.WithoutCancel(ctx))
@@ -326,6 +340,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			for bt := range toWrite {
 				body = b.writeBatch(writeCtx, bt.entries, body)
 				close(bt.done)
+				free <- struct{}{}
 			}
 		})
 	}
@@ -345,13 +360,18 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}()
 
 	var (
-		pending []*entry
-		lines   int
-		timer   = time.NewTimer(time.Hour)
+		pending  []*entry
+		lines    int
+		lingered bool // pending's first frame has waited FlushInterval
+		timer    = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
+	// flush hands pending to a writer; the caller holds a free token.
 	flush := func() {
+		timer.Stop()
+		lingered = false
 		if len(pending) == 0 {
+			free <- struct{}{} // unused
 			return
 		}
 		bt := &batch{entries: pending, done: make(chan struct{})}
@@ -373,8 +393,16 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 loop:
 	for {
+		full := lines >= b.cfg.MaxBatchLines
+		in, writer := b.queue, (<-chan struct{})(nil)
+		if full {
+			in = nil // until a writer takes it; Consume feels the queue fill
+		}
+		if full || lingered {
+			writer = free
+		}
 		select {
-		case e := <-b.queue:
+		case e := <-in:
 			add(e)
 			// Take the frames queued meanwhile with plain receives: a
 			// select locks every channel it names, and Consume contends
@@ -388,12 +416,10 @@ loop:
 					break more
 				}
 			}
-			if lines >= b.cfg.MaxBatchLines {
-				timer.Stop()
-				flush()
-			}
-		case <-timer.C:
+		case <-writer:
 			flush()
+		case <-timer.C:
+			lingered = true
 		case <-ctx.Done():
 			break loop
 		}
@@ -411,6 +437,7 @@ loop:
 		case e := <-b.queue:
 			add(e)
 			if lines >= b.cfg.MaxBatchLines {
+				<-free
 				flush()
 			}
 			continue
@@ -418,6 +445,7 @@ loop:
 		}
 		break
 	}
+	<-free
 	flush()
 	close(toWrite)
 	writers.Wait()

@@ -155,6 +155,41 @@ func TestBridgeBatchesUpToMaxLines(t *testing.T) {
 	}
 }
 
+// TestBridgeBatchesGrowWhileWritersAreBusy: a batch goes to a free writer
+// after FlushInterval; while none is free, frames gather into one batch.
+func TestBridgeBatchesGrowWhileWritersAreBusy(t *testing.T) {
+	sink := &fakeSink{block: make(chan struct{})}
+	b, _, _ := startBridge(t, Config{Writers: 1, MaxBatchLines: 1000, FlushInterval: time.Millisecond}, sink, nil)
+	release := sync.OnceFunc(func() { close(sink.block) })
+	t.Cleanup(release) // before the bridge stops, should the test fail early
+	var rec recorder
+	if _, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The first frame's batch is with the only writer once it is no
+	// longer queued or pending (oldestUnwritten moves to the in-flight list).
+	eventually(t, "first batch taken", func() bool {
+		b.inflightMu.Lock()
+		defer b.inflightMu.Unlock()
+		return len(b.inflightAt) == 1
+	})
+	for i := 1; i < 10; i++ {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), 1)); err != nil {
+			t.Fatal(err)
+		}
+		// Longer than FlushInterval: a timer alone would cut a batch here.
+		time.Sleep(3 * time.Millisecond)
+	}
+	eventually(t, "queue drained into the pending batch", func() bool { return b.Stats().QueueFrames == 0 })
+	release()
+	eventually(t, "10 acks", func() bool { return rec.len() == 10 })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.writes) != 2 || strings.Count(sink.writes[1], "\n") != 9 {
+		t.Fatalf("writes %q, want the first frame, then the other nine in one batch", sink.writes)
+	}
+}
+
 func TestBridgeReportsRejectedReadingsAndAcksTheRest(t *testing.T) {
 	sink := &fakeSink{}
 	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
