@@ -210,12 +210,15 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 			m.overflow.Add(1)
 		}
 	}
-	// The persistent session's backlog arrives right after CONNACK, before
-	// any SUBSCRIBE: a default handler catches it so it is not left unacked.
+	// Every message goes to the default handler: the persistent session's
+	// backlog arrives right after CONNACK, before any SUBSCRIBE, and must
+	// not be left unacked; and the client subscribes to one topic only, so
+	// a route for it would only make paho match (split) each message's
+	// topic against it first.
 	o.SetDefaultPublishHandler(handler)
 	var subscribed atomic.Bool // this client's share of m.subscribed
 	o.SetOnConnectHandler(func(c mqtt.Client) {
-		t := c.Subscribe(topic, 1, handler)
+		t := c.Subscribe(topic, 1, nil)
 		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 			m.log.Error("mqtt subscribe failed; reconnecting", "topic", topic, "error", t.Error())
 			go func() { c.Disconnect(0); c.Connect() }()
