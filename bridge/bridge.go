@@ -150,6 +150,7 @@ type Bridge struct {
 	log      *slog.Logger
 
 	queue    chan *entry
+	full     chan struct{} // Consume's hint to Run: the queue holds about a full batch
 	stopping chan struct{} // closed when Run begins to shut down
 	mu       sync.RWMutex  // guards closed against in-flight Consume calls
 	closed   bool
@@ -179,6 +180,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		labels:   cfg.Labels,
 		log:      log,
 		queue:    make(chan *entry, cfg.QueueFrames),
+		full:     make(chan struct{}, 1),
 		stopping: make(chan struct{}),
 	}
 	b.entries.New = newEntry
@@ -295,6 +297,15 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
 		}
 	}
+	// Run does not watch the queue while a batch lingers (see Run): tell
+	// it when the queue, and the pending frame before it, hold about a
+	// full batch of frames like this one.
+	if n := len(b.queue); (n+1)*len(index) >= b.cfg.MaxBatchLines {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
 	// Live is live: dashboards get the readings now, not after the flush.
 	if b.live != nil {
 		b.live.Publish(accepted)
@@ -391,35 +402,50 @@ func (b *Bridge) Run(ctx context.Context) error {
 		pending = append(pending, e)
 		lines += len(e.index)
 	}
+	// takeQueued moves the frames waiting in the queue to pending with
+	// plain receives (a select locks every channel it names, and Consume
+	// contends for the queue's lock), up to a full batch.
+	takeQueued := func() {
+		for lines < b.cfg.MaxBatchLines {
+			select {
+			case e := <-b.queue:
+				add(e)
+			default:
+				return
+			}
+		}
+	}
 loop:
 	for {
+		// The queue is watched for a batch's first frame, then again only
+		// once it has lingered: in between, frames wait in the queue
+		// without waking this goroutine for each one, unless Consume
+		// hints that they make a full batch. A full batch leaves them
+		// there until a writer takes it: Consume feels the queue fill.
 		full := lines >= b.cfg.MaxBatchLines
-		in, writer := b.queue, (<-chan struct{})(nil)
-		if full {
-			in = nil // until a writer takes it; Consume feels the queue fill
+		var in <-chan *entry
+		var hint <-chan struct{}
+		switch {
+		case len(pending) == 0 || lingered && !full:
+			in = b.queue
+		case !full:
+			hint = b.full
 		}
+		var writer <-chan struct{}
 		if full || lingered {
 			writer = free
 		}
 		select {
 		case e := <-in:
 			add(e)
-			// Take the frames queued meanwhile with plain receives: a
-			// select locks every channel it names, and Consume contends
-			// for the queue's lock.
-		more:
-			for lines < b.cfg.MaxBatchLines {
-				select {
-				case e := <-b.queue:
-					add(e)
-				default:
-					break more
-				}
-			}
+			takeQueued()
+		case <-hint:
+			takeQueued()
 		case <-writer:
 			flush()
 		case <-timer.C:
 			lingered = true
+			takeQueued()
 		case <-ctx.Done():
 			break loop
 		}

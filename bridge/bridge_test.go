@@ -155,6 +155,28 @@ func TestBridgeBatchesUpToMaxLines(t *testing.T) {
 	}
 }
 
+// TestBridgeFullBatchDoesNotLinger: frames that arrive while a batch
+// lingers wait in the queue, but once they make a full batch it is written
+// at once, FlushInterval or not.
+func TestBridgeFullBatchDoesNotLinger(t *testing.T) {
+	sink := &fakeSink{}
+	b, _, _ := startBridge(t, Config{MaxBatchLines: 10, FlushInterval: time.Hour}, sink, nil)
+	var rec recorder
+	if _, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "first frame pending", func() bool { return b.Stats().QueueFrames == 0 })
+	for i := 1; i < 5; i++ {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "5 acks", func() bool { return rec.len() == 5 })
+	if sink.count() != 1 {
+		t.Fatalf("%d writes, want one batch of 10 lines", sink.count())
+	}
+}
+
 // TestBridgeBatchesGrowWhileWritersAreBusy: a batch goes to a free writer
 // after FlushInterval; while none is free, frames gather into one batch.
 func TestBridgeBatchesGrowWhileWritersAreBusy(t *testing.T) {
