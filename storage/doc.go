@@ -6,8 +6,10 @@
 //
 // Storage does not encode anything: the bridge encodes readings as line
 // protocol (nanosecond precision) and hands storage the bytes. One call of
-// [Influx.Write] is one HTTP request (WriteAPIBlocking.WriteRecord of
-// influxdb-client-go); there is no hidden buffering, batching or retrying, so
+// [Influx.Write] is one HTTP request: a POST of those bytes, not copied, to
+// the v2 write endpoint through influxdb-client-go's HTTP service (the URL,
+// auth and error decoding of its WriteAPIBlocking, which would take the
+// batch as a string). There is no hidden buffering, batching or retrying, so
 // a nil error means InfluxDB accepted every line of the batch. The caller
 // owns retries and acknowledgements.
 //
