@@ -556,13 +556,6 @@ func messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []te
 				t [2]telemetry.Tag
 			})
 			return m.r[:], m.f[:nf], m.t[:nt]
-		case nf <= 8 && nt <= 2:
-			m := new(struct {
-				r [1]telemetry.Reading
-				f [8]telemetry.Field
-				t [2]telemetry.Tag
-			})
-			return m.r[:], m.f[:nf], m.t[:nt]
 		case nf <= 8 && nt <= 4:
 			m := new(struct {
 				r [1]telemetry.Reading
