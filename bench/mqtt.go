@@ -7,6 +7,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // connectMQTT connects a paho client (no auto-reconnect: a lost
@@ -118,13 +119,16 @@ func newBareSub(ctx context.Context, url, id, topic string, record func(now int6
 		}
 		m.Ack()
 	}
+	// The service's paho options, so the ratio is not about paho settings:
+	// no packet store, every message to the default handler (no route).
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(false).
-		SetOrderMatters(true).SetAutoAckDisabled(true).SetDefaultPublishHandler(handler)
+		SetOrderMatters(true).SetAutoAckDisabled(true).SetDefaultPublishHandler(handler).
+		SetStore(noStore{})
 	c, err := connectMQTT(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	t := c.Subscribe(topic, 1, handler)
+	t := c.Subscribe(topic, 1, nil)
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		c.Disconnect(0)
 		return nil, fmt.Errorf("subscribe %s: %v", topic, t.Error())
@@ -155,3 +159,14 @@ func (s *bareSub) rate() float64 {
 	}
 	return float64(n-1) / el
 }
+
+// noStore keeps nothing, as telemetryd's MQTT client (ingest/mqttstore.go).
+type noStore struct{}
+
+func (noStore) Open()                             {}
+func (noStore) Put(string, packets.ControlPacket) {}
+func (noStore) Get(string) packets.ControlPacket  { return nil }
+func (noStore) All() []string                     { return nil }
+func (noStore) Del(string)                        {}
+func (noStore) Close()                            {}
+func (noStore) Reset()                            {}
