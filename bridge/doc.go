@@ -5,7 +5,7 @@
 // readings are durable.
 //
 // Data flows one way: transports call Bridge.Consume; the Bridge calls its
-// Sink (storage) from the single writer goroutine started by Run and the Hub
+// Sink (storage) from the writer goroutines started by Run and the Hub
 // through a non-blocking Publish. Acknowledgements travel back as the
 // frame's own Done callback, never as a call into the transport.
 //
