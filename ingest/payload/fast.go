@@ -151,11 +151,24 @@ func (p *fastScanner) key() ([]byte, bool) {
 func (p *fastScanner) number() []byte {
 	p.ws()
 	start := p.i
-	for p.i < len(p.s) && isNumberChar(p.s[p.i]) {
+	// Timestamps are long runs of digits: eight at a time, then the rest
+	// (and any sign, point or exponent) one by one.
+	for p.i+8 <= len(p.s) && eightDigits(binary.LittleEndian.Uint64(p.s[p.i:])) {
+		p.i += 8
+	}
+	for p.i < len(p.s) && numberChars[p.s[p.i]] {
 		p.i++
 	}
 	return p.s[start:p.i]
 }
+
+// numberChars marks the bytes number takes: isNumberChar as a table.
+var numberChars = func() (t [256]bool) {
+	for c := range t {
+		t[c] = isNumberChar(byte(c))
+	}
+	return t
+}()
 
 // literal consumes word (true, false, null).
 func (p *fastScanner) literal(word string) bool {

@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"encoding/binary"
 	"math"
 	"strconv"
 	"time"
@@ -362,6 +363,16 @@ func parsePlainNumber(b []byte) (x plainNumber, plain bool) {
 	case i < len(b) && b[i] == '0':
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		// Eight digits at a time (an epoch has 10 to 19). More than 19
+		// digits wrap m, but such a number is not plain anyway.
+		for i+8 <= len(b) {
+			v := binary.LittleEndian.Uint64(b[i:])
+			if !eightDigits(v) {
+				break
+			}
+			x.m = x.m*1e8 + eightDigitsValue(v)
+			i += 8
+		}
 		for i < len(b) && isDigit(b[i]) {
 			x.m = x.m*10 + uint64(b[i]-'0')
 			i++
@@ -383,6 +394,26 @@ func parsePlainNumber(b []byte) (x plainNumber, plain bool) {
 		}
 	}
 	return x, i == len(b) && x.intDigits+x.fracDigits <= 19
+}
+
+// eightDigits reports whether the eight bytes of v (little-endian) are all
+// ASCII digits: each byte's high nibble is 3, and adding 6 does not carry
+// into it (simdjson's is_made_of_eight_digits_fast).
+func eightDigits(v uint64) bool {
+	const highs = 0xF0F0F0F0F0F0F0F0
+	return v&highs|(v+0x0606060606060606)&highs>>4 == 0x3333333333333333
+}
+
+// eightDigitsValue is the number eight ASCII digits spell, the first digit
+// in v's lowest byte: pairs, then quads, then the eight combined by
+// multiplication (simdjson's parse_eight_digits_unrolled).
+func eightDigitsValue(v uint64) uint64 {
+	const mask = 0x000000FF000000FF
+	const mul1 = 100 + 1000000<<32
+	const mul2 = 1 + 10000<<32
+	v -= 0x3030303030303030
+	v = v*10 + v>>8
+	return (v&mask*mul1 + (v>>16)&mask*mul2) >> 32
 }
 
 // fastFloat is floatLiteral for the fast path: sensor values take the exact

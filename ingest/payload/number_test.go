@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -187,6 +188,35 @@ func TestFastEpochMatchesEpochLiteral(t *testing.T) {
 		got, ok := fastEpoch([]byte(lit))
 		if ok != p.ok() || (ok && got != want) {
 			t.Fatalf("fastEpoch(%q) = %d, %v; epochLiteral = %d, %+v", lit, got, ok, want, p)
+		}
+	}
+}
+
+// TestEightDigits checks the SWAR digit test and value against a byte loop,
+// on bytes next to the digits (the edges of the nibble tricks) as well.
+func TestEightDigits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	alphabet := []byte("0123456789/:.-+eE \x00\xb0\xb9\xf0\xff\x29\x3a\x40\x20")
+	for n := range 300000 {
+		var b [8]byte
+		for i := range b {
+			if n%2 == 0 || rng.IntN(8) != 0 { // half all digits
+				b[i] = byte('0' + rng.IntN(10))
+			} else {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		want, all := uint64(0), true
+		for _, c := range b {
+			all = all && isDigit(c)
+			want = want*10 + uint64(c-'0')
+		}
+		v := binary.LittleEndian.Uint64(b[:])
+		if got := eightDigits(v); got != all {
+			t.Fatalf("eightDigits(%q) = %v", b, got)
+		}
+		if all && eightDigitsValue(v) != want {
+			t.Fatalf("eightDigitsValue(%q) = %d, want %d", b, eightDigitsValue(v), want)
 		}
 	}
 }
