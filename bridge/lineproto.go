@@ -3,6 +3,7 @@ package bridge
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -164,33 +165,49 @@ func appendShortDecimal(b []byte, x float64) ([]byte, bool) {
 	if u < 100 { // below 1e-4: 'g' switches to e notation
 		return b, false
 	}
-	// Digits are written backwards into buf: at most "-999999.999999".
-	var buf [16]byte
-	i := len(buf)
-	if frac := u % 1e6; frac != 0 {
-		n := 6
+	ip, frac := u/1e6, u%1e6
+	fracDigits := 0
+	if frac != 0 {
+		fracDigits = 6
 		for frac%10 == 0 {
 			frac /= 10
-			n--
+			fracDigits--
 		}
-		for ; n > 0; n-- {
-			i--
-			buf[i] = byte('0' + frac%10)
-			frac /= 10
-		}
-		i--
-		buf[i] = '.'
 	}
-	for u /= 1e6; ; u /= 10 {
-		i--
-		buf[i] = byte('0' + u%10)
-		if u < 10 {
-			break
-		}
+	n := 1 // the text's length: sign, integer digits, point, fraction
+	for v := ip; v >= 10; v /= 10 {
+		n++
 	}
 	if neg {
-		i--
-		buf[i] = '-'
+		n++
 	}
-	return append(b, buf[i:]...), true
+	if fracDigits > 0 {
+		n += 1 + fracDigits
+	}
+	// Written backwards straight into b's spare room: an append from a
+	// scratch array costs a memmove call per value.
+	b = slices.Grow(b, n)
+	out := b[len(b) : len(b)+n]
+	i := n
+	for ; fracDigits > 0; fracDigits-- {
+		i--
+		out[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	if i < n {
+		i--
+		out[i] = '.'
+	}
+	for {
+		i--
+		out[i] = byte('0' + ip%10)
+		if ip < 10 {
+			break
+		}
+		ip /= 10
+	}
+	if neg {
+		out[0] = '-'
+	}
+	return b[:len(b)+n], true
 }

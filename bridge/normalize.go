@@ -88,7 +88,26 @@ var nameChars = func() (t [256]bool) {
 // validTagValue accepts printable UTF-8 without a trailing backslash (which
 // line protocol cannot represent).
 func validTagValue(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen || !utf8.ValidString(s) || s[len(s)-1] == '\\' {
+	if s == "" || len(s) > maxLen || s[len(s)-1] == '\\' {
+		return false
+	}
+	// One pass for the usual ASCII value; UTF-8 is validated only from
+	// the first byte that is not ASCII.
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+		if c >= utf8.RuneSelf {
+			return validUTF8TagValue(s[i:])
+		}
+	}
+	return true
+}
+
+// validUTF8TagValue is validTagValue's check from the first non-ASCII byte.
+func validUTF8TagValue(s string) bool {
+	if !utf8.ValidString(s) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -198,3 +198,31 @@ func TestAppendLineRejectsWithoutCorruptingBuffer(t *testing.T) {
 		t.Fatalf("buffer %q, want %q", got, want)
 	}
 }
+
+func TestValidTagValue(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"plant-3", true},
+		{"Zürich", true},
+		{"東京 3F", true},
+		{"a b,c=d", true}, // escaped by the encoder, not refused
+		{"", false},
+		{strings.Repeat("x", 17), false}, // over the limit of 16
+		{strings.Repeat("x", 16), true},
+		{`ends\`, false},
+		{"tab\there", false},
+		{"del\x7f", false},
+		{"\x00", false},
+		{"ü\nnext", false},    // a control character after the first non-ASCII byte
+		{"ok\xff", false},     // not UTF-8
+		{"\xc3\x28x", false},  // a broken sequence
+		{"Zürich\x01", false}, // a control character at the end
+	}
+	for _, tt := range tests {
+		if got := validTagValue(tt.in, 16); got != tt.want {
+			t.Errorf("validTagValue(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
