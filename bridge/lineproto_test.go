@@ -140,3 +140,28 @@ func BenchmarkAppendFloat(b *testing.B) {
 		})
 	}
 }
+
+func TestAppendIntMatchesStrconv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	values := []int64{0, 1, -1, 9, 10, 99, 100, 101, 999, 1000, math.MaxInt64, math.MinInt64, math.MaxInt64 - 1, math.MinInt64 + 1}
+	for p := int64(1); p <= 1e18; p *= 10 {
+		values = append(values, p-1, p, p+1, -p)
+	}
+	for range 100000 {
+		v := rng.Int64() >> rng.IntN(63)
+		if rng.IntN(2) == 0 {
+			v = -v
+		}
+		values = append(values, v)
+	}
+	for _, v := range values {
+		if got, want := string(appendInt([]byte("t="), v)), "t="+strconv.FormatInt(v, 10); got != want {
+			t.Fatalf("appendInt(%d) = %q, want %q", v, got, want)
+		}
+	}
+	for _, u := range []uint64{math.MaxUint64, 1e19, 1e19 - 1} {
+		if got, want := string(appendUint(nil, u)), strconv.FormatUint(u, 10); got != want {
+			t.Fatalf("appendUint(%d) = %q, want %q", u, got, want)
+		}
+	}
+}
