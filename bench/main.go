@@ -127,7 +127,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.P5Rate, "p5-rate", 0, "P5 readings/s (0: half the P2 service rate, 2000 when P2 did not run)")
 	fs.IntVar(&c.P8WSRate, "p8-ws-rate", 0, "P8 WebSocket frames/s (0: twice the P3 service rate, 10000 when P3 did not run)")
 	fs.IntVar(&c.P8MQTTRate, "p8-mqtt-rate", 0, "P8 MQTT messages/s (0: twice the P2 service rate, 5000 when P2 did not run)")
-	fs.IntVar(&c.Rounds, "rounds", 1, "repeat P1–P5 and P7 (each round: baseline then service) and report the round with the median ratio; for before/after comparisons on noisy machines")
+	fs.IntVar(&c.Rounds, "rounds", 1, "repeat P1–P5 and P7 (each round measures both sides) and report the round with the median ratio; for before/after comparisons on noisy machines")
 	fs.BoolVar(&c.Verbose, "v", false, "log progress details")
 	if err := fs.Parse(args); err != nil {
 		return c, err

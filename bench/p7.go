@@ -77,6 +77,17 @@ func (s *p7Service) op(data []byte) error {
 	return nil
 }
 
+// settle waits (at most 10 s) until the bridge's writer has written every
+// reading accepted so far.
+func (s *p7Service) settle() {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if st := s.br.Stats(); st.ReadingsWritten >= st.ReadingsAccepted {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 // p7Baseline is the textbook path: encoding/json into a map, then
 // influxdb-client-go's write.Point and its line-protocol encoder.
 func p7Baseline(data []byte) (string, error) {
@@ -104,65 +115,120 @@ func p7Baseline(data []byte) (string, error) {
 
 // cpuCost is one side of P7.
 type cpuCost struct {
-	Ops          int64   `json:"ops"`
-	WallNsPerOp  float64 `json:"wall_ns_per_op"`
-	CPUNsPerOp   float64 `json:"cpu_ns_per_op"`
-	AllocsPerOp  float64 `json:"allocs_per_op"`
-	BytesPerOp   float64 `json:"bytes_per_op"`
-	GOMAXPROCS   int     `json:"gomaxprocs"`
-	CPUByRusage  bool    `json:"cpu_by_rusage"`
-	ProfileWrote string  `json:"profile,omitempty"`
+	Ops         int64   `json:"ops"`
+	WallNsPerOp float64 `json:"wall_ns_per_op"`
+	CPUNsPerOp  float64 `json:"cpu_ns_per_op"`
+	AllocsPerOp float64 `json:"allocs_per_op"`
+	BytesPerOp  float64 `json:"bytes_per_op"`
+	GOMAXPROCS  int     `json:"gomaxprocs"`
+	CPUByRusage bool    `json:"cpu_by_rusage"`
 }
 
-// measureCPU runs op for about d (after a short warm-up) and reports the
+// cpuSide is one side of P7 being measured: op handles one payload, and
+// settle (if set) waits until the work op left behind (the bridge's writer)
+// is done, so that it is charged to this side.
+type cpuSide struct {
+	op     func() error
+	settle func()
+
+	n              int64
+	cpu, wall      time.Duration
+	mallocs, bytes uint64
+}
+
+// measureCPU measures the sides in alternating slices of about slice each,
+// for about d per side after a short warm-up, and reports each one's
 // process CPU time (user+system, getrusage: the bridge's writer goroutine
-// and the GC included) and allocations per op.
-func measureCPU(d time.Duration, profile string, op func() error) (cpuCost, error) {
-	for range 1000 {
-		if err := op(); err != nil {
-			return cpuCost{}, err
+// and the GC included) and allocations per op. Alternating makes drift of
+// the machine (neighbours on a shared host, clock changes) land on both
+// sides alike, where one side after the other let it land on one: P7's
+// baseline alone moved by 12 % between two runs. Each slice starts after a
+// full GC and ends once its side has settled, so neither side pays for
+// the other's garbage or leftover work.
+func measureCPU(d, slice time.Duration, sides ...*cpuSide) error {
+	for _, s := range sides {
+		for range 1000 {
+			if err := s.op(); err != nil {
+				return err
+			}
 		}
-	}
-	var prof *os.File
-	if profile != "" {
-		f, err := os.Create(profile)
-		if err == nil && pprof.StartCPUProfile(f) == nil {
-			prof = f
-		} else if f != nil {
-			f.Close()
+		if s.settle != nil {
+			s.settle()
 		}
 	}
 	var ms0, ms1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms0)
-	cpu0 := selfCPU()
-	t0 := time.Now()
-	var n int64
-	for time.Since(t0) < d {
-		for range 256 {
-			if err := op(); err != nil {
-				return cpuCost{}, err
+	for spent := time.Duration(0); spent < d; spent += slice {
+		for _, s := range sides {
+			runtime.GC()
+			// Refill, unmeasured, what the GCs since this side's last
+			// slice emptied: the bridge's entry pool, a few thousand
+			// entries deep while frames linger for a batch.
+			for t0 := time.Now(); time.Since(t0) < slice/4; {
+				for range 256 {
+					if err := s.op(); err != nil {
+						return err
+					}
+				}
 			}
+			if s.settle != nil {
+				s.settle()
+			}
+			runtime.ReadMemStats(&ms0)
+			cpu0, t0 := selfCPU(), time.Now()
+			for time.Since(t0) < slice {
+				for range 256 {
+					if err := s.op(); err != nil {
+						return err
+					}
+				}
+				s.n += 256
+			}
+			if s.settle != nil {
+				s.settle()
+			}
+			s.wall += time.Since(t0)
+			s.cpu += selfCPU() - cpu0
+			runtime.ReadMemStats(&ms1)
+			s.mallocs += ms1.Mallocs - ms0.Mallocs
+			s.bytes += ms1.TotalAlloc - ms0.TotalAlloc
 		}
-		n += 256
 	}
-	wall := time.Since(t0)
-	cpu := selfCPU() - cpu0
-	runtime.ReadMemStats(&ms1)
+	return nil
+}
+
+// cost reports what measureCPU measured for s.
+func (s *cpuSide) cost() cpuCost {
+	n := float64(s.n)
 	c := cpuCost{
-		Ops: n, WallNsPerOp: round2(float64(wall) / float64(n)), CPUNsPerOp: round2(float64(cpu) / float64(n)),
-		AllocsPerOp: round2(float64(ms1.Mallocs-ms0.Mallocs) / float64(n)), BytesPerOp: round2(float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(n)),
-		GOMAXPROCS: runtime.GOMAXPROCS(0), CPUByRusage: cpu > 0,
+		Ops: s.n, WallNsPerOp: round2(float64(s.wall) / n), CPUNsPerOp: round2(float64(s.cpu) / n),
+		AllocsPerOp: round2(float64(s.mallocs) / n), BytesPerOp: round2(float64(s.bytes) / n),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), CPUByRusage: s.cpu > 0,
 	}
-	if prof != nil {
-		pprof.StopCPUProfile()
-		prof.Close()
-		c.ProfileWrote = profile
-	}
-	if cpu <= 0 {
+	if s.cpu <= 0 {
 		c.CPUNsPerOp = c.WallNsPerOp
 	}
-	return c, nil
+	return c
+}
+
+// profileCPU writes a CPU profile of op run for about d (not measured).
+func profileCPU(d time.Duration, path string, op func() error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	defer pprof.StopCPUProfile()
+	for t0 := time.Now(); time.Since(t0) < d; {
+		for range 256 {
+			if err := op(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func selfCPU() time.Duration {
@@ -184,26 +250,24 @@ func runP7(ctx context.Context, e *env, r *result) error {
 	data := p7Payload()
 	r.detail("payload_bytes", len(data))
 	svc := newP7Service()
-	profile := ""
-	if e.cfg.Profile {
-		profile = filepath.Join(e.cfg.Out, "P7.cpu.pprof")
-	}
-	sc, err := measureCPU(d, profile, func() error { return svc.op(data) })
-	svc.close()
-	if err != nil {
-		return fmt.Errorf("service path: %w", err)
+	defer svc.close()
+	service := &cpuSide{op: func() error { return svc.op(data) }, settle: svc.settle}
+	baseline := &cpuSide{op: func() error { _, err := p7Baseline(data); return err }}
+	if err := measureCPU(d, d/30, service, baseline); err != nil {
+		return fmt.Errorf("p7: %w", err)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if sc.ProfileWrote != "" {
-		r.Profiles = append(r.Profiles, sc.ProfileWrote)
-		r.Top = topOf(sc.ProfileWrote, 12)
+	if e.cfg.Profile {
+		profile := filepath.Join(e.cfg.Out, "P7.cpu.pprof")
+		if err := profileCPU(d/3, profile, service.op); err != nil {
+			return fmt.Errorf("p7 profile: %w", err)
+		}
+		r.Profiles = append(r.Profiles, profile)
+		r.Top = topOf(profile, 12)
 	}
-	bc, err := measureCPU(d, "", func() error { _, err := p7Baseline(data); return err })
-	if err != nil {
-		return fmt.Errorf("baseline path: %w", err)
-	}
+	sc, bc := service.cost(), baseline.cost()
 	r.detail("service", sc)
 	r.detail("baseline", bc)
 	r.Service, r.Baseline = sc.CPUNsPerOp, bc.CPUNsPerOp
