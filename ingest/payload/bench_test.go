@@ -41,6 +41,21 @@ func benchDecode(b *testing.B, payload string) {
 	}
 }
 
-func BenchmarkDecodeNative(b *testing.B)   { benchDecode(b, benchNative) }
+func BenchmarkDecodeNative(b *testing.B) { benchDecode(b, benchNative) }
+
+// BenchmarkDecodeNativeFastPath is DecodeNative without the template: a
+// device's first payload, or one whose layout changed.
+func BenchmarkDecodeNativeFastPath(b *testing.B) {
+	d := NewDecoder(Limits{})
+	data := []byte(benchNative)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d.forget()
+		if _, err := d.Decode(data, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
 func BenchmarkDecodeBatch100(b *testing.B) { benchDecode(b, benchBatch(100)) }
 func BenchmarkDecodeSenML(b *testing.B)    { benchDecode(b, benchSenML) }

@@ -13,7 +13,10 @@
 // scratch buffers that every call reuses. Native payloads without escapes
 // take a one-pass fast path (fast.go) that builds no JSON tree; anything
 // else, and every payload with a problem, goes through fastjson, which
-// gives the same answer for whatever the fast path accepts. Keep one per connection or
+// gives the same answer for whatever the fast path accepts. A single
+// reading laid out like the last one the fast path decoded (same keys,
+// order and spacing) is decoded from the Decoder's template of it, reading
+// only its values (template.go). Keep one Decoder per connection or
 // goroutine, or share them through a sync.Pool.
 //
 // The input buffer belongs to the caller and may be reused as soon as Decode

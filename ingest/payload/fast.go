@@ -210,6 +210,9 @@ func (p *fastScanner) object(allowEmpty bool, member func(k []byte) bool) bool {
 func (d *Decoder) decodeFast(data []byte) (Message, bool) {
 	d.fastFields, d.fastTags, d.fastReadings = d.fastFields[:0], d.fastTags[:0], d.fastReadings[:0]
 	d.nameAt = 0
+	// Record where the values are, to learn this payload's template if it
+	// turns out to be a single reading of plain metrics (template.go).
+	d.recorded, d.recording = d.recorded[:0], d.learning(data)
 	p := fastScanner{s: data}
 	var msg Message
 	var top fastReading
@@ -221,13 +224,17 @@ func (d *Decoder) decodeFast(data []byte) (Message, bool) {
 				return false
 			}
 			seenSeq = true
+			p.ws()
+			start := p.i
 			msg.Seq, msg.HasSeq = parseUintLiteral(p.number())
+			d.record(start, p.i, roleSeq, 0)
 			return msg.HasSeq
 		case "readings":
 			if batch {
 				return false
 			}
 			batch = true
+			d.recording = false
 			return d.fastBatch(&p)
 		}
 		return d.fastReadingMember(&p, &top, k)
@@ -244,7 +251,11 @@ func (d *Decoder) decodeFast(data []byte) (Message, bool) {
 		// path) or an object without metrics: leave both to it.
 		return Message{}, false
 	}
-	return d.fastMessage(msg), true
+	msg = d.fastMessage(msg)
+	if !batch && d.recording {
+		d.learn(data, msg)
+	}
+	return msg, true
 }
 
 // fastBatch reads a "readings" array of reading objects.
@@ -293,35 +304,44 @@ func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bo
 		return false
 	}
 	r.seen |= bit
+	p.ws()
+	start := p.i
 	switch bit {
 	case seenTS:
-		if p.peek() != '"' {
-			var ok bool
-			r.time, ok = fastEpoch(p.number())
-			return ok
-		}
-		b, ok := p.str()
-		if !ok {
-			return false
-		}
-		var pr problem
-		r.time, pr = rfc3339Time(b)
-		return pr.ok()
+		var ok bool
+		r.time, ok = d.fastTime(p)
+		d.record(start, p.i, roleTime, 0)
+		return ok
 	case seenMeasurement:
 		b, ok := p.str()
 		if ok && len(b) > 0 {
 			r.measurement = d.intern(b)
 		}
+		d.record(start, p.i, roleMeasurement, 0)
 		return ok
 	case seenDevice:
 		b, ok := p.str()
 		r.device = telemetry.DeviceID(d.intern(b))
+		d.record(start, p.i, roleDevice, 0)
 		return ok
 	case seenTags:
 		return d.fastTagsObject(p, r)
 	default:
 		return d.fastMetrics(p, r)
 	}
+}
+
+// fastTime reads "ts": an epoch or an RFC 3339 string.
+func (d *Decoder) fastTime(p *fastScanner) (int64, bool) {
+	if p.peek() != '"' {
+		return fastEpoch(p.number())
+	}
+	b, ok := p.str()
+	if !ok {
+		return 0, false
+	}
+	t, pr := rfc3339Time(b)
+	return t, pr.ok()
 }
 
 // fastTagsObject reads "tags": null or an object of strings.
@@ -332,10 +352,13 @@ func (d *Decoder) fastTagsObject(p *fastScanner, r *fastReading) bool {
 		return p.literal("null")
 	}
 	ok := p.object(true, func(k []byte) bool {
+		p.ws()
+		start := p.i
 		v, ok := p.str()
 		if !ok || len(d.fastTags)-r.t0 == d.limits.MaxTags {
 			return false
 		}
+		d.record(start, p.i, roleTag, len(d.fastTags)-r.t0)
 		key := d.intern(k)
 		if ts := d.fastTags[r.t0:]; len(ts) < pairwiseNames {
 			for _, t := range ts {
@@ -375,9 +398,12 @@ func (d *Decoder) fastMetrics(p *fastScanner, r *fastReading) bool {
 		}
 		ok := false
 		if p.peek() == '{' {
+			d.recording = false // typed fields have no template
 			ok = d.fastTypedField(p, &f)
 		} else {
+			start := p.i
 			f.Value, ok = d.fastScalar(p)
+			d.record(start, p.i, roleMetric, len(d.fastFields)-r.f0)
 		}
 		d.fastFields = append(d.fastFields, f)
 		return ok

@@ -118,6 +118,12 @@ type Decoder struct {
 	// counts them in the current one; the fast path resets it per reading).
 	lastNames [16]string
 	nameAt    int
+
+	// The template of the last single reading (template.go), and the
+	// fast path's record of where the values were.
+	tmpl      template
+	recorded  []recordedSlot
+	recording bool
 }
 
 const recentSlots = 256 // a power of two
@@ -156,6 +162,9 @@ func NewDecoder(l Limits) *Decoder {
 func (d *Decoder) Decode(data []byte, now time.Time) (Message, error) {
 	defer d.release(len(data))
 
+	if m, ok := d.decodeTemplate(data); ok {
+		return m, nil
+	}
 	if m, ok := d.decodeFast(data); ok {
 		return m, nil
 	}
