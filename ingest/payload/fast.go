@@ -162,6 +162,24 @@ func (p *fastScanner) number() []byte {
 	return p.s[start:p.i]
 }
 
+// plainNumber reads what number reads, and parses it in the same pass when
+// it is plain (see parsePlainNumber): most values are, so their digits are
+// read once, not once to find the end and again to parse.
+func (p *fastScanner) plainNumber() (raw []byte, x plainNumber, plain bool) {
+	p.ws()
+	start := p.i
+	x, p.i, plain = scanPlainNumber(p.s, p.i)
+	if p.i < len(p.s) && numberChars[p.s[p.i]] {
+		// An exponent, or a literal that is not plain: the rest of
+		// what number would take, for the general helpers.
+		plain = false
+		for p.i < len(p.s) && numberChars[p.s[p.i]] {
+			p.i++
+		}
+	}
+	return p.s[start:p.i], x, plain
+}
+
 // numberChars marks the bytes number takes: isNumberChar as a table.
 var numberChars = func() (t [256]bool) {
 	for c := range t {
@@ -334,7 +352,7 @@ func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bo
 // fastTime reads "ts": an epoch or an RFC 3339 string.
 func (d *Decoder) fastTime(p *fastScanner) (int64, bool) {
 	if p.peek() != '"' {
-		return fastEpoch(p.number())
+		return plainEpoch(p.plainNumber())
 	}
 	b, ok := p.str()
 	if !ok {
@@ -458,7 +476,7 @@ func (d *Decoder) fastScalar(p *fastScanner) (telemetry.Value, bool) {
 	case 'n', '{', '[', 0:
 		return telemetry.Value{}, false
 	}
-	x, ok := fastFloat(p.number())
+	x, ok := plainFloat(p.plainNumber())
 	return telemetry.Float(x), ok
 }
 

@@ -220,3 +220,37 @@ func TestEightDigits(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainNumberScan: reading and parsing in one pass gives what reading
+// the literal (number) and then parsing it (parsePlainNumber) gives.
+func TestPlainNumberScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	lits := []string{"", "-", "0", "-0", "01", "1.", "1.5", "-67", "1e5", "1E-2", "1.5e3", "12345678", "123456789",
+		"1763820000123456789", "17638200001234567890", "99999999999999999999999", "0.000001", "1-2", "1+2", "--1", ".5", "1..2"}
+	for range 20000 {
+		n := 1 + rng.IntN(24)
+		b := make([]byte, n)
+		for i := range b {
+			if rng.IntN(10) < 8 {
+				b[i] = byte('0' + rng.IntN(10))
+			} else {
+				b[i] = ".-+eE"[rng.IntN(5)]
+			}
+		}
+		lits = append(lits, string(b))
+	}
+	for _, lit := range lits {
+		for _, after := range []string{"", ",", "}", " ,", "x", "]"} {
+			in := []byte(" " + lit + after)
+			p := fastScanner{s: in}
+			raw, x, plain := p.plainNumber()
+			q := fastScanner{s: in}
+			wantRaw := q.number()
+			wantX, wantPlain := parsePlainNumber(wantRaw)
+			if string(raw) != string(wantRaw) || p.i != q.i || plain != wantPlain || (plain && x != wantX) {
+				t.Fatalf("plainNumber(%q) = %q %+v %v at %d; number+parsePlainNumber = %q %+v %v at %d",
+					in, raw, x, plain, p.i, wantRaw, wantX, wantPlain, q.i)
+			}
+		}
+	}
+}
