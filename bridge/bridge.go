@@ -355,6 +355,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 			}
 		})
 	}
+	// spare returns completed batches' entry slices to Run, so that a
+	// batch does not grow a new one a doubling at a time.
+	spare := make(chan []*entry, b.cfg.Writers+1)
 	completed := make(chan struct{})
 	go func() {
 		defer close(completed)
@@ -363,6 +366,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 			for _, e := range bt.entries {
 				complete(e, e.outcome)
 				b.recycle(e)
+			}
+			clear(bt.entries)
+			select {
+			case spare <- bt.entries[:0]:
+			default:
 			}
 			b.inflightMu.Lock()
 			b.inflightAt = b.inflightAt[1:]
@@ -391,7 +399,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.inflightMu.Unlock()
 		inOrder <- bt
 		toWrite <- bt
-		pending, lines = nil, 0
+		select {
+		case pending = <-spare:
+		default:
+			pending = nil
+		}
+		lines = 0
 		b.oldest.Store(0)
 	}
 	add := func(e *entry) {
