@@ -327,7 +327,7 @@ func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bo
 	switch bit {
 	case seenTS:
 		var ok bool
-		r.time, ok = d.fastTime(p)
+		r.time, ok = fastTime(p)
 		d.record(start, p.i, roleTime, 0)
 		return ok
 	case seenMeasurement:
@@ -350,7 +350,7 @@ func (d *Decoder) fastReadingMember(p *fastScanner, r *fastReading, k []byte) bo
 }
 
 // fastTime reads "ts": an epoch or an RFC 3339 string.
-func (d *Decoder) fastTime(p *fastScanner) (int64, bool) {
+func fastTime(p *fastScanner) (int64, bool) {
 	if p.peek() != '"' {
 		return plainEpoch(p.plainNumber())
 	}

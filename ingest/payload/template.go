@@ -183,7 +183,7 @@ func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 				return Message{}, false
 			}
 		case roleTime:
-			if r.Time, ok = d.fastTime(&p); !ok {
+			if r.Time, ok = fastTime(&p); !ok {
 				return Message{}, false
 			}
 		case roleMeasurement:
