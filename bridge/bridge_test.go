@@ -441,3 +441,26 @@ func TestBridgeCompletesInArrivalOrderWithParallelWriters(t *testing.T) {
 	close(sink.release)
 	eventually(t, "both acknowledged", func() bool { return rec.len() == 2 })
 }
+
+func TestEntryCache(t *testing.T) {
+	var c entryCache
+	e := c.get()
+	if len(e.lines) != 0 || cap(e.lines) != len(e.inline.lines) || cap(e.index) != len(e.inline.index) {
+		t.Fatalf("a new entry: lines %d/%d, index %d/%d", len(e.lines), cap(e.lines), len(e.index), cap(e.index))
+	}
+	es := make([]*entry, maxFreeEntries+10)
+	for i := range es {
+		es[i] = newEntry()
+	}
+	c.putAll(es[:1])
+	if got := c.get(); got != es[0] {
+		t.Fatal("get did not return the entry put back")
+	}
+	c.putAll(es)
+	if len(c.free) != maxFreeEntries {
+		t.Fatalf("%d entries kept, want the bound %d", len(c.free), maxFreeEntries)
+	}
+	if got := c.get(); got != es[maxFreeEntries-1] {
+		t.Fatal("want the last entry kept")
+	}
+}
