@@ -112,8 +112,8 @@ type Stats struct {
 	DetailStats
 }
 
-// entry is one accepted frame on its way to storage. Entries are pooled
-// (Bridge.entries) with their buffers: Consume encodes straight into
+// entry is one accepted frame on its way to storage. Entries are recycled
+// (Bridge.entries, an entryCache) with their buffers: Consume encodes straight into
 // lines, and Run recycles the entry once its frame is completed, when
 // nothing refers to it any more (Sink and DeadLetterer keep no slice of
 // lines after they return).
@@ -125,7 +125,7 @@ type entry struct {
 	// outcome is set by a writer and delivered through done by Run.
 	outcome telemetry.Outcome
 	// inline is where lines and index start out, so that a new entry (the
-	// pool is empty at start and while many frames queue) costs one
+	// cache is empty at start and while many frames queue) costs one
 	// allocation for a small frame, not three.
 	inline struct {
 		lines [256]byte
@@ -282,7 +282,7 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 	e.done, e.at = f.Done, received
 	// Try without blocking first: only a full queue looks at ctx.Done, so a
 	// caller's lazily armed deadline costs nothing in the common case.
-	// Once queued, e is the writers' (and soon the pool's): not used below.
+	// Once queued, e is the writers' (and soon the cache's): not used below.
 	select {
 	case b.queue <- e:
 	default:
@@ -635,7 +635,7 @@ func (b *Bridge) writeRetrying(ctx context.Context, body []byte) error {
 	}
 }
 
-// Pooled entries keep buffers up to these capacities. The bound matters
+// Recycled entries keep buffers up to these capacities. The bound matters
 // while frames wait in the queue: each holds its entry's buffer, however
 // much of it the frame uses, so a large one is left to the collector.
 const (
