@@ -106,7 +106,6 @@ func TestTagArena(t *testing.T) {
 func TestConsumeTagsAreCappedPerReading(t *testing.T) {
 	live := &publishRecorder{}
 	b := New(Config{}, &fakeSink{}, live, nil)
-	go func() { <-b.queue }()
 	f := frame("d1", nil, 1, 2, 3)
 	for i := range f.Readings {
 		f.Readings[i].Tags = []telemetry.Tag{tg("site", fmt.Sprint("s", i))}
@@ -238,7 +237,6 @@ func TestConsumeCompletesTagsInPlace(t *testing.T) {
 		if labels != nil {
 			b.labels = labels
 		}
-		go func() { <-b.queue }()
 		f := frame("d1", nil, 1, 2)
 		shared := []telemetry.Tag{tg("site", "s0"), {}, tg("zone", "z1"), {}}
 		f.Readings[0].Tags = shared[0:1:2]

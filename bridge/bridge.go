@@ -149,20 +149,18 @@ type Bridge struct {
 	labels   LabelSource
 	log      *slog.Logger
 
-	queue    chan *entry
-	full     chan struct{} // Consume's hint to Run: the queue holds about a full batch
+	queue    *frameQueue   // queue.go
 	stopping chan struct{} // closed when Run begins to shut down
-	mu       sync.RWMutex  // guards closed against in-flight Consume calls
-	closed   bool
+	closing  atomic.Bool   // set with stopping: Consume's early out (the queue has the final say)
 
 	entries entryCache // recycled by Run once completed
 
 	inflightMu sync.Mutex
 	inflightAt []int64 // first receive time of each batch being written, oldest first
 
-	framesAccepted, readingsAccepted, readingsRejected atomic.Uint64
-	readingsWritten, readingsStorageRejected           atomic.Uint64
-	writeBatches, writeErrors, writeRetries            atomic.Uint64
+	readingsRejected                         atomic.Uint64
+	readingsWritten, readingsStorageRejected atomic.Uint64
+	writeBatches, writeErrors, writeRetries  atomic.Uint64
 
 	detail // counters.go: metrics detail, unit rules, type guard
 }
@@ -179,8 +177,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		children: cfg.Children,
 		labels:   cfg.Labels,
 		log:      log,
-		queue:    make(chan *entry, cfg.QueueFrames),
-		full:     make(chan struct{}, 1),
+		queue:    newFrameQueue(cfg.QueueFrames, cfg.MaxBatchLines),
 		stopping: make(chan struct{}),
 	}
 	b.initDetail()
@@ -189,17 +186,18 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 
 // Stats returns a snapshot of the counters.
 func (b *Bridge) Stats() Stats {
+	q := b.queue.stats()
 	return Stats{
-		FramesAccepted:          b.framesAccepted.Load(),
-		ReadingsAccepted:        b.readingsAccepted.Load(),
+		FramesAccepted:          q.framesAccepted,
+		ReadingsAccepted:        q.readingsAccepted,
 		ReadingsRejected:        b.readingsRejected.Load(),
 		ReadingsWritten:         b.readingsWritten.Load(),
 		ReadingsStorageRejected: b.readingsStorageRejected.Load(),
 		WriteBatches:            b.writeBatches.Load(),
 		WriteErrors:             b.writeErrors.Load(),
 		WriteRetries:            b.writeRetries.Load(),
-		DetailStats:             b.detailStats(),
-		QueueFrames:             len(b.queue),
+		DetailStats:             b.detailStats(q.capacity),
+		QueueFrames:             q.frames,
 	}
 }
 
@@ -208,9 +206,7 @@ func (b *Bridge) Stats() Stats {
 // already rejected (f.Invalid) are reported, not normalized.
 func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Receipt, error) {
 	invalid := f.Invalid
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
+	if b.closing.Load() {
 		return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
 	}
 	received := f.Received
@@ -280,37 +276,30 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 		return rcpt, nil
 	}
 	e.done, e.at = f.Done, received
-	// Try without blocking first: only a full queue looks at ctx.Done, so a
-	// caller's lazily armed deadline costs nothing in the common case.
-	// Once queued, e is the writers' (and soon the cache's): not used below.
-	select {
-	case b.queue <- e:
-	default:
-		select {
-		case b.queue <- e:
-		case <-b.stopping:
+	// Only a full queue looks at ctx.Done, so a caller's lazily armed
+	// deadline costs nothing in the common case. Once queued, e is the
+	// writers' (and soon the cache's): not used below.
+	for {
+		full, closed := b.queue.push(e, len(accepted))
+		if closed {
 			b.recycle(e)
 			return telemetry.Receipt{}, fmt.Errorf("bridge: %w", telemetry.ErrClosed)
+		}
+		if full == nil {
+			break
+		}
+		select {
+		case <-full:
+		case <-b.stopping:
 		case <-ctx.Done():
 			b.recycle(e)
 			return telemetry.Receipt{}, fmt.Errorf("bridge: write queue full: %w", telemetry.ErrOverloaded)
-		}
-	}
-	// Run does not watch the queue while a batch lingers (see Run): tell
-	// it when the queue, and the pending frame before it, hold about a
-	// full batch of frames like this one.
-	if n := len(b.queue); (n+1)*len(index) >= b.cfg.MaxBatchLines {
-		select {
-		case b.full <- struct{}{}:
-		default:
 		}
 	}
 	// Live is live: dashboards get the readings now, not after the flush.
 	if b.live != nil {
 		b.live.Publish(accepted)
 	}
-	b.framesAccepted.Add(1)
-	b.readingsAccepted.Add(uint64(len(accepted)))
 	return rcpt, nil
 }
 
@@ -405,84 +394,61 @@ func (b *Bridge) Run(ctx context.Context) error {
 			pending = nil
 		}
 		lines = 0
+		b.queue.flushed()
 		b.oldest.Store(0)
 	}
-	add := func(e *entry) {
-		if len(pending) == 0 {
+	// take moves queued frames to pending, up to a full batch; a batch's
+	// first frame starts its linger.
+	take := func() {
+		first := len(pending) == 0
+		pending, lines = b.queue.take(pending, lines)
+		if first && len(pending) > 0 {
 			timer.Reset(b.cfg.FlushInterval)
-			b.oldest.Store(e.at.UnixNano())
-		}
-		pending = append(pending, e)
-		lines += len(e.index)
-	}
-	// takeQueued moves the frames waiting in the queue to pending with
-	// plain receives (a select locks every channel it names, and Consume
-	// contends for the queue's lock), up to a full batch.
-	takeQueued := func() {
-		for lines < b.cfg.MaxBatchLines {
-			select {
-			case e := <-b.queue:
-				add(e)
-			default:
-				return
-			}
+			b.oldest.Store(pending[0].at.UnixNano())
 		}
 	}
 loop:
 	for {
-		// The queue is watched for a batch's first frame, then again only
-		// once it has lingered: in between, frames wait in the queue
-		// without waking this goroutine for each one, unless Consume
-		// hints that they make a full batch. A full batch leaves them
-		// there until a writer takes it: Consume feels the queue fill.
+		// The queue is looked at for a batch's first frame, then again
+		// only once it has lingered: in between, frames wait in the
+		// queue without waking this goroutine for each one, unless they
+		// make a full batch (the queue wakes Run then). A full batch
+		// leaves them there until a writer takes it: Consume feels the
+		// queue fill.
 		full := lines >= b.cfg.MaxBatchLines
-		var in <-chan *entry
-		var hint <-chan struct{}
-		switch {
-		case len(pending) == 0 || lingered && !full:
-			in = b.queue
-		case !full:
-			hint = b.full
-		}
 		var writer <-chan struct{}
 		if full || lingered {
 			writer = free
 		}
 		select {
-		case e := <-in:
-			add(e)
-			takeQueued()
-		case <-hint:
-			takeQueued()
+		case <-b.queue.wake:
+			if len(pending) == 0 || lingered || lines+b.queue.queuedLines() >= b.cfg.MaxBatchLines {
+				take()
+			}
 		case <-writer:
 			flush()
+			take()
 		case <-timer.C:
 			lingered = true
-			takeQueued()
+			take()
 		case <-ctx.Done():
 			break loop
 		}
 	}
 	timer.Stop()
+	b.queue.close() // no Consume can queue a frame after this
+	b.closing.Store(true)
 	close(b.stopping)
-	b.mu.Lock() // wait for in-flight Consume calls; none can enqueue after this
-	b.closed = true
-	b.mu.Unlock()
 
 	drainDeadline := time.AfterFunc(b.cfg.DrainTimeout, cancelWrites)
 	defer drainDeadline.Stop()
 	for {
-		select {
-		case e := <-b.queue:
-			add(e)
-			if lines >= b.cfg.MaxBatchLines {
-				<-free
-				flush()
-			}
-			continue
-		default:
+		take()
+		if lines < b.cfg.MaxBatchLines {
+			break
 		}
-		break
+		<-free
+		flush()
 	}
 	<-free
 	flush()

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -374,14 +373,10 @@ func TestBridgePublishesLiveBeforeTheWrite(t *testing.T) {
 func BenchmarkConsume(b *testing.B) {
 	sink := &fakeSink{}
 	br := New(Config{QueueFrames: 1 << 20}, sink, nil, slog.New(slog.DiscardHandler))
-	ctx := context.Background()
-	var buf bytes.Buffer
-	_ = buf
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go discardQueued(ctx, br)
 	b.ReportAllocs()
-	go func() {
-		for range br.queue {
-		}
-	}()
 	for b.Loop() {
 		f := &telemetry.Frame{Device: "dev-1", Received: time.Now(), Readings: []telemetry.Reading{{
 			Measurement: "environment",
@@ -403,7 +398,6 @@ func TestBridgeIgnoresSkippedSlots(t *testing.T) {
 	f := frame("d1", nil, 1)
 	f.Readings = append([]telemetry.Reading{{}}, f.Readings...) // slot 0: a SenML base-only record
 	f.Skipped = []int{0}
-	go func() { <-b.queue }()
 	rcpt, err := b.Consume(context.Background(), f)
 	if err != nil || rcpt.Accepted != 1 || len(rcpt.Rejected) != 0 {
 		t.Fatalf("receipt = %+v, %v", rcpt, err)

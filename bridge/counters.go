@@ -98,9 +98,9 @@ func (b *Bridge) initDetail() {
 	b.writeLatency = telemetry.NewHistogram()
 }
 
-func (b *Bridge) detailStats() DetailStats {
+func (b *Bridge) detailStats(queueCapacity int) DetailStats {
 	s := DetailStats{
-		QueueCapacity:  cap(b.queue),
+		QueueCapacity:  queueCapacity,
 		RejectedByCode: b.rejects.snapshot(),
 		WriteLatency:   b.writeLatency.Snapshot(),
 		UnitsConverted: b.unitsConverted.Load(),
