@@ -271,8 +271,8 @@ func runP7(ctx context.Context, e *env, r *result) error {
 	r.detail("service", sc)
 	r.detail("baseline", bc)
 	r.Service, r.Baseline = sc.CPUNsPerOp, bc.CPUNsPerOp
-	r.ServiceText = fmt.Sprintf("%.0f ns, %.0f allocs", sc.CPUNsPerOp, sc.AllocsPerOp)
-	r.BaselineText = fmt.Sprintf("%.0f ns, %.0f allocs", bc.CPUNsPerOp, bc.AllocsPerOp)
+	r.ServiceText = fmt.Sprintf("%.0f ns, %.2g allocs", sc.CPUNsPerOp, sc.AllocsPerOp)
+	r.BaselineText = fmt.Sprintf("%.0f ns, %.2g allocs", bc.CPUNsPerOp, bc.AllocsPerOp)
 	r.judge(0.15, false)
 	if e.cfg.Profile {
 		r.note("the P7 profile is of this process (the service path in-process), not of telemetryd")

@@ -3,6 +3,7 @@ package payload
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -569,7 +570,7 @@ func (d *Decoder) fastMessage(msg Message) Message {
 	}
 	var fields []telemetry.Field
 	var tags []telemetry.Tag
-	msg.Readings, fields, tags = messageMemory(len(d.fastReadings), len(d.fastFields), tagSlots)
+	msg.Readings, fields, tags = d.messageMemory(len(d.fastReadings), len(d.fastFields), tagSlots)
 	copy(fields, d.fastFields)
 	at := 0
 	for i, fr := range d.fastReadings {
@@ -591,34 +592,21 @@ func (d *Decoder) fastMessage(msg Message) Message {
 
 // messageMemory returns the arrays of a Message of nr readings, nf fields
 // and nt tag slots. A single reading with a few fields and tags — what most
-// devices send — gets all three in one allocation: two fewer mallocs per
-// payload, about a tenth of the fast path, for at most a few unused slots.
-// The blocks for up to five fields stay within 512 bytes, the largest
-// objects the runtime allocates without a malloc header. Anything bigger
-// gets one allocation per array, as on the general path.
-func messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []telemetry.Tag) {
+// devices send — gets all three in one block, and the blocks come from
+// the Decoder's slabs (messageBlocks): one allocation per few dozen
+// payloads instead of one per payload. Anything bigger gets one
+// allocation per array, as on the general path.
+func (d *Decoder) messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []telemetry.Tag) {
 	if nr == 1 {
 		switch {
 		case nf <= 4 && nt <= 2:
-			m := new(struct {
-				r [1]telemetry.Reading
-				f [4]telemetry.Field
-				t [2]telemetry.Tag
-			})
+			m := d.blocks.small.next()
 			return m.r[:], m.f[:nf], m.t[:nt]
 		case nf <= 5 && nt <= 2:
-			m := new(struct {
-				r [1]telemetry.Reading
-				f [5]telemetry.Field
-				t [2]telemetry.Tag
-			})
+			m := d.blocks.medium.next()
 			return m.r[:], m.f[:nf], m.t[:nt]
 		case nf <= 8 && nt <= 4:
-			m := new(struct {
-				r [1]telemetry.Reading
-				f [8]telemetry.Field
-				t [4]telemetry.Tag
-			})
+			m := d.blocks.large.next()
 			return m.r[:], m.f[:nf], m.t[:nt]
 		}
 	}
@@ -627,4 +615,55 @@ func messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetry.Field, []te
 		tags = make([]telemetry.Tag, nt)
 	}
 	return make([]telemetry.Reading, nr), make([]telemetry.Field, nf), tags
+}
+
+// messageBlock is the memory of a single-reading Message with up to nf
+// fields and nt tag slots. Go cannot size an array by a type parameter, so
+// the three sizes in use are spelled out.
+type (
+	smallBlock struct {
+		r [1]telemetry.Reading
+		f [4]telemetry.Field
+		t [2]telemetry.Tag
+	}
+	mediumBlock struct {
+		r [1]telemetry.Reading
+		f [5]telemetry.Field
+		t [2]telemetry.Tag
+	}
+	largeBlock struct {
+		r [1]telemetry.Reading
+		f [8]telemetry.Field
+		t [4]telemetry.Tag
+	}
+)
+
+// messageBlocks are a Decoder's slabs of message blocks.
+type messageBlocks struct {
+	small  slab[smallBlock]
+	medium slab[mediumBlock]
+	large  slab[largeBlock]
+}
+
+// slabBytes is about the size of a slab: 8 KiB is a size class of its own,
+// so a slab wastes little beyond its last partial block.
+const slabBytes = 8 << 10
+
+// slab hands out blocks from arrays of about slabBytes. A block is handed
+// out once and never reused, so each Message owns its memory as before:
+// nothing a consumer does to one Message reaches another. The price is that
+// an array stays alive while any of its Messages does. Nothing keeps a
+// Message for long — the bridge encodes it and the Hub copies what it
+// remembers, both within moments — so that is a few arrays per Decoder
+// beyond the Messages in flight.
+type slab[T any] struct{ free []T }
+
+func (s *slab[T]) next() *T {
+	if len(s.free) == 0 {
+		var zero T
+		s.free = make([]T, max(1, slabBytes/int(unsafe.Sizeof(zero))))
+	}
+	b := &s.free[0]
+	s.free = s.free[1:]
+	return b
 }

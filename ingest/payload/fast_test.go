@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 // manyNames is a payload with n metrics (or n tags beside one metric) named
@@ -129,14 +131,63 @@ func TestFastPathLimits(t *testing.T) {
 // TestMessageMemory: every size gets arrays of exactly the lengths asked
 // for, whether they share one allocation or not.
 func TestMessageMemory(t *testing.T) {
+	d := NewDecoder(Limits{})
 	for nr := 1; nr <= 2; nr++ {
 		for nf := 1; nf <= 9; nf++ {
 			for nt := 0; nt <= 5; nt++ {
-				rs, fs, ts := messageMemory(nr, nf, nt)
+				rs, fs, ts := d.messageMemory(nr, nf, nt)
 				if len(rs) != nr || len(fs) != nf || len(ts) != nt {
 					t.Errorf("messageMemory(%d, %d, %d): lengths %d, %d, %d", nr, nf, nt, len(rs), len(fs), len(ts))
 				}
 			}
 		}
 	}
+}
+
+// TestMessagesOwnTheirMemory: Messages decoded one after the other share
+// slabs, never a block: each keeps its values, however many follow it, and
+// appends to one Message's fields or tags (within their spare capacity)
+// reach no other.
+func TestMessagesOwnTheirMemory(t *testing.T) {
+	d := NewDecoder(Limits{})
+	var payloads []string
+	for i := range 300 {
+		metrics := make([]string, 1+i%8) // one to eight fields: every block size
+		for j := range metrics {
+			metrics[j] = fmt.Sprintf(`"m%d":%d.5`, j, i)
+		}
+		payloads = append(payloads, fmt.Sprintf(`{"seq":%d,"ts":%d,"metrics":{%s},"tags":{"n":"t%d"}}`,
+			i, 1763820000000000000+i, strings.Join(metrics, ","), i))
+	}
+	msgs := make([]Message, len(payloads))
+	for i, p := range payloads {
+		m, err := d.Decode([]byte(p), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	check := func(when string) {
+		t.Helper()
+		for i, p := range payloads {
+			want, err := NewDecoder(Limits{}).decodeGeneral([]byte(p), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := msgs[i]
+			got.Readings = []telemetry.Reading{got.Readings[0]}
+			r := &got.Readings[0]
+			r.Fields, r.Tags = r.Fields[:len(want.Readings[0].Fields)], r.Tags[:len(want.Readings[0].Tags)]
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: message %d is %s, want %s", when, i, dump(got), dump(want))
+			}
+		}
+	}
+	check("after decoding them all")
+	for i := range msgs {
+		r := &msgs[i].Readings[0]
+		r.Fields = append(r.Fields, telemetry.Field{Name: "x", Value: telemetry.Int(-1)})
+		r.Tags = append(r.Tags, telemetry.Tag{Key: "x", Value: "x"})
+	}
+	check("after appending to each")
 }

@@ -124,6 +124,9 @@ type Decoder struct {
 	tmpl      template
 	recorded  []recordedSlot
 	recording bool
+
+	// Where the fast paths' Messages get their memory (fast.go).
+	blocks messageBlocks
 }
 
 const recentSlots = 256 // a power of two

@@ -224,7 +224,7 @@ func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 	}
 	var fields []telemetry.Field
 	var tags []telemetry.Tag
-	msg.Readings, fields, tags = messageMemory(1, nf, tagSlots)
+	msg.Readings, fields, tags = d.messageMemory(1, nf, tagSlots)
 	for i, v := range t.values {
 		fields[i] = telemetry.Field{Name: t.metrics[i], Value: v}
 	}
