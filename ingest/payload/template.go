@@ -63,10 +63,6 @@ type template struct {
 	metrics []string // metric names, in payload order
 	tagKeys []string // tag keys, in payload order
 
-	// Scratch for the values of the payload being matched.
-	values    []telemetry.Value
-	tagValues []string
-
 	// A Decoder shared by devices of different layouts (a pool of them,
 	// or one MQTT worker for a whole fleet) could miss its template on
 	// most payloads and pay for learning a new one each time. So the
@@ -118,8 +114,6 @@ func (d *Decoder) learn(data []byte, msg Message) {
 	for _, tag := range r.Tags {
 		t.tagKeys = append(t.tagKeys, tag.Key)
 	}
-	t.values = append(t.values[:0], make([]telemetry.Value, len(t.metrics))...)
-	t.tagValues = append(t.tagValues[:0], make([]string, len(t.tagKeys))...)
 }
 
 // forget drops the template.
@@ -165,8 +159,19 @@ func (d *Decoder) decodeTemplate(data []byte) (msg Message, ok bool) {
 // matchTemplate is decodeTemplate's match.
 func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 	t := &d.tmpl
+	// The values are read straight into the Message's memory, built as
+	// fastMessage builds it (one spare tag slot included). A payload that
+	// turns out not to match leaves its block unused in the slab.
+	nf, nt := len(t.metrics), len(t.tagKeys)
+	tagSlots := nt
+	if nt > 0 {
+		tagSlots++
+	}
+	var fields []telemetry.Field
+	var tags []telemetry.Tag
+	msg.Readings, fields, tags = d.messageMemory(1, nf, tagSlots)
+	r := &msg.Readings[0]
 	p := fastScanner{s: data}
-	var r telemetry.Reading
 	from := 0
 	for i := range t.slots {
 		s := &t.slots[i]
@@ -205,9 +210,9 @@ func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 			if !ok {
 				return Message{}, false
 			}
-			t.tagValues[s.index] = d.internAt(last, b)
+			tags[s.index].Value = d.internAt(last, b)
 		case roleMetric:
-			if t.values[s.index], ok = d.fastScalar(&p); !ok {
+			if fields[s.index].Value, ok = d.fastScalar(&p); !ok {
 				return Message{}, false
 			}
 		}
@@ -215,21 +220,11 @@ func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 	if text := t.text[from:]; len(data)-p.i != len(text) || string(data[p.i:]) != string(text) {
 		return Message{}, false
 	}
-
-	// Built as fastMessage builds it, one spare tag slot included.
-	nf, nt := len(t.metrics), len(t.tagKeys)
-	tagSlots := nt
-	if nt > 0 {
-		tagSlots++
+	for i, name := range t.metrics {
+		fields[i].Name = name
 	}
-	var fields []telemetry.Field
-	var tags []telemetry.Tag
-	msg.Readings, fields, tags = d.messageMemory(1, nf, tagSlots)
-	for i, v := range t.values {
-		fields[i] = telemetry.Field{Name: t.metrics[i], Value: v}
-	}
-	for i, v := range t.tagValues {
-		tags[i] = telemetry.Tag{Key: t.tagKeys[i], Value: v}
+	for i, key := range t.tagKeys {
+		tags[i].Key = key
 	}
 	if r.Measurement == "" {
 		r.Measurement = defaultMeasurement
@@ -238,7 +233,6 @@ func (d *Decoder) matchTemplate(data []byte) (msg Message, ok bool) {
 	if nt > 0 {
 		r.Tags = tags[: nt : nt+1]
 	}
-	msg.Readings[0] = r
 	return msg, true
 }
 
