@@ -218,45 +218,62 @@ func appendShortDecimal(b []byte, x float64) ([]byte, bool) {
 		return b, false
 	}
 	ip, frac := u/1e6, u%1e6
+	// frac has at most five trailing zeros: strip them in three steps.
 	fracDigits := 0
 	if frac != 0 {
 		fracDigits = 6
-		for frac%10 == 0 {
+		if frac%1e4 == 0 {
+			frac /= 1e4
+			fracDigits -= 4
+		}
+		if frac%100 == 0 {
+			frac /= 100
+			fracDigits -= 2
+		}
+		if frac%10 == 0 {
 			frac /= 10
 			fracDigits--
 		}
 	}
-	n := 1 // the text's length: sign, integer digits, point, fraction
-	for v := ip; v >= 10; v /= 10 {
-		n++
-	}
+	intDigits := decimalLen(ip)
+	n := intDigits // the text's length: sign, integer digits, point, fraction
 	if neg {
 		n++
 	}
 	if fracDigits > 0 {
 		n += 1 + fracDigits
 	}
-	// Written backwards straight into b's spare room: an append from a
-	// scratch array costs a memmove call per value.
+	// Written backwards, two digits at a time, straight into b's spare
+	// room: an append from a scratch array costs a memmove call per value.
 	b = slices.Grow(b, n)
 	out := b[len(b) : len(b)+n]
 	i := n
-	for ; fracDigits > 0; fracDigits-- {
-		i--
-		out[i] = byte('0' + frac%10)
-		frac /= 10
-	}
-	if i < n {
+	if fracDigits > 0 {
+		for ; fracDigits >= 2; fracDigits -= 2 {
+			q := frac / 100
+			d := (frac - q*100) * 2
+			frac = q
+			i -= 2
+			out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
+		}
+		if fracDigits == 1 {
+			i--
+			out[i] = byte('0' + frac)
+		}
 		i--
 		out[i] = '.'
 	}
-	for {
-		i--
-		out[i] = byte('0' + ip%10)
-		if ip < 10 {
-			break
-		}
-		ip /= 10
+	for ip >= 100 {
+		q := ip / 100
+		d := (ip - q*100) * 2
+		ip = q
+		i -= 2
+		out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
+	}
+	if ip >= 10 {
+		out[i-2], out[i-1] = digitPairs[ip*2], digitPairs[ip*2+1]
+	} else {
+		out[i-1] = byte('0' + ip)
 	}
 	if neg {
 		out[0] = '-'
