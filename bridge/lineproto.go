@@ -129,8 +129,14 @@ func appendInt(b []byte, i int64) []byte {
 func appendUint(b []byte, u uint64) []byte {
 	n := decimalLen(u)
 	b = slices.Grow(b, n)
-	out := b[len(b) : len(b)+n]
-	i := n
+	putDigits(b[len(b):len(b)+n], u)
+	return b[:len(b)+n]
+}
+
+// putDigits fills out, exactly decimalLen(u) bytes long, with u's decimal
+// digits, written backwards two at a time.
+func putDigits(out []byte, u uint64) {
+	i := len(out)
 	for u >= 100 {
 		q := u / 100
 		d := (u - q*100) * 2
@@ -139,11 +145,10 @@ func appendUint(b []byte, u uint64) []byte {
 		out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
 	}
 	if u >= 10 {
-		out[0], out[1] = digitPairs[u*2], digitPairs[u*2+1]
+		out[i-2], out[i-1] = digitPairs[u*2], digitPairs[u*2+1]
 	} else {
-		out[0] = byte('0' + u)
+		out[i-1] = byte('0' + u)
 	}
-	return b[:len(b)+n]
 }
 
 // digitPairs holds "00" to "99".
@@ -263,18 +268,7 @@ func appendShortDecimal(b []byte, x float64) ([]byte, bool) {
 		i--
 		out[i] = '.'
 	}
-	for ip >= 100 {
-		q := ip / 100
-		d := (ip - q*100) * 2
-		ip = q
-		i -= 2
-		out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
-	}
-	if ip >= 10 {
-		out[i-2], out[i-1] = digitPairs[ip*2], digitPairs[ip*2+1]
-	} else {
-		out[i-1] = byte('0' + ip)
-	}
+	putDigits(out[i-intDigits:i], ip)
 	if neg {
 		out[0] = '-'
 	}
