@@ -188,10 +188,10 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 	} else if n > 0 {
 		b.unitsConverted.Add(uint64(n))
 	}
-	switch {
+	switch now := received.UnixNano(); {
 	case r.Time == 0:
-		r.Time = received.UnixNano()
-	case r.Time > received.Add(l.MaxClockSkew).UnixNano():
+		r.Time = now
+	case r.Time > now+int64(l.MaxClockSkew):
 		return reject(CodeFutureTimestamp, "timestamp %s is more than %s ahead of the server clock",
 			time.Unix(0, r.Time).UTC().Format(time.RFC3339Nano), l.MaxClockSkew)
 	}
