@@ -576,15 +576,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	msg, err := dec.Decode(message.Bytes(), received)
 	w.decoders.Put(dec)
 	message.Close() // the decoder copied what it keeps
-	var seq *uint64
-	if msg.HasSeq {
-		seq = &msg.Seq
-	}
 	// Decoded first only to name the frame (seq) in the answer.
 	if !allowed {
 		w.rateLimited.Add(1)
 		c.limited++
-		c.sendError(seq, CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)
+		c.sendError(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)
 		if c.limited >= w.cfg.RateLimitClose {
 			w.rateLimitClosed.Add(1)
 			w.log.Info("device over its frame rate; closing", "device", c.id)
@@ -599,38 +595,41 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if errors.Is(err, payload.ErrTooManyReadings) {
 			code = CodeTooManyReadings
 		}
-		c.sendError(seq, code, err.Error(), 0, nil)
+		c.sendError(answerSeq(msg), code, err.Error(), 0, nil)
 		return
 	}
 	if w.draining.Load() {
-		c.sendError(seq, CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
 		return
 	}
-	f := &telemetry.Frame{
-		Device:   c.id,
-		Readings: msg.Readings,
-		Invalid:  msg.Invalid,
-		Skipped:  msg.Skipped,
-		Received: received,
+	wf := &wsFrame{
+		frame: telemetry.Frame{
+			Device:   c.id,
+			Readings: msg.Readings,
+			Invalid:  msg.Invalid,
+			Skipped:  msg.Skipped,
+			Received: received,
+		},
+		wait: waitBound{d: w.cfg.OverloadWait},
+		conn: c,
+		seq:  msg.Seq,
 	}
-	if seq != nil {
-		s := *seq
-		f.Done = func(o telemetry.Outcome) { c.finish(s, o) }
+	if msg.HasSeq {
+		wf.frame.Done = wf.finish
 	}
-	ctx := &waitBound{d: w.cfg.OverloadWait}
-	rcpt, err := w.next.Consume(ctx, f)
-	ctx.stop()
+	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
+	wf.wait.stop()
 	switch {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
 		c.overloaded++
-		c.sendError(seq, CodeOverloaded, "the service is overloaded; resend later", time.Second, nil)
+		c.sendError(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil)
 		if c.overloaded >= 3 {
 			c.close(CloseTryLater, "overloaded")
 		}
 		return
 	case errors.Is(err, telemetry.ErrClosed):
-		c.sendError(seq, CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
 		return
 	case err != nil:
 		w.log.Error("consume failed", "device", c.id, "error", err)
@@ -641,8 +640,30 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	w.readingsAccepted.Add(uint64(rcpt.Accepted))
 	w.readingsRejected.Add(uint64(len(rcpt.Rejected)))
 	if len(rcpt.Rejected) > 0 {
-		c.sendError(seq, CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected)
+		c.sendError(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected)
 	}
+}
+
+// wsFrame is a device frame on its way through the pipeline: the frame,
+// the context it is consumed under and what its answer needs, in one
+// allocation.
+type wsFrame struct {
+	frame telemetry.Frame
+	wait  waitBound
+	conn  *deviceConn
+	seq   uint64
+}
+
+func (wf *wsFrame) finish(o telemetry.Outcome) { wf.conn.finish(wf.seq, o) }
+
+// answerSeq is the seq an answer to m names: nil when m has none. Only
+// answers need it as a pointer, so only they pay for its allocation.
+func answerSeq(m payload.Message) *uint64 {
+	if !m.HasSeq {
+		return nil
+	}
+	seq := m.Seq
+	return &seq
 }
 
 // finish answers a frame once the pipeline is done with it.
