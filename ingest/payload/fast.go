@@ -617,9 +617,9 @@ func (d *Decoder) messageMemory(nr, nf, nt int) ([]telemetry.Reading, []telemetr
 	return make([]telemetry.Reading, nr), make([]telemetry.Field, nf), tags
 }
 
-// messageBlock is the memory of a single-reading Message with up to nf
-// fields and nt tag slots. Go cannot size an array by a type parameter, so
-// the three sizes in use are spelled out.
+// smallBlock, mediumBlock and largeBlock are the memory of a single-reading
+// Message with up to 4, 5 or 8 fields and 2, 2 or 4 tag slots. Go cannot
+// size an array by a type parameter, so the three sizes are spelled out.
 type (
 	smallBlock struct {
 		r [1]telemetry.Reading
