@@ -292,6 +292,9 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 	// (the broker's in-flight window bounds what waits here) and fails only
 	// when the service shuts down.
 	rcpt, err := m.next.Consume(ctx, f)
+	// mf lives on until the ack (Done refers to it); the readings' memory
+	// need not: the pipeline has encoded them and publishes its own slice.
+	f.Readings, f.Invalid, f.Skipped = nil, nil, nil
 	if err != nil {
 		acks.release(&mf.ack, false) // shutting down: left unacked, the broker redelivers
 		return

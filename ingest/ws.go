@@ -619,6 +619,9 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
 	wf.wait.stop()
+	// wf lives on until the ack (Done is its method); the readings' memory
+	// need not: the pipeline has encoded them and publishes its own slice.
+	wf.frame.Readings, wf.frame.Invalid, wf.frame.Skipped = nil, nil, nil
 	switch {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
