@@ -316,25 +316,10 @@ func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {
 	if i := strings.IndexByte(topic, '/'); i >= 0 {
 		topic = topic[:i]
 	}
-	if !ValidDeviceID(topic) {
+	if !telemetry.ValidDeviceID(topic) {
 		return "", false
 	}
 	return telemetry.DeviceID(topic), true
-}
-
-// ValidDeviceID reports whether s has the form of a device id: 1 to 128
-// characters of [A-Za-z0-9_.:-].
-func ValidDeviceID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // bufferedScheme reports whether dialBuffered handles a broker URL scheme;

@@ -35,7 +35,6 @@ const (
 	// RawHistoryRange is the widest range returned raw when Every is zero;
 	// wider ranges are aggregated.
 	RawHistoryRange = 30 * time.Minute
-	maxIDLen        = 256
 	maxNameLen      = 128
 	maxTagValueLen  = 256
 	maxHistoryTags  = 32
@@ -249,8 +248,8 @@ func validateHistoryQuery(q HistoryQuery) error {
 // validateSelection checks what every read-back query has: a device, a
 // time range and tag filters.
 func validateSelection(device string, start, stop time.Time, tags map[string]string) error {
-	if !ValidDeviceID(device) {
-		return invalid("device must be 1 to %d of [A-Za-z0-9_.:/-]", maxIDLen)
+	if !telemetry.ValidDeviceID(device) {
+		return invalid("device must be 1 to %d of [A-Za-z0-9_.:-]", telemetry.MaxDeviceIDLen)
 	}
 	if start.IsZero() || stop.IsZero() || !start.Before(stop) {
 		return invalid("start must be before stop")
@@ -272,9 +271,6 @@ func validateSelection(device string, start, stop time.Time, tags map[string]str
 	}
 	return nil
 }
-
-// ValidDeviceID reports whether s is 1 to 256 of [A-Za-z0-9_.:/-].
-func ValidDeviceID(s string) bool { return len(s) <= maxIDLen && allowed(s) }
 
 // ValidName reports whether s may name a measurement, field or tag key: 1
 // to 128 of [A-Za-z0-9_.:/-], not starting with '_' (InfluxDB's columns

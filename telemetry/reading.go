@@ -112,4 +112,6 @@ var (
 	ErrClosed = errors.New("closed")
 	// ErrUnauthorized: a credential is unknown, revoked or not allowed.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrInvalidID: a string does not have the form of a device id.
+	ErrInvalidID = errors.New("invalid device id")
 )
