@@ -77,28 +77,43 @@ type Config struct {
 	DeadLetters DeadLetterer
 }
 
+// DefaultConfig is what the zero value of each Config field stands for.
+func DefaultConfig() Config {
+	return Config{
+		Limits:        DefaultLimits(),
+		QueueFrames:   8192,
+		MaxBatchLines: 5000,
+		FlushInterval: 5 * time.Millisecond,
+		Writers:       4,
+		RetryMin:      100 * time.Millisecond,
+		RetryMax:      5 * time.Second,
+		DrainTimeout:  20 * time.Second,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	c.Limits = c.Limits.withDefaults()
 	if c.QueueFrames <= 0 {
-		c.QueueFrames = 8192
+		c.QueueFrames = d.QueueFrames
 	}
 	if c.MaxBatchLines <= 0 {
-		c.MaxBatchLines = 5000
+		c.MaxBatchLines = d.MaxBatchLines
 	}
 	if c.Writers <= 0 {
-		c.Writers = 4
+		c.Writers = d.Writers
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 5 * time.Millisecond
+		c.FlushInterval = d.FlushInterval
 	}
 	if c.RetryMin <= 0 {
-		c.RetryMin = 100 * time.Millisecond
+		c.RetryMin = d.RetryMin
 	}
 	if c.RetryMax <= 0 {
-		c.RetryMax = 5 * time.Second
+		c.RetryMax = d.RetryMax
 	}
 	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 20 * time.Second
+		c.DrainTimeout = d.DrainTimeout
 	}
 	return c
 }

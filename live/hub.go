@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"context"
@@ -592,7 +592,7 @@ func appendTagsJSON(dst []byte, tags []telemetry.Tag) []byte {
 	dst = append(dst, '{')
 	first := true
 	for _, t := range tags {
-		if t.Key == DeviceIDTag {
+		if t.Key == telemetry.DeviceIDTag {
 			continue
 		}
 		if !first {

@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"slices"
@@ -158,7 +158,7 @@ func (s *hubState) deviceList() []DeviceStatus {
 	for id, d := range s.devices {
 		tags := make([]telemetry.Tag, 0, len(d.tags))
 		for _, t := range d.tags {
-			if t.Key != DeviceIDTag {
+			if t.Key != telemetry.DeviceIDTag {
 				tags = append(tags, t)
 			}
 		}
