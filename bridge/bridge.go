@@ -643,13 +643,11 @@ func reset(e *entry) {
 }
 
 // entryCache recycles entries: Run returns a completed batch's entries at
-// once, under one lock, and Consume takes one at a time. It replaced a
-// sync.Pool, whose per-P caches filled on the P completing batches and
-// were drained entry by entry, slowly, from the Ps consuming: P7 spent
-// 7 % less CPU per reading without it. The price is one more lock per
-// frame beside the queue's own, uncontended on 2 cores; the -scale run
-// is where to check it. At most maxFreeEntries (about 3 MiB) are kept;
-// the rest are left to the collector.
+// once, under one lock, and Consume takes one at a time. Not a sync.Pool:
+// its per-P caches fill on the P completing batches and drain only slowly
+// to the Ps consuming, so entries were allocated anyway. The price is one
+// more lock per frame beside the queue's own. At most maxFreeEntries
+// (about 3 MiB) are kept; the rest are left to the collector.
 type entryCache struct {
 	mu   sync.Mutex
 	free []*entry // at most maxFreeEntries
