@@ -12,6 +12,7 @@ import (
 
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/ingest/payload"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -152,7 +153,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", bridge.DefaultConfig().QueueFrames, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", bridge.DefaultLimits().MaxClockSkew, "how far in the future a device timestamp may be")
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame from a device")
-	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
+	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
