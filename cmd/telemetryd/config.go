@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/telemetryd/telemetryd/bridge"
+	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/ingest/payload"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -143,13 +147,13 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.InfluxBucket, "influx-bucket", "TELEMETRY_INFLUX_BUCKET", "telemetry/autogen", `InfluxDB bucket ("database/retention-policy" on 1.8)`)
 	e.dur(&c.InfluxTimeout, "influx-timeout", "TELEMETRY_INFLUX_TIMEOUT", 10*time.Second, "timeout of one InfluxDB request")
 	e.str(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", "auto", `gzip write requests: "true", "false", or "auto": unless InfluxDB is on a loopback address, where compressing only costs CPU on both ends`)
-	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
-	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", 4, "batches written to InfluxDB at once (acks still follow arrival order)")
-	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 5*time.Millisecond, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
-	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
-	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
-	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
-	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
+	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", bridge.DefaultConfig().MaxBatchLines, "most readings per InfluxDB write")
+	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", bridge.DefaultConfig().Writers, "batches written to InfluxDB at once (acks still follow arrival order)")
+	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", bridge.DefaultConfig().FlushInterval, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
+	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", bridge.DefaultConfig().QueueFrames, "frames waiting for storage before devices are slowed down")
+	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", bridge.DefaultLimits().MaxClockSkew, "how far in the future a device timestamp may be")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame from a device")
+	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")

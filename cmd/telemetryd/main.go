@@ -28,6 +28,7 @@ import (
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		sink, durable = d, d
 	}
 
-	hub := bridge.NewHub(bridge.HubConfig{}, log.With("component", "hub"))
+	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
 	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
@@ -128,7 +129,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	checkOrigin := originChecker(cfg.AllowedOrigins)
 	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
 	rules.applyPayload(&limits)
-	dash := bridge.NewDashboards(ident.dashboardConfig(bridge.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
+	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
 	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
 		MaxFrameSize: cfg.MaxFrameBytes,
 		Limits:       limits,
@@ -185,7 +186,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer stopBridge()
 	defer stopLive()
 
-	var live, bridgeDone, ingestDone, replayDone sync.WaitGroup
+	var liveDone, bridgeDone, ingestDone, replayDone sync.WaitGroup
 	replayCtx, stopReplay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReplay()
 	if durable != nil {
@@ -195,9 +196,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			}
 		})
 	}
-	live.Go(func() { _ = hub.Run(liveCtx) })
-	live.Go(func() { _ = dash.Run(liveCtx) })
-	live.Go(func() { _ = ident.Run(liveCtx) })
+	liveDone.Go(func() { _ = hub.Run(liveCtx) })
+	liveDone.Go(func() { _ = dash.Run(liveCtx) })
+	liveDone.Go(func() { _ = ident.Run(liveCtx) })
 	bridgeDone.Go(func() { _ = br.Run(bridgeCtx) })
 	ingestDone.Go(func() { _ = ws.Run(ingestCtx) })
 	if mq != nil {
@@ -237,7 +238,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	// 4. Close dashboards, then the HTTP server.
 	stopLive()
-	live.Wait()
+	liveDone.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)

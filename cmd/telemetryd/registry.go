@@ -21,21 +21,22 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 // Interface guards: the registry (through identity) is what the transports,
 // the bridge and the dashboards authenticate and authorize against.
 var (
-	_ ingest.Authenticator       = (*devices.Registry)(nil)
-	_ ingest.DeviceChecker       = (*devices.Registry)(nil)
-	_ bridge.ChildAuthorizer     = (*devices.Registry)(nil)
-	_ bridge.LabelSource         = (*devices.Registry)(nil)
-	_ ingest.Authenticator       = (*identity)(nil)
-	_ ingest.DeviceChecker       = (*identity)(nil)
-	_ bridge.ChildAuthorizer     = (*identity)(nil)
-	_ bridge.LabelSource         = (*identity)(nil)
-	_ bridge.ViewerAuthenticator = (*identity)(nil)
+	_ ingest.Authenticator     = (*devices.Registry)(nil)
+	_ ingest.DeviceChecker     = (*devices.Registry)(nil)
+	_ bridge.ChildAuthorizer   = (*devices.Registry)(nil)
+	_ bridge.LabelSource       = (*devices.Registry)(nil)
+	_ ingest.Authenticator     = (*identity)(nil)
+	_ ingest.DeviceChecker     = (*identity)(nil)
+	_ bridge.ChildAuthorizer   = (*identity)(nil)
+	_ bridge.LabelSource       = (*identity)(nil)
+	_ live.ViewerAuthenticator = (*identity)(nil)
 )
 
 // securityConfig is the identity, transport-security and limit settings.
@@ -68,13 +69,13 @@ func registerSecurityFlags(e *envFlags, c *securityConfig) {
 	e.str(&c.MosquittoPasswordFile, "mosquitto-password-file", "TELEMETRY_MOSQUITTO_PASSWORD_FILE", "", "rewrite this Mosquitto password_file from the registry at start and on every change (with -mosquitto-acl-file)")
 	e.str(&c.MosquittoACLFile, "mosquitto-acl-file", "TELEMETRY_MOSQUITTO_ACL_FILE", "", "rewrite this Mosquitto acl_file from the registry at start and on every change")
 	e.str(&c.MosquittoPIDFile, "mosquitto-pid-file", "TELEMETRY_MOSQUITTO_PID_FILE", "", "send SIGHUP to the pid in this file after rewriting the Mosquitto files (reload)")
-	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", 4, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
-	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", 100000, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
-	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", 100, "frames per second per device over WebSocket (token bucket); excess gets rate_limited; -1: unlimited")
-	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", 200, "frame bucket size per device (burst above -device-frame-rate)")
-	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", 10, "consecutive rate_limited frames after which the socket is closed with 1013")
+	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", ingest.DefaultWSConfig().MaxConnsPerDevice, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
+	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", ingest.DefaultWSConfig().MaxConns, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
+	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", int(ingest.DefaultWSConfig().FrameRate), "frames per second per device over WebSocket (token bucket); excess gets rate_limited; -1: unlimited")
+	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", ingest.DefaultWSConfig().FrameBurst, "frame bucket size per device (burst above -device-frame-rate)")
+	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", ingest.DefaultWSConfig().RateLimitClose, "consecutive rate_limited frames after which the socket is closed with 1013")
 	e.dur(&c.ReadHeaderTimeout, "read-header-timeout", "TELEMETRY_READ_HEADER_TIMEOUT", 10*time.Second, "longest time to receive a request's headers (WebSocket handshake included): slow-loris bound")
-	e.dur(&c.WSPingInterval, "ws-ping-interval", "TELEMETRY_WS_PING_INTERVAL", 30*time.Second, "server ping interval on device WebSockets; a socket silent for two intervals is closed")
+	e.dur(&c.WSPingInterval, "ws-ping-interval", "TELEMETRY_WS_PING_INTERVAL", ingest.DefaultWSConfig().PingInterval, "server ping interval on device WebSockets; a socket silent for two intervals is closed")
 }
 
 // identity wires the device registry — and, for development, the optional
@@ -177,16 +178,8 @@ func (id *identity) MayReportFor(gateway, dev telemetry.DeviceID) bool {
 func (id *identity) Labels(dev telemetry.DeviceID) []telemetry.Tag { return id.reg.Labels(dev) }
 
 // AuthenticateViewer: a viewer token, or the admin token (unrestricted).
-func (id *identity) AuthenticateViewer(ctx context.Context, token string) (bridge.Viewer, error) {
-	v, err := id.reg.AuthenticateViewer(ctx, token)
-	if err != nil {
-		return bridge.Viewer{}, err
-	}
-	scope := v.Scope
-	if len(scope) == 0 {
-		scope = nil // unrestricted
-	}
-	return bridge.Viewer{ID: v.ID, Name: v.Name, Scope: scope}, nil
+func (id *identity) AuthenticateViewer(ctx context.Context, token string) (telemetry.Viewer, error) {
+	return id.reg.AuthenticateViewer(ctx, token)
 }
 
 // configureBridge lets the registry authorize gateways and label readings.
@@ -196,7 +189,7 @@ func (id *identity) configureBridge(c *bridge.Config) {
 }
 
 // dashboardConfig requires viewer tokens on every dashboard endpoint.
-func (id *identity) dashboardConfig(c bridge.DashboardConfig) bridge.DashboardConfig {
+func (id *identity) dashboardConfig(c live.DashboardConfig) live.DashboardConfig {
 	c.Viewers = id
 	c.ViewerActive = id.reg.ViewerActive
 	return c
@@ -227,13 +220,13 @@ func (id *identity) mqttConfig(c ingest.MQTTConfig) ingest.MQTTConfig {
 
 // attach closes the sockets of revoked devices and viewers as soon as the
 // registry reports the change, and schedules the Mosquitto files.
-func (id *identity) attach(ws *ingest.WS, dash *bridge.Dashboards) {
+func (id *identity) attach(ws *ingest.WS, dash *live.Dashboards) {
 	id.reg.Subscribe(func(e devices.Event) {
 		if e.Revokes() {
 			if e.Device != "" {
-				ws.Disconnect(e.Device, ingest.ClosePolicy, "credential revoked")
+				ws.Disconnect(e.Device, telemetry.ClosePolicy, "credential revoked")
 			} else {
-				dash.Disconnect(e.Viewer, ingest.ClosePolicy, "credential revoked")
+				dash.Disconnect(e.Viewer, telemetry.ClosePolicy, "credential revoked")
 			}
 		}
 		if e.Device != "" && id.cfg.Sec.MosquittoPasswordFile != "" {
