@@ -100,11 +100,18 @@ func (s *hubState) announce(id string, d *device) {
 		if frame == nil {
 			frame = appendPresence(nil, id, d)
 		}
-		if !c.Send(frame) {
-			s.dropSlow(c)
+		if !cs.backlog && c.Send(frame) {
+			s.hub.presenceEvents.Add(1)
 			continue
 		}
-		s.hub.presenceEvents.Add(1)
+		if !cs.backlog && !s.full(c, cs) {
+			continue
+		}
+		// Held back, latest per device, and sent after the backlog.
+		if cs.presence == nil {
+			cs.presence = make(map[string][]byte)
+		}
+		cs.presence[id] = frame
 	}
 }
 

@@ -287,7 +287,7 @@ func (w *blockingWriter) Flush()                           {}
 func (w *blockingWriter) SetWriteDeadline(time.Time) error { return nil }
 
 func TestSSESlowClientIsClosed(t *testing.T) {
-	h := startHub(t, HubConfig{})
+	h := startHub(t, HubConfig{SlowPolicy: SlowDisconnect})
 	d := NewDashboards(DashboardConfig{MaxPending: 4}, h, slog.New(slog.DiscardHandler))
 	w := &blockingWriter{header: http.Header{}, free: 2, release: make(chan struct{})} // the retry hint and the snapshot
 	req := httptest.NewRequest(http.MethodGet, "/v1/live/sse", nil)

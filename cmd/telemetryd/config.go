@@ -13,6 +13,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/live"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -50,6 +51,7 @@ type config struct {
 	Spool           bool
 	SpoolMaxBytes   int
 	SpoolAfter      time.Duration
+	LiveSlowPolicy  string         // live.SlowPolicy
 	Sec             securityConfig // registry.go: identity, TLS, limits
 }
 
@@ -160,6 +162,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
+	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}
@@ -171,6 +174,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err
+	}
+	if !live.SlowPolicy(c.LiveSlowPolicy).Valid() {
+		return c, fs, fmt.Errorf(`-live-slow-policy: %q is not "conflate" or "disconnect"`, c.LiveSlowPolicy)
 	}
 	return c, fs, nil
 }

@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		sink, durable = d, d
 	}
 
-	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
+	hub := live.NewHub(live.HubConfig{SlowPolicy: live.SlowPolicy(cfg.LiveSlowPolicy)}, log.With("component", "hub"))
 	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
