@@ -16,6 +16,9 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
+// DefaultMaxPendingBytes is DashboardConfig.MaxPendingBytes's default.
+const DefaultMaxPendingBytes = 4 << 20
+
 // Bounds of what one dashboard socket may ask for.
 const (
 	maxSubscriptions = 64
@@ -79,7 +82,7 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 		cfg.MaxPending = 2048
 	}
 	if cfg.MaxPendingBytes <= 0 {
-		cfg.MaxPendingBytes = 4 << 20
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
 	}
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 10
@@ -181,6 +184,7 @@ type dashConn struct {
 	pending      atomic.Int64
 	pendingBytes atomic.Int64
 	closed       atomic.Bool
+	lastAlive    atomic.Int64 // Unix ns of the last deadline extension by a write
 	mu           sync.Mutex
 	subIDs       map[string]struct{} // the socket's live subscriptions (the cap counts them)
 }
@@ -203,11 +207,26 @@ func (c *dashConn) queue(frame []byte, slack int64) bool {
 		c.pendingBytes.Add(-size)
 		return false
 	}
-	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+	c.conn.WriteAsync(gws.OpcodeText, frame, func(err error) {
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
+		if err == nil {
+			c.alive()
+		}
 	})
 	return true
+}
+
+// alive extends the socket's deadline after a write went through (at most
+// once a second): a dashboard on a slow link reads the server's pings only
+// after the frames queued before them, so its pongs come late, but the
+// writes it takes show it is there.
+func (c *dashConn) alive() {
+	now := time.Now()
+	if last := c.lastAlive.Load(); now.UnixNano()-last < int64(time.Second) || !c.lastAlive.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	_ = c.conn.SetDeadline(now.Add(2 * c.d.cfg.PingInterval))
 }
 
 // Room implements Client: the queue is at most half full.

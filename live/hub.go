@@ -182,9 +182,10 @@ type HubConfig struct {
 	// SlowPolicy applies to a dashboard whose queue is full (default
 	// SlowConflate).
 	SlowPolicy SlowPolicy
-	// SnapshotChunkBytes is the size a snapshot message grows to before the
-	// next reading goes into a new chunk (default 256 KiB). Chunks are sent
-	// only while the client's queue has Room.
+	// SnapshotChunkBytes is the size a snapshot message (or a message of
+	// conflated values) grows to before the next reading goes into a new
+	// one (default 64 KiB); it should be well under the clients' byte
+	// bound. Such messages are sent only while the client's queue has Room.
 	SnapshotChunkBytes int
 	// BacklogInterval is how often clients with held-back data are checked
 	// for room (default 20ms).
@@ -380,7 +381,7 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 		cfg.SlowPolicy = SlowConflate
 	}
 	if cfg.SnapshotChunkBytes <= 0 {
-		cfg.SnapshotChunkBytes = 256 << 10
+		cfg.SnapshotChunkBytes = 64 << 10
 	}
 	if cfg.BacklogInterval <= 0 {
 		cfg.BacklogInterval = 20 * time.Millisecond

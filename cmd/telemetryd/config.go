@@ -51,7 +51,8 @@ type config struct {
 	Spool           bool
 	SpoolMaxBytes   int
 	SpoolAfter      time.Duration
-	LiveSlowPolicy  string         // live.SlowPolicy
+	LiveSlowPolicy  string // live.SlowPolicy
+	LiveQueueBytes  int
 	Sec             securityConfig // registry.go: identity, TLS, limits
 }
 
@@ -163,6 +164,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
 	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
+	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}

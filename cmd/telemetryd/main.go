@@ -109,7 +109,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		sink, durable = d, d
 	}
 
-	hub := live.NewHub(live.HubConfig{SlowPolicy: live.SlowPolicy(cfg.LiveSlowPolicy)}, log.With("component", "hub"))
+	hub := live.NewHub(live.HubConfig{
+		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
+		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4), // chunks well under the dashboards' bound
+	}, log.With("component", "hub"))
 	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
@@ -129,7 +132,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	checkOrigin := originChecker(cfg.AllowedOrigins)
 	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
 	rules.applyPayload(&limits)
-	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
+	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin, MaxPendingBytes: cfg.LiveQueueBytes}), hub, log.With("component", "dashboards"))
 	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
 		MaxFrameSize: cfg.MaxFrameBytes,
 		Limits:       limits,
