@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,7 @@ func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gws has answered the client
 	}
+	limitSendBuffer(socket.NetConn())
 	c := &dashConn{d: d, conn: socket, viewer: viewer}
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop()
@@ -175,6 +177,23 @@ func (d *Dashboards) Run(ctx context.Context) error {
 }
 
 const sessionKey = "c"
+
+// dashSendBuffer is the kernel send buffer of a dashboard socket. The
+// queue a dashboard may fall behind by is the service's (MaxPendingBytes,
+// then conflation), not the kernel's: an autotuned buffer of megabytes
+// would hold stale values, and a writer blocked on a full one is woken only
+// once a third of it has drained, which on a slow link takes longer than
+// the deadline that completed writes extend (dashConn.alive).
+const dashSendBuffer = 128 << 10
+
+func limitSendBuffer(c net.Conn) {
+	if t, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
+		c = t.NetConn()
+	}
+	if t, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
+		_ = t.SetWriteBuffer(dashSendBuffer)
+	}
+}
 
 // dashConn is one dashboard socket; it implements Client.
 type dashConn struct {
@@ -322,6 +341,7 @@ func (e *dashEvents) OnClose(socket *gws.Conn, err error) {
 		return
 	}
 	c.closed.Store(true)
+	e.d.log.Debug("dashboard socket closed", "viewer", c.viewer.Name, "error", err)
 	if _, loaded := e.d.conns.LoadAndDelete(c); loaded {
 		e.d.count.Add(-1)
 	}
