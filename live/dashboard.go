@@ -241,6 +241,9 @@ func (c *dashConn) queue(frame []byte, slack int64) bool {
 // after the frames queued before them, so its pongs come late, but the
 // writes it takes show it is there.
 func (c *dashConn) alive() {
+	if c.closed.Load() { // the close's own deadline stands
+		return
+	}
 	now := time.Now()
 	if last := c.lastAlive.Load(); now.UnixNano()-last < int64(time.Second) || !c.lastAlive.CompareAndSwap(last, now.UnixNano()) {
 		return
