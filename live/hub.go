@@ -243,6 +243,7 @@ type subscription struct {
 	// snap lists the snapshot's series still to send; snapDone is set once
 	// its last chunk went out.
 	snap      []*series
+	snapDevs  []string // then the devices of its presence list
 	snapChunk int
 	snapDone  bool
 	// pend is the conflated backlog: series whose latest value is owed.
@@ -718,17 +719,21 @@ func (s *hubState) takeOverflow() {
 	}
 	rs := make([]telemetry.Reading, len(order))
 	var merged uint64
+	var folded []*overflowSeries // the series with readings merged away
 	for i, e := range order {
 		rs[i] = e.reading
-		merged += e.n - 1
+		if e.n > 1 {
+			merged += e.n - 1
+			folded = append(folded, e)
+		}
 	}
 	s.hub.inboxConflated.Add(merged)
 	s.hub.gapReadings.Add(skipped)
 	for c, cs := range s.clients {
 		told := false
 		for _, sub := range cs.subs {
-			for i, e := range order {
-				if e.n > 1 && sub.filter.match(&rs[i]) {
+			for _, e := range folded {
+				if sub.filter.match(&e.reading) {
 					sub.merged += e.n - 1
 					told = true
 				}
@@ -779,16 +784,16 @@ func (s *hubState) sendHeld(c Client, sub *subscription) bool {
 	chunk := s.hub.cfg.SnapshotChunkBytes
 	switch {
 	case !sub.snapDone:
-		frame, next := s.snapshotChunk(sub, chunk)
+		frame, series, devs := s.snapshotChunk(sub, chunk)
 		if !c.Send(frame) {
 			return false
 		}
 		s.hub.snapshotChunks.Add(1)
-		sub.snap = sub.snap[next:]
+		sub.snap, sub.snapDevs = sub.snap[series:], sub.snapDevs[devs:]
 		sub.snapChunk++
-		sub.snapDone = len(sub.snap) == 0
+		sub.snapDone = len(sub.snap) == 0 && len(sub.snapDevs) == 0
 		if sub.snapDone {
-			sub.snap = nil
+			sub.snap, sub.snapDevs = nil, nil
 		}
 	case sub.skipped > 0:
 		frame := append(frameHeadNoReadings(nil, "gap", sub.id), `,"skipped":`...)
@@ -860,7 +865,15 @@ func (s *hubState) remember(r *telemetry.Reading) *series {
 // startSnapshot lists the series sub's snapshot will carry, sorted; flush
 // sends them in chunks (snapshotChunk).
 func (s *hubState) startSnapshot(sub *subscription) {
-	sub.snap, sub.snapChunk, sub.snapDone = nil, 0, false
+	sub.snap, sub.snapDevs, sub.snapChunk, sub.snapDone = nil, nil, 0, false
+	if sub.filter.Presence != PresenceNone {
+		for id, d := range s.devices {
+			if sub.filter.matchDevice(id, d.tags) {
+				sub.snapDevs = append(sub.snapDevs, id)
+			}
+		}
+		slices.Sort(sub.snapDevs)
+	}
 	if sub.filter.Presence == PresenceOnly {
 		return
 	}
@@ -886,11 +899,12 @@ func (s *hubState) startSnapshot(sub *subscription) {
 }
 
 // snapshotChunk encodes sub's next snapshot chunk, about max bytes (at
-// least one reading), with the series' current values:
-// {"type":"snapshot","sub":…,"chunk":i,"last":bool,"readings":[…]}; the
-// last chunk carries the presence list when sub asked for presence. It
-// returns the frame and how many series of sub.snap it carries.
-func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int) {
+// least one entry), with current values:
+// {"type":"snapshot","sub":…,"chunk":i,"last":bool,"readings":[…]}, and
+// for a subscription with presence, once the readings are all sent,
+// "presence":[…] with the next devices of its list. It returns the frame
+// and how many series and devices it carries.
+func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int, int) {
 	n := 0
 	var body []byte
 	for n < len(sub.snap) && (n == 0 || len(body) < max) {
@@ -900,19 +914,35 @@ func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int) {
 		body = AppendReadingJSON(body, &sub.snap[n].reading, &sub.filter)
 		n++
 	}
-	last := n == len(sub.snap)
 	frame := frameHeadNoReadings(make([]byte, 0, len(body)+128), "snapshot", sub.id)
 	frame = append(frame, `,"chunk":`...)
 	frame = strconv.AppendInt(frame, int64(sub.snapChunk), 10)
 	frame = append(frame, `,"last":`...)
-	frame = strconv.AppendBool(frame, last)
-	frame = append(frame, `,"readings":[`...)
+	lastAt := len(frame)
+	frame = append(frame, `false,"readings":[`...)
 	frame = append(frame, body...)
 	frame = append(frame, ']')
-	if last && sub.filter.Presence != PresenceNone {
-		frame = s.appendPresenceList(frame, &sub.filter, time.Now())
+	nd := 0
+	if sub.filter.Presence != PresenceNone && n == len(sub.snap) {
+		frame = append(frame, `,"presence":[`...)
+		now := time.Now().UnixNano()
+		for start := len(frame); nd < len(sub.snapDevs) && (nd == 0 || len(frame)-start+len(body) < max); nd++ {
+			if nd > 0 {
+				frame = append(frame, ',')
+			}
+			// The sweep may lag by up to SweepInterval: online is
+			// recomputed against now.
+			d := *s.devices[sub.snapDevs[nd]]
+			d.online = d.online && now-d.lastSeen <= s.timeout(&d)
+			frame = append(frame, '{')
+			frame = appendDevice(frame, sub.snapDevs[nd], &d)
+		}
+		frame = append(frame, ']')
 	}
-	return append(frame, '}'), n
+	if n == len(sub.snap) && nd == len(sub.snapDevs) {
+		frame = slices.Replace(frame, lastAt, lastAt+len("false"), []byte("true")...)
+	}
+	return append(frame, '}'), n, nd
 }
 
 func cmpString(a, b string) int {

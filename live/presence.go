@@ -135,30 +135,6 @@ func appendDevice(dst []byte, id string, d *device) []byte {
 	return append(dst, '}')
 }
 
-// appendPresenceList appends `,"presence":[…]` with every device f matches,
-// sorted by id. The sweep may lag by up to SweepInterval, so online is
-// recomputed against now.
-func (s *hubState) appendPresenceList(dst []byte, f *Filter, now time.Time) []byte {
-	ids := make([]string, 0, len(s.devices))
-	for id, d := range s.devices {
-		if f.matchDevice(id, d.tags) {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	dst = append(dst, `,"presence":[`...)
-	for i, id := range ids {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		d := *s.devices[id]
-		d.online = d.online && now.UnixNano()-d.lastSeen <= s.timeout(&d)
-		dst = append(dst, '{')
-		dst = appendDevice(dst, id, &d)
-	}
-	return append(dst, ']')
-}
-
 func (s *hubState) deviceList() []DeviceStatus {
 	now := time.Now().UnixNano()
 	out := make([]DeviceStatus, 0, len(s.devices))

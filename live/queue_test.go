@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -324,6 +325,63 @@ func TestHubInboxFullIsTold(t *testing.T) {
 			})
 			if gap != tt.wantGapRange {
 				t.Errorf("gap covers %v, want %v", gap, tt.wantGapRange)
+			}
+		})
+	}
+}
+
+// TestHubSnapshotChunksPresence: a presence list longer than a chunk is
+// chunked too, after the readings; together the chunks list every device
+// once, and only the last is marked.
+func TestHubSnapshotChunksPresence(t *testing.T) {
+	const nDev = 3000
+	h := startHub(t, HubConfig{SnapshotChunkBytes: 8 << 10})
+	ctx := context.Background()
+	batch := make([]telemetry.Reading, 0, nDev)
+	for i := range nDev {
+		batch = append(batch, reading(fmt.Sprintf("dev-%04d", i), "p3", 1, fl("t", 1)))
+	}
+	h.Publish(batch)
+	eventually(t, "devices", func() bool { return h.Stats(ctx).Devices == nDev })
+	for _, mode := range []PresenceMode{PresenceInclude, PresenceOnly} {
+		t.Run(string(mode), func(t *testing.T) {
+			c := &fakeClient{}
+			h.Subscribe(ctx, c, "p", Filter{Presence: mode})
+			var chunks []struct {
+				Chunk    int               `json:"chunk"`
+				Last     bool              `json:"last"`
+				Readings []json.RawMessage `json:"readings"`
+				Presence []struct {
+					DeviceID string `json:"device_id"`
+					Online   bool   `json:"online"`
+				} `json:"presence"`
+			}
+			eventually(t, "the last chunk", func() bool {
+				all := c.all()
+				if len(all) == 0 {
+					return false
+				}
+				return json.Unmarshal([]byte("["+strings.Join(all, ",")+"]"), &chunks) == nil && chunks[len(chunks)-1].Last
+			})
+			devices, readings := map[string]bool{}, 0
+			for i, ch := range chunks {
+				if ch.Chunk != i || ch.Last != (i == len(chunks)-1) {
+					t.Fatalf("chunk %d: %+v", i, ch)
+				}
+				readings += len(ch.Readings)
+				for _, p := range ch.Presence {
+					if devices[p.DeviceID] || !p.Online {
+						t.Fatalf("device %s twice or offline", p.DeviceID)
+					}
+					devices[p.DeviceID] = true
+				}
+			}
+			wantReadings := nDev
+			if mode == PresenceOnly {
+				wantReadings = 0
+			}
+			if len(devices) != nDev || readings != wantReadings || len(chunks) < 4 {
+				t.Fatalf("%d devices and %d readings in %d chunks", len(devices), readings, len(chunks))
 			}
 		})
 	}
