@@ -338,6 +338,27 @@ func TestCPUTimeOfAnotherProcess(t *testing.T) {
 	}
 }
 
+func TestIOCalls(t *testing.T) {
+	if _, err := os.Stat("/proc/self/io"); err != nil {
+		t.Skip("no per-process I/O accounting:", err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := ioCalls(os.Getpid())
+	for range 50 {
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Other goroutines of the test binary may add calls, never remove them.
+	if d := ioCalls(os.Getpid()).sub(before); d.writes < 50 || d.reads < 0 {
+		t.Errorf("50 writes counted as %+v", d)
+	}
+}
+
 func TestHistogramQuantiles(t *testing.T) {
 	var h hist
 	for i := 1; i <= 1000; i++ {

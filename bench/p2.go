@@ -56,6 +56,7 @@ func runP2(ctx context.Context, e *env, r *result) error {
 	stopBarePoll()
 	r.detail("baseline_cores", use.cores())
 	r.BaselineCPU = perUnit(use.used["baresub"], float64(published))
+	r.detail("baseline_per_msg", use.perUnit("baresub", float64(published)))
 	st, err := bare.stats(ctx)
 	if err != nil {
 		return fmt.Errorf("bare subscriber: %w", err)
@@ -86,6 +87,7 @@ func runP2(ctx context.Context, e *env, r *result) error {
 	use = meter.snapshot()
 	r.detail("service_cores", use.cores())
 	r.ServiceCPU = perUnit(use.used["telemetryd"], float64(published))
+	r.detail("service_per_msg", use.perUnit("telemetryd", float64(published)))
 	e.collectProfiles(ctx, r, waitProf)
 	stopPoll()
 	r.Service = poll.firstToLast(key, base, float64(published))

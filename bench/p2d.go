@@ -105,7 +105,7 @@ func runP2d(ctx context.Context, e *env, r *result) error {
 		profStarted <- func() string { return "" }
 	}()
 	svcCount := func(ctx context.Context) (int64, error) {
-		m, err := e.s.metrics(ctx)
+		m, err := e.s.metrics(ctx, "telemetryd_acks_sent_total")
 		return int64(m.get(key)), err
 	}
 	ss, err = sampleDrain(ctx, e.s.svc, svcCount, queued, every, drainTimeout(queued))
@@ -209,6 +209,7 @@ type drainSample struct {
 	t   time.Time
 	n   int64
 	cpu time.Duration
+	io  ioCount
 }
 
 // sampleDrain reads count and c's CPU every interval — as fast as it can
@@ -220,7 +221,7 @@ func sampleDrain(ctx context.Context, c *child, count func(context.Context) (int
 	for {
 		n, err := count(ctx)
 		if err == nil {
-			ss = append(ss, drainSample{t: time.Now(), n: n, cpu: cpuTime(c.pid())})
+			ss = append(ss, drainSample{t: time.Now(), n: n, cpu: cpuTime(c.pid()), io: ioCalls(c.pid())})
 			if n >= total {
 				return ss, nil
 			}
@@ -250,16 +251,22 @@ type drainStats struct {
 	rate    float64 // messages/s
 	cpuNs   float64 // CPU per message
 	cpuFrom int64   // the count at the start of the CPU window
+	msgs    int64   // in the CPU window
 	cpu     time.Duration
+	calls   ioCount       // read and write system calls in the CPU window
 	window  time.Duration // of the rate
 	samples int
 }
 
 func (d drainStats) details() map[string]float64 {
-	return map[string]float64{
+	m := map[string]float64{
 		"msgs_per_s": round2(d.rate), "cpu_ns_per_msg": round2(d.cpuNs), "cpu_s": round3(d.cpu.Seconds()),
 		"cpu_window_from_msg": float64(d.cpuFrom), "rate_window_s": round3(d.window.Seconds()), "samples": float64(d.samples),
 	}
+	if c := costPerUnit(d.cpu, d.calls, float64(d.msgs)); c != nil {
+		m["reads_per_msg"], m["writes_per_msg"] = c["reads"], c["writes"]
+	}
+	return m
 }
 
 // drainFigures: CPU per message is the CPU from the last sample before
@@ -292,7 +299,7 @@ func drainFigures(ss []drainSample, total int64) drainStats {
 		return drainStats{samples: len(ss)}
 	}
 	a, b := ss[start], ss[end]
-	d := drainStats{samples: len(ss), cpuFrom: a.n, cpu: b.cpu - a.cpu}
+	d := drainStats{samples: len(ss), cpuFrom: a.n, msgs: b.n - a.n, cpu: b.cpu - a.cpu, calls: b.io.sub(a.io)}
 	d.cpuNs = perUnit(d.cpu, float64(b.n-a.n))
 	lo, hi := first, end-1
 	if hi <= lo || ss[hi].n <= ss[lo].n {

@@ -82,6 +82,7 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 	}
 	rate, frames, use, err := e.measure(ctx, r, name, profile, a.acked.Load)
 	cpuNs := perUnit(use.used[server], float64(frames))
+	r.detail(name+"_per_frame", use.perUnit(server, float64(frames)))
 	if name == "service" {
 		// Where the ack latency goes: the clients' window makes the rate
 		// about window × connections / mean ack latency.

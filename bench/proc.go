@@ -69,12 +69,45 @@ func statCPUTime(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / ticksPerSecond
 }
 
-// cpuMeter measures the cores each process used over a phase.
+// ioCalls is a process's read and write system calls so far: syscr and
+// syscw of /proc/<pid>/io (read(2), write(2) and their vector forms, on
+// sockets too; the epoll and futex calls are not in them). Zero where the
+// kernel does not account them.
+func ioCalls(pid int) ioCount {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return ioCount{}
+	}
+	var c ioCount
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			c.reads = n
+		case "syscw":
+			c.writes = n
+		}
+	}
+	return c
+}
+
+// ioCount is a number of read and write system calls.
+type ioCount struct{ reads, writes int64 }
+
+func (c ioCount) sub(o ioCount) ioCount { return ioCount{c.reads - o.reads, c.writes - o.writes} }
+
+// cpuMeter measures the cores (and the read and write calls) each
+// process used over a phase.
 type cpuMeter struct {
-	names []string
-	pids  []int
-	start []time.Duration
-	at    time.Time
+	names   []string
+	pids    []int
+	start   []time.Duration
+	startIO []ioCount
+	at      time.Time
 }
 
 func newCPUMeter(procs map[string]int) *cpuMeter {
@@ -83,6 +116,7 @@ func newCPUMeter(procs map[string]int) *cpuMeter {
 		m.names = append(m.names, name)
 		m.pids = append(m.pids, procs[name])
 		m.start = append(m.start, cpuTime(procs[name]))
+		m.startIO = append(m.startIO, ioCalls(procs[name]))
 	}
 	return m
 }
@@ -103,17 +137,36 @@ func (m *cpuMeter) used(name string) time.Duration {
 
 // snapshot is what every process used since the meter started, now.
 func (m *cpuMeter) snapshot() cpuUse {
-	u := cpuUse{elapsed: time.Since(m.at), used: make(map[string]time.Duration, len(m.pids))}
+	u := cpuUse{elapsed: time.Since(m.at), used: make(map[string]time.Duration, len(m.pids)), calls: make(map[string]ioCount, len(m.pids))}
 	for i, pid := range m.pids {
 		u.used[m.names[i]] = cpuTime(pid) - m.start[i]
+		u.calls[m.names[i]] = ioCalls(pid).sub(m.startIO[i])
 	}
 	return u
 }
 
-// cpuUse is the CPU time each process used over a window.
+// cpuUse is the CPU time and the read and write calls each process used
+// over a window.
 type cpuUse struct {
 	elapsed time.Duration
 	used    map[string]time.Duration
+	calls   map[string]ioCount
+}
+
+// perUnit is what process name spent per unit of work over the window,
+// n units: CPU in ns and read and write system calls.
+func (u cpuUse) perUnit(name string, n float64) map[string]float64 {
+	return costPerUnit(u.used[name], u.calls[name], n)
+}
+
+func costPerUnit(cpu time.Duration, calls ioCount, n float64) map[string]float64 {
+	if n <= 0 {
+		return nil
+	}
+	return map[string]float64{
+		"cpu_ns": round2(perUnit(cpu, n)),
+		"reads":  round3(float64(calls.reads) / n), "writes": round3(float64(calls.writes) / n),
+	}
 }
 
 // cores returns name → average cores used over the window.

@@ -375,8 +375,19 @@ type sample struct {
 
 func (e *env) pollMetrics(ctx context.Context, every time.Duration, keys ...string) *metricPoller {
 	p := &metricPoller{keys: keys}
+	var names []string // the families: a key without its labels (and a histogram's suffix)
+	for _, k := range keys {
+		if i := strings.IndexByte(k, '{'); i >= 0 {
+			k = k[:i]
+		}
+		for _, n := range []string{k, strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(k, "_bucket"), "_sum"), "_count")} {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
 	read := func() {
-		m, err := e.s.metrics(ctx)
+		m, err := e.s.metrics(ctx, names...)
 		if err != nil {
 			return
 		}
