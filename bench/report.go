@@ -88,6 +88,7 @@ func (r *result) judgeCPU(limit float64) {
 	if r.ServiceCPU <= 0 || r.BaselineCPU <= 0 {
 		return
 	}
+	r.ServiceCPU, r.BaselineCPU = round2(r.ServiceCPU), round2(r.BaselineCPU)
 	r.CPURatio = round3(r.ServiceCPU / r.BaselineCPU)
 	p := r.CPURatio <= limit
 	r.Pass = &p
