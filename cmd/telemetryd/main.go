@@ -11,7 +11,8 @@
 // component's configuration; registry.go identity (device and viewer
 // authentication, revocation, the Mosquitto file sync); server.go the
 // public HTTP listener (TLS, connection counting); web.go the dashboard
-// page and its API; metrics.go /metrics; admin.go the pprof listener.
+// page and its API; metrics.go /metrics; admin.go the pprof listener;
+// admin_cli.go the operator commands, through devices/adminclient.
 package main
 
 import (
