@@ -146,6 +146,9 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 			missing = append(missing, s)
 		}
 	}
+	// One client for both rounds (gateways, then their children), so that
+	// its connections are reused; its error matters only if a round needs it.
+	api, apiErr := adminclient.New(cfg.ServiceURL, cfg.AdminToken, nil)
 	var mu sync.Mutex
 	issued := 0
 	save := func() error {
@@ -171,9 +174,8 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 			}
 			return fmt.Errorf("%d devices to provision (%s) and no admin token: set TELEMETRY_ADMIN_TOKEN or -admin-token", len(batch), where)
 		}
-		api, err := adminclient.New(cfg.ServiceURL, cfg.AdminToken, nil)
-		if err != nil {
-			return err
+		if apiErr != nil {
+			return apiErr
 		}
 		log.Info("provisioning devices through the admin API", "count", len(batch), "service", cfg.ServiceURL)
 		work := make(chan slot)
