@@ -109,11 +109,12 @@ func (a viewerAuth) AuthenticateViewer(ctx context.Context, token string) (bridg
 // as the registry reports the change, not at their next frame.
 func closeOnRevoke(reg *devices.Registry, ws *ingest.WS, dash *bridge.Dashboards) {
 	reg.Subscribe(func(e devices.Event) {
-		switch {
-		case !e.Revokes():
-		case e.Device != "":
+		if !e.Revokes() {
+			return
+		}
+		if e.Device != "" {
 			ws.Disconnect(e.Device, ingest.ClosePolicy, "credential revoked")
-		default:
+		} else {
 			dash.Disconnect(e.Viewer, ingest.ClosePolicy, "credential revoked")
 		}
 	})
