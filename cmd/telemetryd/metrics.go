@@ -33,7 +33,7 @@ type metricSources struct {
 	dash   *live.Dashboards
 	ws     *ingest.WS
 	mqtt   *ingest.MQTT
-	// registry: auth failures and sizes (registry.go).
+	// registry: auth failures and sizes.
 	registry *devices.Registry
 	// incompleteRequests counts HTTP connections closed before a complete
 	// request (slow handshakes cut by -read-header-timeout among them).
