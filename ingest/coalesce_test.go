@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 // gatedConn records writes; while gate is non-nil each write first waits on it.
@@ -51,7 +53,7 @@ func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 		}
 	}
 	close(c.gate) // the first flush was stuck; everything else queued behind it
-	waitFor(t, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
+	testsupport.Eventually(t, 5*time.Second, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
 	writes, out := c.stats()
 	if out != want.String() {
 		t.Fatal("bytes reordered or corrupted")
@@ -83,7 +85,7 @@ func TestCoalescingWriterErrorIsSticky(t *testing.T) {
 	w := newCoalescingWriter(c)
 	defer w.close(time.Second)
 	_, _ = w.Write([]byte("x"))
-	waitFor(t, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
+	testsupport.Eventually(t, 5*time.Second, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
 }
 
 func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
@@ -92,7 +94,7 @@ func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	defer w.close(time.Second)
 	chunk := make([]byte, maxCoalesced/2)
 	_, _ = w.Write(chunk) // taken by the flusher, stuck on the gate
-	waitFor(t, "the flusher to take the first chunk", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "the flusher to take the first chunk", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return len(w.buf) == 0
@@ -108,5 +110,5 @@ func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	}
 	close(c.gate)
 	<-blocked
-	waitFor(t, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
+	testsupport.Eventually(t, 5*time.Second, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
 }
