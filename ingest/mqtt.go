@@ -349,9 +349,9 @@ func bufferedScheme(scheme string) bool {
 }
 
 // dialBuffered opens the broker connection behind a read buffer: paho reads
-// every packet with several small reads (fixed header, length, body), which
-// cost a fifth of the MQTT path's CPU as separate syscalls. Its writes are
-// coalesced for the same reason (coalesce.go).
+// every packet with several small reads (fixed header, length, body), each
+// a syscall without one. Its writes are coalesced for the same reason
+// (coalesce.go).
 func dialBuffered(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	d := &net.Dialer{Timeout: o.ConnectTimeout}
 	var c net.Conn

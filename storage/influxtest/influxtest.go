@@ -63,9 +63,9 @@ type process struct {
 // Start starts influxd with a configuration in t.TempDir() and waits until
 // it answers /ping. The server is killed when the test ends.
 //
-// Flux is enabled, which makes every start (and Restart) cost about 2.7 s of
+// Flux is enabled, which makes every start (and Restart) cost seconds of
 // CPU (Flux's standard library is compiled at start-up; without Flux influxd
-// is ready in milliseconds). Share one server between subtests, each in its
+// is ready at once). Share one server between subtests, each in its
 // own database, where a test does not kill or freeze it.
 func Start(t testing.TB) *Server {
 	t.Helper()
@@ -454,7 +454,7 @@ func tail(path string, n int64) string {
 // Config is the influxd configuration Start uses, for other harnesses that
 // run influxd themselves (bench): state under dir, HTTP and the RPC service
 // on the given loopback ports, every other listener and background service
-// off. Flux costs about 2.7 s of CPU at start; leave it off unless a test
+// off. Flux costs seconds of CPU at start; leave it off unless a test
 // queries with Flux.
 func Config(dir string, httpPort, rpcPort int, flux bool) string {
 	return fmt.Sprintf(`reporting-disabled = true
