@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/telemetryd/telemetryd/internal/testsupport"
@@ -68,15 +69,20 @@ func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 }
 
 func TestCoalescingWriterCloseFlushesPending(t *testing.T) {
-	c := &gatedConn{gate: make(chan struct{})}
-	w := newCoalescingWriter(c)
-	_, _ = w.Write([]byte("puback"))
-	_, _ = w.Write([]byte("disconnect"))
-	go func() { time.Sleep(10 * time.Millisecond); close(c.gate) }()
-	w.close(5 * time.Second)
-	if _, out := c.stats(); out != "pubackdisconnect" {
-		t.Fatalf("after close the connection got %q", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		c := &gatedConn{gate: make(chan struct{})}
+		w := newCoalescingWriter(c)
+		_, _ = w.Write([]byte("puback"))
+		_, _ = w.Write([]byte("disconnect"))
+		go func() {
+			synctest.Wait() // close is waiting for the flusher, stuck on the gate
+			close(c.gate)
+		}()
+		w.close(5 * time.Second)
+		if _, out := c.stats(); out != "pubackdisconnect" {
+			t.Fatalf("after close the connection got %q", out)
+		}
+	})
 }
 
 func TestCoalescingWriterErrorIsSticky(t *testing.T) {
@@ -89,24 +95,31 @@ func TestCoalescingWriterErrorIsSticky(t *testing.T) {
 }
 
 func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) { testCoalescingWriterBoundsItsBuffer(t) })
+}
+
+func testCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	c := &gatedConn{gate: make(chan struct{})}
 	w := newCoalescingWriter(c)
 	defer w.close(time.Second)
 	chunk := make([]byte, maxCoalesced/2)
 	_, _ = w.Write(chunk) // taken by the flusher, stuck on the gate
-	testsupport.Eventually(t, 5*time.Second, "the flusher to take the first chunk", func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return len(w.buf) == 0
-	})
+	synctest.Wait()
+	w.mu.Lock()
+	taken := len(w.buf) == 0
+	w.mu.Unlock()
+	if !taken {
+		t.Fatal("the flusher did not take the first chunk")
+	}
 	_, _ = w.Write(chunk)
 	_, _ = w.Write(chunk) // exactly full
 	blocked := make(chan struct{})
 	go func() { _, _ = w.Write(chunk); close(blocked) }()
+	synctest.Wait() // every goroutine blocked: the Write has waited, or returned
 	select {
 	case <-blocked:
 		t.Fatal("Write past the bound did not wait")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(c.gate)
 	<-blocked
