@@ -10,6 +10,10 @@
 // that must not block: the MQTT handler only enqueues (bounded, sized above
 // the broker's in-flight window); WebSocket frames are consumed on their own
 // connection's read loop, so back-pressure slows only that device.
+// Done itself never blocks, for either transport: it runs on the
+// consumer's completer, which serves every device. The MQTT Done only
+// queues the PUBACK (bounded like the intake queue); each connection's own
+// ack sender writes it, so a stalled broker socket delays PUBACKs only.
 // A WebSocket's answers (acks, error frames, the close frame) leave in
 // order through a bounded per-socket queue; those due at the same time are
 // written with one syscall (wswriter.go). The MQTT connection's writes

@@ -13,7 +13,7 @@ import (
 //
 // Why: the bridge completes a whole batch of frames at once, so a socket
 // typically owes many acks at the same instant, and one write(2) per ack
-// (gws's WriteAsync) cost about a quarter of the service's CPU. Instead, a
+// (gws's WriteAsync) was a large share of the service's CPU. Instead, a
 // socket has a pending list and at most one flush task on gws's serial
 // write queue (conn.Async). The flush task takes everything pending and
 // writes it through gws (WriteMessage: gws frames it, checks that the

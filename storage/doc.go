@@ -7,9 +7,10 @@
 // Storage does not encode anything: the bridge encodes readings as line
 // protocol (nanosecond precision) and hands storage the bytes. One call of
 // [Influx.Write] is one HTTP request: a POST of those bytes, not copied, to
-// the v2 write endpoint through influxdb-client-go's HTTP service (the URL,
-// auth and error decoding of its WriteAPIBlocking, which would take the
-// batch as a string). There is no hidden buffering, batching or retrying, so
+// the v2 write endpoint through influxdb-client-go's HTTP service, which
+// supplies auth and error decoding (its write APIs would take the batch as a
+// string: a copy of every batch). There is no hidden buffering, batching or
+// retrying, so
 // a nil error means InfluxDB accepted every line of the batch. The caller
 // owns retries and acknowledgements.
 //
@@ -41,7 +42,8 @@
 //
 //   - measurement: the reading's measurement;
 //   - tags: device_id = the authenticated device, plus the payload's tags
-//     (and, later, the device's labels); tag values are strings;
+//     and the device's registry labels (the bridge adds them); tag values
+//     are strings;
 //   - fields: one per metric, named after it, typed by the metric's declared
 //     kind: float unless declared integer (written 5i), boolean, or string.
 //     InfluxDB fixes a field's type on first write (per shard), so a kind

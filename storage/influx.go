@@ -60,9 +60,8 @@ type Influx struct {
 	httpc  *http.Client
 	client influxdb2.Client
 	// Writes go through the client's HTTP service (its auth, user agent
-	// and error decoding) to the URL its WriteAPIBlocking would use: that
-	// API takes the batch as a string, a copy of every batch, which was
-	// an eighth of all the bytes telemetryd allocated in the benchmark.
+	// and error decoding) to the client's write URL, not through its write
+	// APIs: they take the batch as a string, a copy of every batch.
 	http     influxhttp.Service
 	writeURL string
 	closed   atomic.Bool
@@ -200,7 +199,7 @@ func writeURL(apiURL, org, bucket string) (string, error) {
 	return u.String(), nil
 }
 
-// newWriteError classifies an error returned by WriteAPIBlocking.
+// newWriteError classifies an error returned by the HTTP service's write.
 func newWriteError(ctx context.Context, err error) *WriteError {
 	var he *influxhttp.Error
 	if !errors.As(err, &he) {

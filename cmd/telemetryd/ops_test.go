@@ -21,25 +21,11 @@ import (
 
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 const repoRoot = "../.."
-
-// needTool returns the path of an external tool, skipping the test when it
-// is missing, except under CI (CI=true), where a missing tool fails it:
-// `make tools` installs it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (CI=true): install it with make tools", name)
-		}
-		t.Skipf("%s not found; make tools installs it", name)
-	}
-	return p
-}
 
 func TestConfigReferenceIsUpToDate(t *testing.T) {
 	var b bytes.Buffer
@@ -264,7 +250,7 @@ func TestAdminListenerServesPprofOnly(t *testing.T) {
 // TestDockerComposeConfig validates docker-compose.yml with docker-compose
 // itself (no Docker engine needed), with and without the simulator profile.
 func TestDockerComposeConfig(t *testing.T) {
-	dc := needTool(t, "docker-compose")
+	dc := testsupport.Binary(t, "", "make tools installs it", "docker-compose")
 	file := filepath.Join(repoRoot, "docker-compose.yml")
 	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"}, {"config", "--services"}} {
 		cmd := exec.Command(dc, append([]string{"-f", file, "--project-directory", repoRoot}, args...)...)
@@ -299,7 +285,7 @@ func TestDockerComposeConfig(t *testing.T) {
 // itself expands it), except for the output directory; and the builder's
 // Go is go.mod's.
 func TestDockerfileBuildsLikeMakefile(t *testing.T) {
-	mk := needTool(t, "make")
+	mk := testsupport.Binary(t, "", "make tools installs it", "make")
 	out, err := exec.Command(mk, "-s", "-n", "-C", repoRoot, "build", "GO=go", "VERSION=v1.2.3", "REVISION=abc123").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n build: %v\n%s", err, out)
@@ -406,9 +392,9 @@ func TestComposeMosquittoEntrypoint(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, like the container's entrypoint")
 	}
-	needTool(t, "mosquitto")
-	pub := needTool(t, "mosquitto_pub")
-	pw := needTool(t, "mosquitto_passwd")
+	testsupport.Binary(t, "", "make tools installs it", "mosquitto")
+	pub := testsupport.Binary(t, "", "make tools installs it", "mosquitto_pub")
+	pw := testsupport.Binary(t, "", "make tools installs it", "mosquitto_passwd")
 	if err := exec.Command("id", "mosquitto").Run(); err != nil {
 		t.Skip("no mosquitto user")
 	}
