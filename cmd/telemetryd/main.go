@@ -276,6 +276,9 @@ func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.In
 		if err == nil {
 			return store, nil
 		}
+		if errors.Is(err, telemetry.ErrPermanent) {
+			return nil, err // not an InfluxDB, or a refused token: retrying changes nothing
+		}
 		log.Warn("InfluxDB not reachable yet; retrying", "url", cfg.InfluxURL, "retry_in", delay, "error", err)
 		select {
 		case <-ctx.Done():
