@@ -363,7 +363,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	uid := regexp.MustCompile(`uid: (\S+)`).FindStringSubmatch(string(ds))
-	if uid == nil || !strings.Contains(string(ds), "version: Flux") {
+	if uid == nil || !strings.Contains(string(ds), "version: InfluxQL") || strings.Contains(string(ds), "version: Flux") {
 		t.Fatalf("data source:\n%s", ds)
 	}
 	dash, err := os.ReadFile(filepath.Join(repoRoot, "deploy/grafana/dashboards/telemetry.json"))
@@ -385,12 +385,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if err := json.Unmarshal(dash, &d); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	if d.UID == "" || len(d.Panels) == 0 {
+	if d.UID == "" || len(d.Panels) == 0 || !strings.Contains(string(dash), `"value": "`+uid[1]+`"`) {
 		t.Fatalf("dashboard %+v", d)
 	}
 	for _, p := range d.Panels {
-		if p.Datasource.UID != uid[1] || len(p.Targets) == 0 || !strings.Contains(p.Targets[0].Query, "from(bucket:") {
-			t.Errorf("panel %q: data source %q (want %q), targets %+v", p.Title, p.Datasource.UID, uid[1], p.Targets)
+		// The data source is the dashboard's variable, whose default is uid.
+		if p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 || !strings.HasPrefix(p.Targets[0].Query, "SELECT ") {
+			t.Errorf("panel %q: data source %q (want ${datasource}), targets %+v", p.Title, p.Datasource.UID, p.Targets)
 		}
 	}
 }
