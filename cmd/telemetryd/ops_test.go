@@ -266,7 +266,8 @@ func TestAdminListenerServesPprofOnly(t *testing.T) {
 func TestDockerComposeConfig(t *testing.T) {
 	dc := needTool(t, "docker-compose")
 	file := filepath.Join(repoRoot, "docker-compose.yml")
-	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"}, {"config", "--services"}} {
+	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"},
+		{"--profile", "influxdb3", "config", "-q"}, {"--profile", "influxdb1", "config", "-q"}, {"config", "--services"}} {
 		cmd := exec.Command(dc, append([]string{"-f", file, "--project-directory", repoRoot}, args...)...)
 		cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME=telemetryd-test")
 		out, err := cmd.CombinedOutput()
@@ -275,7 +276,7 @@ func TestDockerComposeConfig(t *testing.T) {
 		}
 		if args[1] == "--services" {
 			got := strings.Fields(string(out))
-			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "grafana"} {
+			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "prometheus", "grafana"} {
 				if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
 					t.Errorf("service %s missing: %v", want, got)
 				}
