@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -347,19 +348,23 @@ func (s *Influx) Series(ctx context.Context, q telemetry.SeriesQuery) ([]telemet
 		return nil, fmt.Errorf("storage: series: %w", err)
 	}
 	var pairs [][2]string
+	var integer []bool // per pair: stored as integer (the answer's numbers do not say)
 	for _, r := range res {
 		for _, sr := range r.Series {
 			for _, row := range sr.Values {
 				if len(row) > 0 && len(pairs) < MaxSeries {
 					if f, ok := row[0].(string); ok && ValidName(f) && ValidName(sr.Name) {
 						pairs = append(pairs, [2]string{sr.Name, f})
+						typ, _ := row[len(row)-1].(string)
+						integer = append(integer, typ == "integer")
 					}
 				}
 			}
 		}
 	}
 	var out []telemetry.SeriesInfo
-	for chunk := range slices.Chunk(pairs, seriesPerRequest) {
+	for start := 0; start < len(pairs); start += seriesPerRequest {
+		chunk := pairs[start:min(start+seriesPerRequest, len(pairs))]
 		res, err := s.influxQL(ctx, buildLastQL(s.rp, q, chunk))
 		if err != nil {
 			return nil, fmt.Errorf("storage: series: %w", err)
@@ -375,6 +380,11 @@ func (s *Influx) Series(ctx context.Context, q telemetry.SeriesQuery) ([]telemet
 					}
 					t, ok := qlTime(row[0])
 					v, ok2 := qlValue(row[1])
+					if n, isNum := row[1].(json.Number); isNum && integer[start+i] {
+						if x, err := n.Int64(); err == nil {
+							v = telemetry.Int(x)
+						}
+					}
 					if ok && ok2 {
 						out = append(out, telemetry.SeriesInfo{Measurement: chunk[i][0], Field: chunk[i][1], Last: telemetry.HistoryPoint{Time: t, Value: v}})
 					}

@@ -146,6 +146,10 @@ func TestHistory(t *testing.T) {
 		var names []string
 		for _, si := range got {
 			names = append(names, fmt.Sprintf("%s.%s=%v@%d", si.Measurement, si.Field, si.Last.Value, (si.Last.Time-base.UnixNano())/int64(time.Minute)))
+			// Stored integers stay integers (SHOW FIELD KEYS says so).
+			if si.Field == "count" && si.Last.Value.Kind() != telemetry.KindInt {
+				t.Errorf("env.count is %v, want an integer", si.Last.Value.Kind())
+			}
 		}
 		// power.kwh has two series (phase 0 and 1): merged, the latest wins.
 		want := `[env.count=14@14 env.on=true@14 env.state="s2"@14 env.temp=14@14 power.kwh=14@14]`
