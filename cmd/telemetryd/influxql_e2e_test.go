@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
@@ -83,5 +88,36 @@ func TestTagFieldConflictRejectedAloneEndToEnd(t *testing.T) {
 	m := scrape(t, svc)
 	if m.get("telemetryd_readings_rejected_total", `reason="tag_field_conflict"`) != 1 {
 		t.Fatalf("metrics %v", m.names("telemetryd_readings_rejected"))
+	}
+}
+
+// TestStartAgainstAServerThatIsNoInfluxDB: start-up against a web server
+// that answers /ping and /health with 404 stops with one clear error
+// instead of retrying.
+func TestStartAgainstAServerThatIsNoInfluxDB(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		http.NotFound(w, r)
+	}))
+	defer web.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	noEnv := func(string) (string, bool) { return "", false }
+	var stderr syncBuffer
+	err := run(ctx, []string{
+		"-http-addr", "127.0.0.1:0", "-influx-url", web.URL, "-mqtt-url", "",
+		"-device-tokens", tokensFile(t, "d-1", "tok-d"), "-data-dir", t.TempDir(),
+	}, noEnv, &stderr, make(chan string, 1))
+	if err == nil || !strings.Contains(err.Error(), "not an InfluxDB 1.x, 2.x or 3.x server") || ctx.Err() != nil {
+		t.Fatalf("run: %v (ctx %v)\n%s", err, ctx.Err(), tail(stderr.String(), 4000))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(paths) != 2 {
+		t.Fatalf("requests %v, want one /ping and one /health", paths)
 	}
 }
