@@ -112,7 +112,7 @@ func gzipBatch(devices []string, first int, base int64, n int) []byte {
 }
 
 // appendLiveReading appends a reading as the service's hub shows it to
-// dashboards (bridge.AppendReadingJSON's form): what the raw broadcaster
+// dashboards (live.AppendReadingJSON's form): what the raw broadcaster
 // is fed in P4, so that both send the same bytes per reading.
 func appendLiveReading(dst []byte, device string, ts int64, i int) []byte {
 	dst = append(dst, `{"device_id":"`...)

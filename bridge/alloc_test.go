@@ -1,8 +1,8 @@
 package bridge
 
 // Tests of the per-frame memory Consume shares or reuses: pooled entries
-// (bridge.go), the tags arena and the tag sort (normalize.go), and the
-// copies the hub keeps of arena tags (hub.go, presence.go).
+// (bridge.go), the tags arena and the tag sort (normalize.go). The copies
+// the live hub keeps of arena tags are tested in live/alloc_test.go.
 
 import (
 	"context"
@@ -123,7 +123,7 @@ func TestConsumeTagsAreCappedPerReading(t *testing.T) {
 		r.Tags = append(r.Tags, tg("zz", "appended"))
 	}
 	for i, r := range live.rs {
-		want := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("site", fmt.Sprint("s", i)), tg("zz", "appended")}
+		want := []telemetry.Tag{tg(telemetry.DeviceIDTag, "d1"), tg("site", fmt.Sprint("s", i)), tg("zz", "appended")}
 		if !slices.Equal(r.Tags, want) {
 			t.Fatalf("reading %d tags %v, want %v", i, r.Tags, want)
 		}
@@ -193,40 +193,6 @@ func TestBridgeRecyclesEntries(t *testing.T) {
 	}
 }
 
-// TestHubKeepsOwnTags: what the hub remembers for long (a series' tags, a
-// device's tags) is a copy, so that it does not pin a frame's tags arena.
-func TestHubKeepsOwnTags(t *testing.T) {
-	h := NewHub(HubConfig{}, nil)
-	s := hubState{hub: h, clients: map[Client]*clientState{}, last: map[string]*series{}, devices: map[string]*device{}}
-	rs := []telemetry.Reading{benchReading("dev-1", 1), benchReading("dev-1", 2)}
-	for i := range rs {
-		rs[i].Tags = append(rs[i].Tags, tg(DeviceIDTag, "dev-1"))
-	}
-	s.fanOut(rs[:1])
-	d := s.devices["dev-1"]
-	if len(s.last) != 1 || d == nil {
-		t.Fatalf("%d series, device %v", len(s.last), d)
-	}
-	for _, sr := range s.last {
-		if &sr.reading.Tags[0] == &rs[0].Tags[0] {
-			t.Fatal("series tags share the reading's array")
-		}
-	}
-	if &d.tags[0] == &rs[0].Tags[0] {
-		t.Fatal("device tags share the reading's array")
-	}
-	kept := &d.tags[0]
-	s.fanOut(rs[1:]) // the same tags again: the copy stays
-	if &d.tags[0] != kept || !slices.Equal(d.tags, rs[1].Tags) {
-		t.Fatalf("device tags %v replaced though equal", d.tags)
-	}
-	rs[1].Tags[1].Value = "plant-4"
-	s.fanOut(rs[1:])
-	if !slices.Equal(d.tags, rs[1].Tags) || &d.tags[0] == &rs[1].Tags[0] {
-		t.Fatalf("device tags %v after a change, want a copy of %v", d.tags, rs[1].Tags)
-	}
-}
-
 // TestConsumeCompletesTagsInPlace: readings whose Tags have a spare slot
 // (the decoder leaves one per reading, all in one array) get device_id
 // there, without touching their neighbours; a device with labels needs
@@ -244,11 +210,11 @@ func TestConsumeCompletesTagsInPlace(t *testing.T) {
 		if rcpt, err := b.Consume(context.Background(), f); err != nil || rcpt.Accepted != 2 {
 			t.Fatal(rcpt, err)
 		}
-		want0 := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("site", "s0")}
-		want1 := []telemetry.Tag{tg(DeviceIDTag, "d1"), tg("zone", "z1")}
+		want0 := []telemetry.Tag{tg(telemetry.DeviceIDTag, "d1"), tg("site", "s0")}
+		want1 := []telemetry.Tag{tg(telemetry.DeviceIDTag, "d1"), tg("zone", "z1")}
 		if labels != nil {
-			want0 = []telemetry.Tag{tg("area", "north"), tg(DeviceIDTag, "d1"), tg("site", "s0")}
-			want1 = []telemetry.Tag{tg("area", "north"), tg(DeviceIDTag, "d1"), tg("zone", "z1")}
+			want0 = []telemetry.Tag{tg("area", "north"), tg(telemetry.DeviceIDTag, "d1"), tg("site", "s0")}
+			want1 = []telemetry.Tag{tg("area", "north"), tg(telemetry.DeviceIDTag, "d1"), tg("zone", "z1")}
 		}
 		if !slices.Equal(f.Readings[0].Tags, want0) || !slices.Equal(f.Readings[1].Tags, want1) {
 			t.Fatalf("labels %v: tags %v and %v, want %v and %v", labels, f.Readings[0].Tags, f.Readings[1].Tags, want0, want1)

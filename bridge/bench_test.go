@@ -1,8 +1,8 @@
 package bridge
 
 // Micro-benchmarks of the bridge's hot path, one stage at a time, with
-// allocations reported: normalize, line-protocol encode, dashboard frame
-// encode, Consume of a 100-reading frame, and a coalesced hub fan-out.
+// allocations reported: normalize, line-protocol encode and Consume of a
+// 100-reading frame (the live side's are in live/bench_test.go).
 // The end-to-end figures are bench/'s (make bench, docs/performance.md).
 
 import (
@@ -96,27 +96,6 @@ func BenchmarkAppendLine(b *testing.B) {
 	}
 }
 
-// BenchmarkEncodeFrame is the dashboard JSON of one reading, then of 100
-// (a coalesced batch), for an unfiltered subscription: once per broadcast.
-func BenchmarkEncodeFrame(b *testing.B) {
-	for _, n := range []int{1, 100} {
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			sub := &subscription{id: "s"}
-			rs := make([]telemetry.Reading, n)
-			for i := range rs {
-				rs[i] = benchReading("dev-"+strconv.Itoa(i), 1763820000123000000+int64(i))
-				rs[i].Tags = append(rs[i].Tags, telemetry.Tag{Key: DeviceIDTag, Value: string(rs[i].Device)})
-			}
-			var buf []byte
-			b.ReportAllocs()
-			for b.Loop() {
-				buf = encodeFrame(buf[:0], "readings", sub, rs)
-			}
-			b.SetBytes(int64(len(buf)))
-		})
-	}
-}
-
 // BenchmarkConsumeSingle is Consume of a one-reading device frame, P7's
 // bridge side: the writer runs (Run, recycling entries) into a sink that
 // discards.
@@ -167,30 +146,6 @@ func BenchmarkConsumeBatch100(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rs)), "ns/reading")
 }
-
-// BenchmarkHubFanOut1000Batch16 is one coalesced fan-out of 16 readings to
-// 1 000 unfiltered subscribers (one encode, 1 000 sends).
-func BenchmarkHubFanOut1000Batch16(b *testing.B) {
-	h := NewHub(HubConfig{}, slog.New(slog.DiscardHandler))
-	s := hubState{hub: h, clients: map[Client]*clientState{}, last: map[string]*series{}, devices: map[string]*device{}}
-	for range 1000 {
-		sub := &subscription{id: "s"}
-		sub.key = sub.filter.key("s")
-		s.clients[&benchClient{}] = &clientState{subs: []*subscription{sub}}
-	}
-	rs := make([]telemetry.Reading, 16)
-	for i := range rs {
-		rs[i] = benchReading("dev-"+strconv.Itoa(i), 1763820000123000000+int64(i))
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		s.fanOut(rs)
-	}
-}
-
-type benchClient struct{ n int }
-
-func (c *benchClient) Send([]byte) bool { c.n++; return true }
 
 // discardQueued empties br's queue whenever it wakes its writer, until ctx
 // ends: Consume measured without Run's batching and writing.

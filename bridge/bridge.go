@@ -77,28 +77,43 @@ type Config struct {
 	DeadLetters DeadLetterer
 }
 
+// DefaultConfig is what the zero value of each Config field stands for.
+func DefaultConfig() Config {
+	return Config{
+		Limits:        DefaultLimits(),
+		QueueFrames:   8192,
+		MaxBatchLines: 5000,
+		FlushInterval: 5 * time.Millisecond,
+		Writers:       4,
+		RetryMin:      100 * time.Millisecond,
+		RetryMax:      5 * time.Second,
+		DrainTimeout:  20 * time.Second,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	c.Limits = c.Limits.withDefaults()
 	if c.QueueFrames <= 0 {
-		c.QueueFrames = 8192
+		c.QueueFrames = d.QueueFrames
 	}
 	if c.MaxBatchLines <= 0 {
-		c.MaxBatchLines = 5000
+		c.MaxBatchLines = d.MaxBatchLines
 	}
 	if c.Writers <= 0 {
-		c.Writers = 4
+		c.Writers = d.Writers
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 5 * time.Millisecond
+		c.FlushInterval = d.FlushInterval
 	}
 	if c.RetryMin <= 0 {
-		c.RetryMin = 100 * time.Millisecond
+		c.RetryMin = d.RetryMin
 	}
 	if c.RetryMax <= 0 {
-		c.RetryMax = 5 * time.Second
+		c.RetryMax = d.RetryMax
 	}
 	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 20 * time.Second
+		c.DrainTimeout = d.DrainTimeout
 	}
 	return c
 }
@@ -628,13 +643,11 @@ func reset(e *entry) {
 }
 
 // entryCache recycles entries: Run returns a completed batch's entries at
-// once, under one lock, and Consume takes one at a time. It replaced a
-// sync.Pool, whose per-P caches filled on the P completing batches and
-// were drained entry by entry, slowly, from the Ps consuming: P7 spent
-// 7 % less CPU per reading without it. The price is one more lock per
-// frame beside the queue's own, uncontended on 2 cores; the -scale run
-// is where to check it. At most maxFreeEntries (about 3 MiB) are kept;
-// the rest are left to the collector.
+// once, under one lock, and Consume takes one at a time. Not a sync.Pool:
+// its per-P caches fill on the P completing batches and drain only slowly
+// to the Ps consuming, so entries were allocated anyway. The price is one
+// more lock per frame beside the queue's own. At most maxFreeEntries
+// (about 3 MiB) are kept; the rest are left to the collector.
 type entryCache struct {
 	mu   sync.Mutex
 	free []*entry // at most maxFreeEntries

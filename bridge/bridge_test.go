@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -456,5 +457,13 @@ func TestEntryCache(t *testing.T) {
 	}
 	if got := c.get(); got != es[maxFreeEntries-1] {
 		t.Fatal("want the last entry kept")
+	}
+}
+
+// TestDefaultConfigIsTheZeroValue: DefaultConfig, which cmd's flags
+// default to, is what the zero Config means.
+func TestDefaultConfigIsTheZeroValue(t *testing.T) {
+	if got, want := (Config{}).withDefaults(), DefaultConfig(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("zero Config means %+v, DefaultConfig is %+v", got, want)
 	}
 }

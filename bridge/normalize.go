@@ -27,9 +27,6 @@ const (
 	CodeTagFieldConflict = "tag_field_conflict"
 )
 
-// DeviceIDTag is the tag every stored reading carries: the authenticated device.
-const DeviceIDTag = "device_id"
-
 // Limits bound what one reading may contain. The zero value of a field
 // means its default.
 type Limits struct {
@@ -45,21 +42,33 @@ type Limits struct {
 	MaxStringLen int
 }
 
+// DefaultLimits is what the zero value of each Limits field stands for.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxClockSkew:   5 * time.Minute,
+		MaxTags:        32,
+		MaxTagValueLen: 256,
+		MaxNameLen:     128,
+		MaxStringLen:   65535,
+	}
+}
+
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
 	if l.MaxClockSkew <= 0 {
-		l.MaxClockSkew = 5 * time.Minute
+		l.MaxClockSkew = d.MaxClockSkew
 	}
 	if l.MaxTags <= 0 {
-		l.MaxTags = 32
+		l.MaxTags = d.MaxTags
 	}
 	if l.MaxTagValueLen <= 0 {
-		l.MaxTagValueLen = 256
+		l.MaxTagValueLen = d.MaxTagValueLen
 	}
 	if l.MaxNameLen <= 0 {
-		l.MaxNameLen = 128
+		l.MaxNameLen = d.MaxNameLen
 	}
 	if l.MaxStringLen <= 0 {
-		l.MaxStringLen = 65535
+		l.MaxStringLen = d.MaxStringLen
 	}
 	return l
 }
@@ -254,7 +263,7 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading, arena *tagArena) *rejectErr
 		return reject(CodeInvalidTag, "%d tags exceed the limit of %d", n, l.MaxTags)
 	}
 	for _, t := range r.Tags {
-		if !validName(t.Key, l.MaxNameLen) || t.Key == DeviceIDTag {
+		if !validName(t.Key, l.MaxNameLen) || t.Key == telemetry.DeviceIDTag {
 			return reject(CodeInvalidTag, "invalid tag key %q", truncate(t.Key))
 		}
 		if !validTagValue(t.Value, l.MaxTagValueLen) {
@@ -278,7 +287,7 @@ func (b *Bridge) normalizeTags(r *telemetry.Reading, arena *tagArena) *rejectErr
 			tags = append(tags, lb)
 		}
 	}
-	tags = append(tags, telemetry.Tag{Key: DeviceIDTag, Value: string(r.Device)})
+	tags = append(tags, telemetry.Tag{Key: telemetry.DeviceIDTag, Value: string(r.Device)})
 	sortTags(tags)
 	for i := 1; i < len(tags); i++ {
 		if tags[i].Key == tags[i-1].Key {

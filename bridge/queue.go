@@ -6,13 +6,12 @@ import "sync"
 // most QueueFrames entries behind one mutex. Consume pushes one entry per
 // frame; Run takes as many as fit in its batch under one lock.
 //
-// It replaced a buffered channel plus an RWMutex that guarded it against
-// shutdown. With Consume running on every core, the channel's lock (taken
-// by Run once per frame too) and the RWMutex's reader count bounced
-// between cores: about 9 % of telemetryd's CPU in P3. Here a frame costs
-// Consume one lock, and Run one lock per batch. (That lock's line still
-// moves between the cores that consume: about 4 % of telemetryd's CPU in
-// P3. Sharding it is for a many-core machine to show the need of.)
+// Not a buffered channel guarded by an RWMutex against shutdown: with
+// Consume running on every core, the channel's lock (taken by Run once per
+// frame too) and the RWMutex's reader count bounced between cores. Here a
+// frame costs Consume one lock, and Run one lock per batch. (That lock's
+// cache line still moves between the cores that consume; sharding it waits
+// for a many-core machine to show the need.)
 //
 // Run is woken through wake (capacity 1, so wakes coalesce) only when it
 // may have something to do: a frame lands in an empty queue, or the queue

@@ -16,11 +16,11 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// Error codes of the admin API ({"error":{"code":..,"message":..}}).
+// Error codes of the admin API, answered as a telemetry.ErrorResponse.
 const (
 	APICodeNotFound         = "not_found"
-	APICodeInvalidRequest   = "invalid_request"
-	APICodeUnauthorized     = "unauthorized"
+	APICodeInvalidRequest   = telemetry.CodeInvalidRequest
+	APICodeUnauthorized     = telemetry.CodeUnauthorized
 	APICodeConflict         = "conflict"
 	APICodeMethodNotAllowed = "method_not_allowed"
 	APICodeTooLarge         = "request_too_large"
@@ -101,11 +101,11 @@ func NewAdminAPI(reg *Registry, log *slog.Logger) *AdminAPI {
 	for _, p := range []string{"/api/v1/devices", "/api/v1/devices/{id}", "/api/v1/devices/{id}/rotate", "/api/v1/devices/{id}/revoke",
 		"/api/v1/viewers", "/api/v1/viewers/{id}", "/api/v1/viewers/{id}/revoke"} {
 		m.HandleFunc(p, func(w http.ResponseWriter, _ *http.Request) {
-			writeAPIError(w, http.StatusMethodNotAllowed, APICodeMethodNotAllowed, "method not allowed on this resource")
+			telemetry.WriteHTTPError(w, http.StatusMethodNotAllowed, APICodeMethodNotAllowed, "method not allowed on this resource")
 		})
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeAPIError(w, http.StatusNotFound, APICodeNotFound, "no such API resource")
+		telemetry.WriteHTTPError(w, http.StatusNotFound, APICodeNotFound, "no such API resource")
 	})
 	return a
 }
@@ -113,14 +113,14 @@ func NewAdminAPI(reg *Registry, log *slog.Logger) *AdminAPI {
 func (a *AdminAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store") // responses may carry tokens
 	if !a.reg.AdminEnabled() {
-		writeAPIError(w, http.StatusNotFound, APICodeNotFound, "the admin API is disabled: no admin token is configured")
+		telemetry.WriteHTTPError(w, http.StatusNotFound, APICodeNotFound, "the admin API is disabled: no admin token is configured")
 		return
 	}
 	// The header only: a token in a URL ends up in proxies' logs.
 	tok, ok := bearer(r)
 	if !ok || !a.reg.AuthenticateAdmin(tok) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="telemetryd admin"`)
-		writeAPIError(w, http.StatusUnauthorized, APICodeUnauthorized, "the admin token is required (Authorization: Bearer …)")
+		telemetry.WriteHTTPError(w, http.StatusUnauthorized, APICodeUnauthorized, "the admin token is required (Authorization: Bearer …)")
 		return
 	}
 	a.mux.ServeHTTP(w, r)
@@ -134,19 +134,6 @@ func bearer(r *http.Request) (string, bool) {
 	return "", false
 }
 
-type apiError struct {
-	Error apiErrorBody `json:"error"`
-}
-
-type apiErrorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func writeAPIError(w http.ResponseWriter, status int, code, msg string) {
-	writeAPIJSON(w, status, apiError{Error: apiErrorBody{Code: code, Message: msg}})
-}
-
 func writeAPIJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -158,14 +145,14 @@ func writeAPIJSON(w http.ResponseWriter, status int, v any) {
 func (a *AdminAPI) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeAPIError(w, http.StatusNotFound, APICodeNotFound, err.Error())
+		telemetry.WriteHTTPError(w, http.StatusNotFound, APICodeNotFound, err.Error())
 	case errors.Is(err, ErrInvalid):
-		writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, err.Error())
 	case errors.Is(err, ErrConflict):
-		writeAPIError(w, http.StatusConflict, APICodeConflict, err.Error())
+		telemetry.WriteHTTPError(w, http.StatusConflict, APICodeConflict, err.Error())
 	default:
 		a.log.Error("admin API request failed", "error", err)
-		writeAPIError(w, http.StatusInternalServerError, APICodeInternal, "internal error; see the server log")
+		telemetry.WriteHTTPError(w, http.StatusInternalServerError, APICodeInternal, "internal error; see the server log")
 	}
 }
 
@@ -176,9 +163,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
-			writeAPIError(w, http.StatusRequestEntityTooLarge, APICodeTooLarge, "request body over 64 KiB")
+			telemetry.WriteHTTPError(w, http.StatusRequestEntityTooLarge, APICodeTooLarge, "request body over 64 KiB")
 		} else {
-			writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "reading the request body failed")
+			telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "reading the request body failed")
 		}
 		return false
 	}
@@ -188,11 +175,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid JSON body: "+err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid JSON body: "+err.Error())
 		return false
 	}
 	if dec.More() {
-		writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid JSON body: trailing data")
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid JSON body: trailing data")
 		return false
 	}
 	return true
@@ -235,13 +222,13 @@ func (a *AdminAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	o := ListOptions{Kind: Kind(q.Get("kind")), Gateway: telemetry.DeviceID(q.Get("gateway"))}
 	if o.Kind != "" && o.Kind != KindDevice && o.Kind != KindGateway {
-		writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, `kind must be "device" or "gateway"`)
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, `kind must be "device" or "gateway"`)
 		return
 	}
 	for _, l := range q["label"] {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "label filters are key=value")
+			telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "label filters are key=value")
 			return
 		}
 		if o.Labels == nil {
@@ -252,7 +239,7 @@ func (a *AdminAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
-			writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "limit must be 1 to 1000")
+			telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "limit must be 1 to 1000")
 			return
 		}
 		o.Limit = n
@@ -260,7 +247,7 @@ func (a *AdminAPI) listDevices(w http.ResponseWriter, r *http.Request) {
 	if c := q.Get("cursor"); c != "" {
 		after, err := base64.RawURLEncoding.DecodeString(c)
 		if err != nil || len(after) == 0 || len(after) > 128 {
-			writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid cursor")
+			telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, "invalid cursor")
 			return
 		}
 		o.After = telemetry.DeviceID(after)
@@ -340,7 +327,7 @@ func (a *AdminAPI) rotateDevice(w http.ResponseWriter, r *http.Request) {
 	if req.Grace != nil {
 		g, err := time.ParseDuration(*req.Grace)
 		if err != nil || g < 0 || g > maxRotationGrace {
-			writeAPIError(w, http.StatusBadRequest, APICodeInvalidRequest, fmt.Sprintf("grace must be a duration from 0s to %s, e.g. \"10m\"", maxRotationGrace))
+			telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, fmt.Sprintf("grace must be a duration from 0s to %s, e.g. \"10m\"", maxRotationGrace))
 			return
 		}
 		grace = g

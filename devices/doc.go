@@ -22,6 +22,7 @@
 // sockets. Tokens are never logged.
 //
 // The admin HTTP API (NewAdminAPI) exposes the registry under /api/v1,
-// guarded by the operator token. WriteMosquittoFiles renders the broker's
-// password and ACL files from the registry.
+// guarded by the operator token; devices/adminclient is its client.
+// WriteMosquittoFiles renders the broker's password and ACL files from the
+// registry, and MosquittoSync rewrites them after every device change.
 package devices

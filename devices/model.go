@@ -44,13 +44,10 @@ type Device struct {
 	Revoked    bool
 }
 
-// Viewer is a dashboard user.
+// Viewer is a registered dashboard user: the identity every dashboard
+// endpoint sees (ID, Name, Scope), with the registry's own metadata.
 type Viewer struct {
-	ID   string
-	Name string
-	// Scope restricts what the viewer sees to readings whose tags carry all
-	// of these key/value pairs; empty means unrestricted.
-	Scope     map[string]string
+	telemetry.Viewer
 	CreatedAt time.Time
 	Revoked   bool
 }

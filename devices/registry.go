@@ -293,9 +293,9 @@ func (r *Registry) Labels(device telemetry.DeviceID) []telemetry.Tag {
 
 // AuthenticateViewer returns the viewer a token belongs to. The admin
 // token is an unrestricted viewer with id "admin".
-func (r *Registry) AuthenticateViewer(_ context.Context, token string) (Viewer, error) {
+func (r *Registry) AuthenticateViewer(_ context.Context, token string) (telemetry.Viewer, error) {
 	if r.isAdmin(token) {
-		return Viewer{ID: "admin", Name: "admin", Scope: map[string]string{}}, nil
+		return telemetry.Viewer{ID: "admin", Name: "admin", Scope: map[string]string{}}, nil
 	}
 	if strings.HasPrefix(token, ViewerTokenPrefix) && len(token) <= 128 {
 		h := HashToken(token)
@@ -305,10 +305,10 @@ func (r *Registry) AuthenticateViewer(_ context.Context, token string) (Viewer, 
 		if c := r.byHash[h]; c != nil && c.viewer && c.Hash.Equal(h) && !c.expired(now) {
 			v = r.viewers[c.Owner]
 		}
-		var out Viewer
+		var out telemetry.Viewer
 		ok := v != nil && !v.Revoked
 		if ok {
-			out = cloneViewer(*v)
+			out = cloneViewer(*v).Viewer
 		}
 		r.mu.RUnlock()
 		if ok {
@@ -316,7 +316,7 @@ func (r *Registry) AuthenticateViewer(_ context.Context, token string) (Viewer, 
 		}
 	}
 	r.viewerAuthFailures.Add(1)
-	return Viewer{}, fmt.Errorf("devices: unknown or revoked viewer token: %w", telemetry.ErrUnauthorized)
+	return telemetry.Viewer{}, fmt.Errorf("devices: unknown or revoked viewer token: %w", telemetry.ErrUnauthorized)
 }
 
 // ViewerActive reports whether viewer id may still watch ("admin" always
@@ -732,7 +732,7 @@ func (r *Registry) CreateViewer(ctx context.Context, name string, scope map[stri
 		return Viewer{}, "", fmt.Errorf("devices: new id: %w", err)
 	}
 	now := r.cfg.Now().UTC()
-	v := cloneViewer(Viewer{ID: u.String(), Name: name, Scope: scope, CreatedAt: now})
+	v := cloneViewer(Viewer{Viewer: telemetry.Viewer{ID: u.String(), Name: name, Scope: scope}, CreatedAt: now})
 	token := NewToken(ViewerTokenPrefix)
 	cred := Credential{Hash: HashToken(token), Owner: v.ID, CreatedAt: now}
 	r.wmu.Lock()

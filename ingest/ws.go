@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,23 +22,13 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// WebSocket close codes used on device sockets (RFC 6455 §7.4.1).
-const (
-	CloseGoingAway   = 1001
-	CloseUnsupported = 1003
-	ClosePolicy      = 1008
-	CloseTooBig      = 1009
-	CloseInternal    = 1011
-	CloseTryLater    = 1013
-)
-
 // Error codes in device error frames. They are part of the device protocol.
 const (
 	CodeInvalidPayload  = "invalid_payload"
 	CodeTooManyReadings = "too_many_readings"
 	CodeOverloaded      = "overloaded"
 	CodeNotStored       = "not_stored"
-	CodeShuttingDown    = "shutting_down"
+	CodeShuttingDown    = telemetry.CodeShuttingDown
 	CodeRejected        = "rejected"
 	// CodeRateLimited answers a frame over the device's rate; it was not
 	// consumed. retry_after_ms says when a token is available again.
@@ -93,30 +82,45 @@ type WSConfig struct {
 	Devices DeviceChecker
 }
 
+// DefaultWSConfig is what the zero value of each WSConfig field stands for.
+func DefaultWSConfig() WSConfig {
+	return WSConfig{
+		MaxFrameSize:      256 << 10,
+		PingInterval:      30 * time.Second,
+		OverloadWait:      5 * time.Second,
+		MaxConnsPerDevice: 4,
+		MaxConns:          100000,
+		FrameRate:         100,
+		FrameBurst:        200, // 2×FrameRate
+		RateLimitClose:    10,
+	}
+}
+
 func (c WSConfig) withDefaults() WSConfig {
+	d := DefaultWSConfig()
 	if c.MaxFrameSize <= 0 {
-		c.MaxFrameSize = 256 << 10
+		c.MaxFrameSize = d.MaxFrameSize
 	}
 	if c.PingInterval <= 0 {
-		c.PingInterval = 30 * time.Second
+		c.PingInterval = d.PingInterval
 	}
 	if c.OverloadWait <= 0 {
-		c.OverloadWait = 5 * time.Second
+		c.OverloadWait = d.OverloadWait
 	}
 	if c.MaxConnsPerDevice <= 0 {
-		c.MaxConnsPerDevice = 4
+		c.MaxConnsPerDevice = d.MaxConnsPerDevice
 	}
 	if c.MaxConns <= 0 {
-		c.MaxConns = 100000
+		c.MaxConns = d.MaxConns
 	}
 	if c.FrameRate == 0 {
-		c.FrameRate = 100
+		c.FrameRate = d.FrameRate
 	}
 	if c.FrameBurst <= 0 {
 		c.FrameBurst = max(int(2*c.FrameRate), 1)
 	}
 	if c.RateLimitClose <= 0 {
-		c.RateLimitClose = 10
+		c.RateLimitClose = d.RateLimitClose
 	}
 	return c
 }
@@ -196,30 +200,21 @@ func (w *WS) Stats() WSStats {
 	}
 }
 
-// DeviceToken returns the credential from "Authorization: Bearer …" or, for
-// constrained clients, "?token=".
-func DeviceToken(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return r.URL.Query().Get("token")
-}
-
 func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if w.draining.Load() {
-		writeHTTPError(rw, http.StatusServiceUnavailable, CodeShuttingDown, "server is shutting down")
+		telemetry.RefuseShuttingDown(rw)
 		return
 	}
 	if w.cfg.CheckOrigin != nil && !w.cfg.CheckOrigin(r) {
 		w.originRejected.Add(1)
-		writeHTTPError(rw, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
+		telemetry.RefuseOrigin(rw)
 		return
 	}
-	id, err := w.auth.AuthenticateDevice(r.Context(), DeviceToken(r))
+	id, err := w.auth.AuthenticateDevice(r.Context(), telemetry.BearerToken(r))
 	if err != nil {
 		w.unauthorized.Add(1)
 		w.log.Debug("device authentication failed", "remote", r.RemoteAddr) // never the token
-		writeHTTPError(rw, http.StatusUnauthorized, "unauthorized", "a valid device token is required")
+		telemetry.RefuseUnauthorized(rw, "device")
 		return
 	}
 	// Limits are checked before the upgrade, so a refusal is a plain HTTP
@@ -227,7 +222,7 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	slot, status, code := w.acquire(id)
 	if slot == nil {
 		w.log.Debug("device connection refused", "device", id, "code", code, "remote", r.RemoteAddr)
-		writeHTTPError(rw, status, code, "too many connections; retry later")
+		telemetry.WriteHTTPError(rw, status, code, "too many connections; retry later")
 		return
 	}
 	// Hijacked here rather than by gws's Upgrade so that gws writes through
@@ -362,7 +357,7 @@ func (w *WS) Close() {
 	w.draining.Store(true)
 	var wg sync.WaitGroup
 	w.conns.Range(func(k, _ any) bool {
-		if done := k.(*deviceConn).close(CloseGoingAway, "server shutting down"); done != nil {
+		if done := k.(*deviceConn).close(telemetry.CloseGoingAway, "server shutting down"); done != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); <-done }()
 		}
@@ -507,14 +502,14 @@ func (e *wsEvents) checkActive(c *deviceConn) bool {
 	if !c.closed.Load() {
 		e.w.inactiveClosed.Add(1)
 	}
-	c.close(ClosePolicy, "credential revoked")
+	c.close(telemetry.ClosePolicy, "credential revoked")
 	return false
 }
 
 func (e *wsEvents) OnClose(socket *gws.Conn, err error) {
 	// gws reports a frame over ReadMaxPayloadSize as its 1009 status code.
 	var sc interface{ Uint16() uint16 }
-	if errors.As(err, &sc) && sc.Uint16() == CloseTooBig {
+	if errors.As(err, &sc) && sc.Uint16() == telemetry.CloseTooBig {
 		e.w.tooBig.Add(1)
 	}
 	if c := connOf(socket); c != nil {
@@ -563,7 +558,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	if message.Opcode != gws.OpcodeText {
 		message.Close()
-		c.close(CloseUnsupported, "send JSON in text frames")
+		c.close(telemetry.CloseUnsupported, "send JSON in text frames")
 		return
 	}
 	if !e.checkActive(c) {
@@ -584,7 +579,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if c.limited >= w.cfg.RateLimitClose {
 			w.rateLimitClosed.Add(1)
 			w.log.Info("device over its frame rate; closing", "device", c.id)
-			c.close(CloseTryLater, "rate limit exceeded")
+			c.close(telemetry.CloseTryLater, "rate limit exceeded")
 		}
 		return
 	}
@@ -628,7 +623,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		c.overloaded++
 		c.sendError(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil)
 		if c.overloaded >= 3 {
-			c.close(CloseTryLater, "overloaded")
+			c.close(telemetry.CloseTryLater, "overloaded")
 		}
 		return
 	case errors.Is(err, telemetry.ErrClosed):
@@ -636,7 +631,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		return
 	case err != nil:
 		w.log.Error("consume failed", "device", c.id, "error", err)
-		c.close(CloseInternal, "internal error")
+		c.close(telemetry.CloseInternal, "internal error")
 		return
 	}
 	c.overloaded = 0
@@ -679,12 +674,6 @@ func (c *deviceConn) finish(seq uint64, o telemetry.Outcome) {
 	if len(o.Rejected) > 0 {
 		c.sendError(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected)
 	}
-}
-
-func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errorFrame{Error: errorFrameBody{Code: code, Message: msg}})
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

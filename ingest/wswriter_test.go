@@ -251,7 +251,7 @@ func TestWSAcksCoalesced(t *testing.T) {
 			wants = append(wants, want{ack: seq})
 		}
 	}
-	h.w.Disconnect("dev-1", ClosePolicy, "credential revoked")
+	h.w.Disconnect("dev-1", telemetry.ClosePolicy, "credential revoked")
 	release()
 
 	var last clientEvent
@@ -272,8 +272,8 @@ func TestWSAcksCoalesced(t *testing.T) {
 		}
 		last = ev
 	}
-	if ev := h.next(); !ev.closed || ev.closeCode != ClosePolicy {
-		t.Fatalf("after the answers: got %+v, want the close frame %d", ev, ClosePolicy)
+	if ev := h.next(); !ev.closed || ev.closeCode != telemetry.ClosePolicy {
+		t.Fatalf("after the answers: got %+v, want the close frame %d", ev, telemetry.ClosePolicy)
 	}
 	// len(wants)+1 frames (the close included) reached the device in at most 2 writes.
 	if w := last.writes - base; w < 1 || w > 2 {
@@ -326,7 +326,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 		}
 	}
 	waitFor(t, "OnClose", func() bool { return h.w.Stats().Connections == 0 })
-	if done := c.close(CloseGoingAway, ""); done != nil {
+	if done := c.close(telemetry.CloseGoingAway, ""); done != nil {
 		t.Fatal("close after abort queued a close frame")
 	}
 	c.sendAck(1)

@@ -11,9 +11,13 @@
 // SeriesQuery, SeriesInfo) that the dashboard's API asks and the store
 // answers, so that the two share one definition.
 //
-// Histogram is the one piece of shared machinery: a lock-free latency
-// histogram that pipeline stages keep for metrics without importing a
-// metrics library.
+// Histogram is shared machinery: a lock-free latency histogram that
+// pipeline stages keep for metrics without importing a metrics library.
+//
+// It also holds what every endpoint must answer alike (wire.go): the
+// WebSocket close codes, the JSON error answer (WriteHTTPError) and the
+// refusals before an upgrade, the bearer-token rule, and the Viewer every
+// dashboard endpoint authenticates (viewer.go).
 //
 // Values are plain data. A Reading handed to a Consumer belongs to the
 // Consumer from then on; the caller must not modify it afterwards.

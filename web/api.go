@@ -16,14 +16,6 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// Viewer is who calls the API. Scope, when not empty, restricts every
-// answer to devices whose labels carry all of these pairs (the key
-// "device_id" matches the device's id).
-type Viewer struct {
-	Name  string
-	Scope map[string]string
-}
-
 // HistoryReader reads stored points. Errors matching telemetry.ErrPermanent
 // are the caller's fault (400); others are the store's (502/504).
 type HistoryReader interface {
@@ -54,8 +46,10 @@ type APIConfig struct {
 	// Devices answers /api/v1/fleet; nil makes it 503.
 	Devices DeviceLister
 	// Authenticate returns the viewer making r, or an error (answered 401).
-	// nil leaves the API open to everyone, unrestricted.
-	Authenticate func(r *http.Request) (Viewer, error)
+	// A viewer's Scope, when not empty, restricts every answer to devices
+	// whose labels carry all of its pairs (telemetry.DeviceIDTag matches the
+	// device's id). nil leaves the API open to everyone, unrestricted.
+	Authenticate func(r *http.Request) (telemetry.Viewer, error)
 	// Timeout bounds one call of History or ListDevices (default 15s).
 	Timeout time.Duration
 	// DefaultWindow is the history range when "since" is absent (default 15m).
@@ -94,27 +88,15 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/fleet", a.serveFleet)
 }
 
-// apiError is the JSON error body, the same shape as the live endpoints'.
-func apiError(w http.ResponseWriter, status int, code, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	if status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="telemetryd"`)
-	}
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-}
-
-func (a *API) viewer(w http.ResponseWriter, r *http.Request) (Viewer, bool) {
+func (a *API) viewer(w http.ResponseWriter, r *http.Request) (telemetry.Viewer, bool) {
 	securityHeaders(w.Header())
 	if a.cfg.Authenticate == nil {
-		return Viewer{Name: "anonymous"}, true
+		return telemetry.Anonymous(), true
 	}
 	v, err := a.cfg.Authenticate(r)
 	if err != nil {
-		apiError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required (Authorization: Bearer or ?token=)")
-		return Viewer{}, false
+		telemetry.RefuseUnauthorized(w, "viewer")
+		return telemetry.Viewer{}, false
 	}
 	return v, true
 }
@@ -128,12 +110,12 @@ func (a *API) serveHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.cfg.History == nil {
-		apiError(w, http.StatusServiceUnavailable, "unavailable", "history is not configured")
+		telemetry.WriteHTTPError(w, http.StatusServiceUnavailable, "unavailable", "history is not configured")
 		return
 	}
 	q, err := a.parseHistory(r)
 	if err != nil {
-		apiError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 		return
 	}
 	q.Tags = v.Scope
@@ -184,13 +166,13 @@ func (a *API) serveHistory(w http.ResponseWriter, r *http.Request) {
 func (a *API) storeError(w http.ResponseWriter, err error, logArgs ...any) {
 	switch {
 	case errors.Is(err, telemetry.ErrPermanent):
-		apiError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		a.log.Warn("history query timed out", append(logArgs, "error", err)...)
-		apiError(w, http.StatusGatewayTimeout, "timeout", "the history query took too long")
+		telemetry.WriteHTTPError(w, http.StatusGatewayTimeout, "timeout", "the history query took too long")
 	default:
 		a.log.Warn("history query failed", append(logArgs, "error", err)...)
-		apiError(w, http.StatusBadGateway, "history_unavailable", "the history store did not answer")
+		telemetry.WriteHTTPError(w, http.StatusBadGateway, "history_unavailable", "the history store did not answer")
 	}
 }
 
@@ -200,21 +182,21 @@ func (a *API) serveSeries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.cfg.History == nil {
-		apiError(w, http.StatusServiceUnavailable, "unavailable", "history is not configured")
+		telemetry.WriteHTTPError(w, http.StatusServiceUnavailable, "unavailable", "history is not configured")
 		return
 	}
 	vals, err := singleValues(r)
 	if err != nil {
-		apiError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 		return
 	}
 	q := telemetry.SeriesQuery{Device: vals.Get("device"), Tags: v.Scope}
 	if q.Device == "" {
-		apiError(w, http.StatusBadRequest, "invalid_request", "device is required")
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, "device is required")
 		return
 	}
 	if q.Start, q.Stop, err = a.parseRange(vals); err != nil {
-		apiError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
@@ -346,7 +328,7 @@ func (a *API) serveFleet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.cfg.Devices == nil {
-		apiError(w, http.StatusServiceUnavailable, "unavailable", "the device list is not configured")
+		telemetry.WriteHTTPError(w, http.StatusServiceUnavailable, "unavailable", "the device list is not configured")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
@@ -354,7 +336,7 @@ func (a *API) serveFleet(w http.ResponseWriter, r *http.Request) {
 	list, err := a.cfg.Devices.ListDevices(ctx)
 	if err != nil {
 		a.log.Warn("listing devices failed", "error", err)
-		apiError(w, http.StatusBadGateway, "unavailable", "the device list is unavailable")
+		telemetry.WriteHTTPError(w, http.StatusBadGateway, "unavailable", "the device list is unavailable")
 		return
 	}
 	out := make([]fleetDevice, 0, len(list))
@@ -377,7 +359,7 @@ func (a *API) serveFleet(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(out, func(a, b fleetDevice) int { return strings.Compare(a.ID, b.ID) })
 	b, err := json.Marshal(map[string]any{"devices": out, "now": a.cfg.Now().UnixNano()})
 	if err != nil {
-		apiError(w, http.StatusInternalServerError, "internal", "encoding failed")
+		telemetry.WriteHTTPError(w, http.StatusInternalServerError, "internal", "encoding failed")
 		return
 	}
 	writeJSON(w, append(b, '\n'))
@@ -386,7 +368,7 @@ func (a *API) serveFleet(w http.ResponseWriter, r *http.Request) {
 // inScope reports whether a viewer restricted to scope may see d.
 func inScope(d Device, scope map[string]string) bool {
 	for _, k := range slices.Sorted(maps.Keys(scope)) {
-		if k == "device_id" {
+		if k == telemetry.DeviceIDTag {
 			if d.ID != scope[k] {
 				return false
 			}

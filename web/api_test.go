@@ -40,20 +40,20 @@ type fakeFleet []Device
 func (f fakeFleet) ListDevices(context.Context) ([]Device, error) { return f, nil }
 
 // tokens: "all" is unrestricted, "p4" sees site=p4 only, "one" sees device d1 only.
-func authenticate(r *http.Request) (Viewer, error) {
+func authenticate(r *http.Request) (telemetry.Viewer, error) {
 	tok := r.URL.Query().Get("token")
 	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
 		tok = strings.TrimPrefix(h, "Bearer ")
 	}
 	switch tok {
 	case "all":
-		return Viewer{Name: "all"}, nil
+		return telemetry.Viewer{Name: "all"}, nil
 	case "p4":
-		return Viewer{Name: "p4", Scope: map[string]string{"site": "p4"}}, nil
+		return telemetry.Viewer{Name: "p4", Scope: map[string]string{"site": "p4"}}, nil
 	case "one":
-		return Viewer{Name: "one", Scope: map[string]string{"device_id": "d1"}}, nil
+		return telemetry.Viewer{Name: "one", Scope: map[string]string{"device_id": "d1"}}, nil
 	}
-	return Viewer{}, errors.New("unknown token")
+	return telemetry.Viewer{}, errors.New("unknown token")
 }
 
 func newTestAPI(h HistoryReader, d DeviceLister, auth bool) http.Handler {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/telemetryd/telemetryd/bridge"
+	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/ingest/payload"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -46,7 +51,7 @@ type config struct {
 	Spool           bool
 	SpoolMaxBytes   int
 	SpoolAfter      time.Duration
-	Sec             securityConfig // registry.go: identity, TLS, limits
+	Sec             securityConfig // identity, TLS, limits
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -143,13 +148,13 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.InfluxBucket, "influx-bucket", "TELEMETRY_INFLUX_BUCKET", "telemetry/autogen", `InfluxDB bucket ("database/retention-policy" on 1.8)`)
 	e.dur(&c.InfluxTimeout, "influx-timeout", "TELEMETRY_INFLUX_TIMEOUT", 10*time.Second, "timeout of one InfluxDB request")
 	e.str(&c.InfluxGzip, "influx-gzip", "TELEMETRY_INFLUX_GZIP", "auto", `gzip write requests: "true", "false", or "auto": unless InfluxDB is on a loopback address, where compressing only costs CPU on both ends`)
-	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", 5000, "most readings per InfluxDB write")
-	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", 4, "batches written to InfluxDB at once (acks still follow arrival order)")
-	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 5*time.Millisecond, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
-	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
-	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
-	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
-	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
+	e.int(&c.BatchLines, "batch-lines", "TELEMETRY_BATCH_LINES", bridge.DefaultConfig().MaxBatchLines, "most readings per InfluxDB write")
+	e.int(&c.InfluxWriters, "influx-writers", "TELEMETRY_INFLUX_WRITERS", bridge.DefaultConfig().Writers, "batches written to InfluxDB at once (acks still follow arrival order)")
+	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", bridge.DefaultConfig().FlushInterval, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
+	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", bridge.DefaultConfig().QueueFrames, "frames waiting for storage before devices are slowed down")
+	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", bridge.DefaultLimits().MaxClockSkew, "how far in the future a device timestamp may be")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame from a device")
+	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
@@ -210,4 +215,62 @@ func (e *envFlags) mqttURL(p *string) {
 func mustGzip(c config) bool {
 	gz, _ := gzipWrites(c.InfluxGzip, c.InfluxURL)
 	return gz
+}
+
+// securityConfig is the identity, transport-security and limit settings.
+type securityConfig struct {
+	AdminToken            string
+	RotationGrace         time.Duration
+	MaxLabels             int
+	TLSCert, TLSKey       string
+	MQTTCA, InfluxCA      string
+	MosquittoPasswordFile string
+	MosquittoACLFile      string
+	MosquittoPIDFile      string
+	MaxConnsPerDevice     int
+	MaxConns              int
+	FrameRate             int
+	FrameBurst            int
+	RateLimitClose        int
+	ReadHeaderTimeout     time.Duration
+	WSPingInterval        time.Duration
+}
+
+func registerSecurityFlags(e *envFlags, c *securityConfig) {
+	e.str(&c.AdminToken, "admin-token", "TELEMETRY_ADMIN_TOKEN", "", "operator token for /api/v1 (devices, viewers) and an unrestricted viewer; empty disables the admin API. At least 16 characters")
+	e.dur(&c.RotationGrace, "token-rotation-grace", "TELEMETRY_TOKEN_ROTATION_GRACE", time.Hour, "how long a rotated device token keeps working when the rotation names no grace")
+	e.int(&c.MaxLabels, "max-labels", "TELEMETRY_MAX_LABELS", 16, "most labels per device (and pairs per viewer scope)")
+	e.str(&c.TLSCert, "tls-cert", "TELEMETRY_TLS_CERT", "", "PEM certificate (chain) for HTTPS/wss on -http-addr; with -tls-key")
+	e.str(&c.TLSKey, "tls-key", "TELEMETRY_TLS_KEY", "", "PEM private key for -tls-cert")
+	e.str(&c.MQTTCA, "mqtt-ca", "TELEMETRY_MQTT_CA", "", "PEM CA bundle trusted for ssl:// broker URLs (default: system roots)")
+	e.str(&c.InfluxCA, "influx-ca", "TELEMETRY_INFLUX_CA", "", "PEM CA bundle trusted for https:// InfluxDB URLs (default: system roots)")
+	e.str(&c.MosquittoPasswordFile, "mosquitto-password-file", "TELEMETRY_MOSQUITTO_PASSWORD_FILE", "", "rewrite this Mosquitto password_file from the registry at start and on every change (with -mosquitto-acl-file)")
+	e.str(&c.MosquittoACLFile, "mosquitto-acl-file", "TELEMETRY_MOSQUITTO_ACL_FILE", "", "rewrite this Mosquitto acl_file from the registry at start and on every change")
+	e.str(&c.MosquittoPIDFile, "mosquitto-pid-file", "TELEMETRY_MOSQUITTO_PID_FILE", "", "send SIGHUP to the pid in this file after rewriting the Mosquitto files (reload)")
+	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", ingest.DefaultWSConfig().MaxConnsPerDevice, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
+	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", ingest.DefaultWSConfig().MaxConns, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
+	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", int(ingest.DefaultWSConfig().FrameRate), "frames per second per device over WebSocket (token bucket); excess gets rate_limited; -1: unlimited")
+	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", ingest.DefaultWSConfig().FrameBurst, "frame bucket size per device (burst above -device-frame-rate)")
+	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", ingest.DefaultWSConfig().RateLimitClose, "consecutive rate_limited frames after which the socket is closed with 1013")
+	e.dur(&c.ReadHeaderTimeout, "read-header-timeout", "TELEMETRY_READ_HEADER_TIMEOUT", 10*time.Second, "longest time to receive a request's headers (WebSocket handshake included): slow-loris bound")
+	e.dur(&c.WSPingInterval, "ws-ping-interval", "TELEMETRY_WS_PING_INTERVAL", ingest.DefaultWSConfig().PingInterval, "server ping interval on device WebSockets; a socket silent for two intervals is closed")
+}
+
+// check refuses settings that would otherwise fail late: at the first
+// admin request, the first registry change, the first TLS handshake or
+// the first broker connection.
+func (sec securityConfig) check() error {
+	if sec.AdminToken != "" && len(sec.AdminToken) < 16 {
+		return errors.New("the admin token (TELEMETRY_ADMIN_TOKEN) must have at least 16 characters")
+	}
+	if (sec.MosquittoPasswordFile == "") != (sec.MosquittoACLFile == "") {
+		return errors.New("set both -mosquitto-password-file and -mosquitto-acl-file, or neither")
+	}
+	if err := checkTLSFiles(sec.TLSCert, sec.TLSKey); err != nil {
+		return err
+	}
+	if _, err := mqttTLS(sec); err != nil {
+		return err
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
+	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -28,11 +29,11 @@ import (
 // Any may be nil (MQTT off; tests).
 type metricSources struct {
 	bridge *bridge.Bridge
-	hub    *bridge.Hub
-	dash   *bridge.Dashboards
+	hub    *live.Hub
+	dash   *live.Dashboards
 	ws     *ingest.WS
 	mqtt   *ingest.MQTT
-	// registry: auth failures and sizes (registry.go).
+	// registry: auth failures and sizes.
 	registry *devices.Registry
 	// incompleteRequests counts HTTP connections closed before a complete
 	// request (slow handshakes cut by -read-header-timeout among them).

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
+	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 	"github.com/telemetryd/telemetryd/web"
@@ -20,9 +20,9 @@ var (
 
 // webDeps is what the dashboard page and its API are built from.
 type webDeps struct {
-	dash       *bridge.Dashboards // authenticates viewers; serves the SSE feed
-	hub        *bridge.Hub        // presence and last-seen of every reporting device
-	store      *storage.Influx    // history
+	dash       *live.Dashboards // authenticates viewers; serves the SSE feed
+	hub        *live.Hub        // presence and last-seen of every reporting device
+	store      *storage.Influx  // history
 	registered func() []devices.Device
 	log        *slog.Logger
 }
@@ -37,12 +37,9 @@ func mountWeb(mux *http.ServeMux, d webDeps) {
 	mux.Handle("GET /static/", page)
 	mux.Handle("GET /v1/live/sse", d.dash.SSE())
 	api := web.NewAPI(web.APIConfig{
-		History: d.store,
-		Devices: fleetAdapter{hub: d.hub, registered: d.registered},
-		Authenticate: func(r *http.Request) (web.Viewer, error) {
-			v, err := d.dash.Authenticate(r)
-			return web.Viewer{Name: v.Name, Scope: v.Scope}, err
-		},
+		History:      d.store,
+		Devices:      fleetAdapter{hub: d.hub, registered: d.registered},
+		Authenticate: d.dash.Authenticate,
 	}, d.log)
 	api.Register(mux)
 }
@@ -51,7 +48,7 @@ func mountWeb(mux *http.ServeMux, d webDeps) {
 // what the Hub saw since the start (presence, and devices known only from
 // their readings, such as those with static tokens).
 type fleetAdapter struct {
-	hub        *bridge.Hub
+	hub        *live.Hub
 	registered func() []devices.Device // nil: no registry
 }
 

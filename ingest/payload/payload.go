@@ -30,13 +30,6 @@ const (
 	CodeInvalidReading = "invalid_reading"
 )
 
-// Default limits, used for zero (or negative) Limits fields.
-const (
-	defaultMaxReadings = 5000
-	defaultMaxFields   = 256
-	defaultMaxTags     = 32
-)
-
 // defaultMeasurement is used when a reading names no measurement.
 const defaultMeasurement = "telemetry"
 
@@ -47,15 +40,19 @@ type Limits struct {
 	MaxTags     int // tags per reading; default 32
 }
 
+// DefaultLimits is what a zero (or negative) Limits field stands for.
+func DefaultLimits() Limits { return Limits{MaxReadings: 5000, MaxFields: 256, MaxTags: 32} }
+
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
 	if l.MaxReadings <= 0 {
-		l.MaxReadings = defaultMaxReadings
+		l.MaxReadings = d.MaxReadings
 	}
 	if l.MaxFields <= 0 {
-		l.MaxFields = defaultMaxFields
+		l.MaxFields = d.MaxFields
 	}
 	if l.MaxTags <= 0 {
-		l.MaxTags = defaultMaxTags
+		l.MaxTags = d.MaxTags
 	}
 	return l
 }

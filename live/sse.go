@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 // sseRetry is the reconnection delay suggested to EventSource clients.
@@ -79,22 +81,13 @@ func (c *sseClient) Send(frame []byte) bool {
 
 func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := h.d
-	if d.closing.Load() {
-		writeHTTPError(w, http.StatusServiceUnavailable, "shutting_down", "shutting down")
-		return
-	}
-	if d.cfg.CheckOrigin != nil && !d.cfg.CheckOrigin(r) {
-		writeHTTPError(w, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
-		return
-	}
-	viewer, err := d.Authenticate(r)
-	if err != nil {
-		writeHTTPError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required")
+	viewer, ok := d.admit(w, r)
+	if !ok {
 		return
 	}
 	id, filter, err := parseSSEFilter(r)
 	if err != nil {
-		writeHTTPError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 		return
 	}
 	filter.Scope = viewer.Scope

@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"slices"
@@ -60,8 +60,8 @@ func (s *hubState) seen(r *telemetry.Reading, now time.Time) {
 		}
 	}
 	// Copied, and only when they changed: r's tags share one allocation with
-	// the rest of its frame (tagArena), which a device kept for long must
-	// not pin.
+	// the rest of its frame (the bridge allocates them together), which a
+	// device kept for long must not pin.
 	if !slices.Equal(d.tags, r.Tags) {
 		d.tags = slices.Clone(r.Tags)
 	}
@@ -158,7 +158,7 @@ func (s *hubState) deviceList() []DeviceStatus {
 	for id, d := range s.devices {
 		tags := make([]telemetry.Tag, 0, len(d.tags))
 		for _, t := range d.tags {
-			if t.Key != DeviceIDTag {
+			if t.Key != telemetry.DeviceIDTag {
 				tags = append(tags, t)
 			}
 		}

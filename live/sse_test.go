@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"bufio"
@@ -95,13 +95,13 @@ func (s *sseStream) next(t *testing.T) sseEvent {
 	}
 }
 
-type fakeViewers map[string]Viewer
+type fakeViewers map[string]telemetry.Viewer
 
-func (f fakeViewers) AuthenticateViewer(_ context.Context, token string) (Viewer, error) {
+func (f fakeViewers) AuthenticateViewer(_ context.Context, token string) (telemetry.Viewer, error) {
 	if v, ok := f[token]; ok {
 		return v, nil
 	}
-	return Viewer{}, errors.New("unknown token")
+	return telemetry.Viewer{}, errors.New("unknown token")
 }
 
 func startSSE(t *testing.T, cfg DashboardConfig) (*Hub, *Dashboards, *httptest.Server) {
@@ -245,7 +245,7 @@ func TestSSEDisconnectViewer(t *testing.T) {
 	a := openSSE(t, srv.URL+"?token=a", nil)
 	b := openSSE(t, srv.URL+"?token=b", nil)
 	eventually(t, "connected", func() bool { return d.Connections() == 2 })
-	d.Disconnect("va", closePolicy, "revoked")
+	d.Disconnect("va", telemetry.ClosePolicy, "revoked")
 	select {
 	case <-a.done:
 	case <-time.After(10 * time.Second):

@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"context"
@@ -244,7 +244,7 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 	}
 }
 
-// Publish implements Publisher. It never blocks: when the fan-out is behind
+// Publish implements bridge.Publisher. It never blocks: when the fan-out is behind
 // by more than InboxBatches batches, the batch is not shown live (and is
 // counted); it is still stored.
 func (h *Hub) Publish(rs []telemetry.Reading) {
@@ -451,7 +451,8 @@ func (s *hubState) remember(r *telemetry.Reading) {
 			return
 		}
 		// A copy of the tags: r's share one allocation with the rest of its
-		// frame (tagArena), which a series kept for long must not pin.
+		// frame (the bridge allocates them together), which a series kept for
+		// long must not pin.
 		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: slices.Clone(r.Tags)}}
 		s.last[string(k)] = sr
 	}
@@ -592,7 +593,7 @@ func appendTagsJSON(dst []byte, tags []telemetry.Tag) []byte {
 	dst = append(dst, '{')
 	first := true
 	for _, t := range tags {
-		if t.Key == DeviceIDTag {
+		if t.Key == telemetry.DeviceIDTag {
 			continue
 		}
 		if !first {

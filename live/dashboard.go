@@ -1,4 +1,4 @@
-package bridge
+package live
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,30 +16,17 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// WebSocket close codes used on dashboard sockets.
+// Bounds of what one dashboard socket may ask for.
 const (
-	closeGoingAway   = 1001
-	closePolicy      = 1008
-	closeTryLater    = 1013
 	maxSubscriptions = 64
 	maxFilterItems   = 1000
 )
-
-// Viewer is an authenticated dashboard user.
-type Viewer struct {
-	// ID identifies the viewer's credential for Disconnect ("" for anonymous).
-	ID   string
-	Name string
-	// Scope restricts every subscription to readings whose tags match all
-	// of these key/value pairs; nil means unrestricted.
-	Scope map[string]string
-}
 
 // ViewerAuthenticator checks a dashboard token. It returns an error for an
 // unknown or revoked token. Implementations must be safe for concurrent use
 // and must not do I/O per call.
 type ViewerAuthenticator interface {
-	AuthenticateViewer(ctx context.Context, token string) (Viewer, error)
+	AuthenticateViewer(ctx context.Context, token string) (telemetry.Viewer, error)
 }
 
 // DashboardConfig tunes the /v1/live handler. The zero value of each field
@@ -112,41 +98,43 @@ func (d *Dashboards) Connections() int { return int(d.count.Load() + d.sseCount.
 
 // Authenticate returns the viewer making request r: anonymous and
 // unrestricted when no ViewerAuthenticator is configured, else the owner of
-// r's token (see BearerToken). The error wraps telemetry.ErrUnauthorized.
-// The dashboard page's API uses it too, so every dashboard endpoint accepts
-// the same tokens.
-func (d *Dashboards) Authenticate(r *http.Request) (Viewer, error) {
+// r's token (telemetry.BearerToken). The error wraps
+// telemetry.ErrUnauthorized. The dashboard page's API uses it too, so every
+// dashboard endpoint accepts the same tokens.
+func (d *Dashboards) Authenticate(r *http.Request) (telemetry.Viewer, error) {
 	if d.cfg.Viewers == nil {
-		return Viewer{Name: "anonymous"}, nil
+		return telemetry.Anonymous(), nil
 	}
-	v, err := d.cfg.Viewers.AuthenticateViewer(r.Context(), BearerToken(r))
+	v, err := d.cfg.Viewers.AuthenticateViewer(r.Context(), telemetry.BearerToken(r))
 	if err != nil {
-		return Viewer{}, fmt.Errorf("%w: %w", telemetry.ErrUnauthorized, err)
+		return telemetry.Viewer{}, fmt.Errorf("%w: %w", telemetry.ErrUnauthorized, err)
 	}
 	return v, nil
 }
 
-// BearerToken returns the token from "Authorization: Bearer …" or, for
-// clients that cannot set headers (browsers' WebSocket), "?token=".
-func BearerToken(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return r.URL.Query().Get("token")
-}
-
-func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// admit is the preamble of both feeds (WebSocket and SSE): refused while
+// shutting down, from a foreign origin or without a valid token, with the
+// same answers as the device endpoint. It returns the viewer when r may go on.
+func (d *Dashboards) admit(w http.ResponseWriter, r *http.Request) (telemetry.Viewer, bool) {
 	if d.closing.Load() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
+		telemetry.RefuseShuttingDown(w)
+		return telemetry.Viewer{}, false
 	}
 	if d.cfg.CheckOrigin != nil && !d.cfg.CheckOrigin(r) {
-		writeHTTPError(w, http.StatusForbidden, "origin_not_allowed", "origin not allowed")
-		return
+		telemetry.RefuseOrigin(w)
+		return telemetry.Viewer{}, false
 	}
 	viewer, err := d.Authenticate(r)
 	if err != nil {
-		writeHTTPError(w, http.StatusUnauthorized, "unauthorized", "a valid viewer token is required")
+		telemetry.RefuseUnauthorized(w, "viewer")
+		return telemetry.Viewer{}, false
+	}
+	return viewer, true
+}
+
+func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	viewer, ok := d.admit(w, r)
+	if !ok {
 		return
 	}
 	socket, err := d.upgrader.Upgrade(w, r)
@@ -174,18 +162,12 @@ func (d *Dashboards) Run(ctx context.Context) error {
 			d.closing.Store(true)
 			close(d.shutdown)
 			d.conns.Range(func(k, _ any) bool {
-				k.(*dashConn).close(closeGoingAway, "server shutting down")
+				k.(*dashConn).close(telemetry.CloseGoingAway, "server shutting down")
 				return true
 			})
 			return nil
 		}
 	}
-}
-
-func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
 const sessionKey = "c"
@@ -194,7 +176,7 @@ const sessionKey = "c"
 type dashConn struct {
 	d            *Dashboards
 	conn         *gws.Conn
-	viewer       Viewer
+	viewer       telemetry.Viewer
 	pending      atomic.Int64
 	pendingBytes atomic.Int64
 	closed       atomic.Bool
@@ -213,7 +195,7 @@ func (c *dashConn) Send(frame []byte) bool {
 	if frames > int64(c.d.cfg.MaxPending) || bytes > int64(c.d.cfg.MaxPendingBytes) {
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
-		c.close(closeTryLater, "too slow: reconnect and resubscribe")
+		c.close(telemetry.CloseTryLater, "too slow: reconnect and resubscribe")
 		return false
 	}
 	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
@@ -261,7 +243,7 @@ func (e *dashEvents) OnOpen(socket *gws.Conn) {
 		e.d.conns.Store(c, struct{}{})
 		e.d.count.Add(1)
 		if e.d.cfg.ViewerActive != nil && c.viewer.ID != "" && !e.d.cfg.ViewerActive(c.viewer.ID) {
-			c.close(closePolicy, "credential revoked")
+			c.close(telemetry.ClosePolicy, "credential revoked")
 		}
 	}
 }
@@ -310,15 +292,12 @@ type clientMessage struct {
 	Presence     PresenceMode      `json:"presence"`
 }
 
+// errorMessage answers a client message: the shared error body, with the
+// message type and the subscription it concerns.
 type errorMessage struct {
-	Type  string    `json:"type"`
-	Sub   string    `json:"sub,omitempty"`
-	Error errorBody `json:"error"`
-}
-
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Type  string              `json:"type"`
+	Sub   string              `json:"sub,omitempty"`
+	Error telemetry.ErrorBody `json:"error"`
 }
 
 func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
@@ -330,11 +309,11 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	var m clientMessage
 	if err := json.Unmarshal(message.Bytes(), &m); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Error: errorBody{"invalid_request", "message is not valid JSON: " + err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: "message is not valid JSON: " + err.Error()}})
 		return
 	}
 	if err := m.validate(); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: errorBody{"invalid_request", err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: err.Error()}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -343,7 +322,7 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	case "subscribe":
 		if c.subs.Add(1) > maxSubscriptions {
 			c.subs.Add(-1)
-			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: errorBody{"too_many_subscriptions", "at most 64 subscriptions per socket"}})
+			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: "too_many_subscriptions", Message: "at most 64 subscriptions per socket"}})
 			return
 		}
 		e.d.hub.Subscribe(ctx, c, m.ID, Filter{
