@@ -34,6 +34,7 @@ import (
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
+	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 func main() {
@@ -205,6 +206,9 @@ func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.In
 		}, log.With("component", "storage"))
 		if err == nil {
 			return store, nil
+		}
+		if errors.Is(err, telemetry.ErrPermanent) {
+			return nil, err // not an InfluxDB, or a refused token: retrying changes nothing
 		}
 		log.Warn("InfluxDB not reachable yet; retrying", "url", cfg.InfluxURL, "retry_in", delay, "error", err)
 		select {
