@@ -232,6 +232,17 @@ func TestPostgresChangesReachOtherInstances(t *testing.T) {
 // feeds reconnect.
 func terminateListeners(t *testing.T, url string) {
 	t.Helper()
+	terminate(t, url, `query LIKE 'LISTEN%'`)
+}
+
+// terminateApp drops the sessions of an application_name.
+func terminateApp(t *testing.T, url, app string) {
+	t.Helper()
+	terminate(t, url, `application_name = '`+app+`'`)
+}
+
+func terminate(t *testing.T, url, where string) {
+	t.Helper()
 	ctx := context.Background()
 	c, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -240,11 +251,11 @@ func terminateListeners(t *testing.T, url string) {
 	defer c.Close(ctx)
 	var n int
 	if err := c.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE pid <> pg_backend_pid() AND query LIKE 'LISTEN%'`).Scan(&n); err != nil {
+		WHERE pid <> pg_backend_pid() AND `+where).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n == 0 {
-		t.Fatal("no listening session to terminate")
+		t.Fatalf("no session where %s", where)
 	}
 }
 
