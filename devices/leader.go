@@ -12,10 +12,14 @@ import (
 
 // Leader says whether this process is the one, among the instances sharing
 // a registry, that does a job only one may do at a time — writing the
-// Mosquitto password and ACL files. The job consults Leading before each
-// run, and runs once more when Changed fires and it leads (the previous
-// leader may have stopped before writing the latest change).
+// Mosquitto password and ACL files (MosquittoSync). The job runs the
+// election (Run), consults Leading before each run, and runs once more when
+// Changed fires and it leads (the previous leader may have stopped before
+// writing the latest change).
 type Leader interface {
+	// Run takes part in the election until ctx is done, then gives the
+	// leadership up.
+	Run(ctx context.Context) error
 	// Leading reports whether this process leads now.
 	Leading() bool
 	// Changed receives a value (capacity 1; never blocks the leader) after
@@ -23,9 +27,27 @@ type Leader interface {
 	Changed() <-chan struct{}
 }
 
+// Leader returns the leadership named name among the processes sharing
+// this registry's store: a PGLeader on PostgreSQL, Solo on a store no other
+// process writes.
+func (r *Registry) Leader(name string) Leader {
+	if p, ok := r.store.(*Postgres); ok {
+		return p.Leader(name, LeaderOptions{})
+	}
+	return Solo{}
+}
+
+var _ Leader = (*PGLeader)(nil)
+
 // Solo is the Leader of a process that shares its registry with nobody
 // (SQLite): it always leads.
 type Solo struct{}
+
+// Run implements Leader: there is nobody to elect.
+func (Solo) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
 
 // Leading implements Leader.
 func (Solo) Leading() bool { return true }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,7 +73,49 @@ func TestClusterRegistry(t *testing.T) {
 	if got := storedSeqs(t, influx, db, "cluster_revoke", id); len(got) != 1 || !got[1] {
 		t.Fatalf("stored %v, want only seq 1 (before the revocation)", got)
 	}
-	_ = barrier
+
+	// Broker files: exactly one instance writes them, with every change made
+	// through any instance; when it stops, another takes over.
+	svcs := map[string]*service{"a": a, "b": b, "c": c}
+	passwd := func(name string) string {
+		raw, _ := os.ReadFile(filepath.Join(dir, name+".passwd"))
+		return string(raw)
+	}
+	writer := func(want string) string {
+		t.Helper()
+		var w string
+		eventually(t, 15*time.Second, "exactly one instance writes the Mosquitto files with "+want, func() bool {
+			var with []string
+			for name := range svcs {
+				if strings.Contains(passwd(name), want+":") {
+					with = append(with, name)
+				}
+			}
+			if len(with) > 1 {
+				t.Fatalf("instances %v all wrote the Mosquitto files", with)
+			}
+			if len(with) == 1 {
+				w = with[0]
+			}
+			return w != ""
+		})
+		return w
+	}
+	first := writer(barrier)
+	svcs[first].stop(t)
+	delete(svcs, first)
+	var via *service
+	for _, s := range svcs {
+		via = s
+	}
+	late, _ := provision(t, via, `{"name":"after-the-writer-left"}`)
+	second := writer(late)
+	if second == first {
+		t.Fatalf("the stopped instance %s still writes", first)
+	}
+	if strings.Contains(passwd(second), id+":") {
+		t.Fatal("the revoked device is in the new writer's password file")
+	}
 }
 
 // TestRegistryMigrate moves a SQLite registry into PostgreSQL with the

@@ -117,5 +117,6 @@ func openMosquittoSync(reg *devices.Registry, cfg config, log *slog.Logger) (*de
 		PIDFile:      cfg.Sec.MosquittoPIDFile,
 		Topic:        cfg.MQTTTopic,
 		Service:      devices.MosquittoAccount{Username: cfg.MQTTUsername, Password: cfg.MQTTPassword},
+		Leader:       reg.Leader("mosquitto-files"), // one writer per shared registry
 	}, log.With("component", "mosquitto"))
 }

@@ -45,17 +45,6 @@ func registryURLForLog(raw string) (string, error) {
 	return u.Redacted(), nil
 }
 
-// registryLeader is the Leader of the jobs only one instance may do: the
-// store's advisory lock on a shared registry, always this process on SQLite.
-// run takes part in the election until ctx is done (nil for Solo).
-func registryLeader(store devices.Store, name string) (devices.Leader, func(context.Context) error) {
-	if pg, ok := store.(*devices.Postgres); ok {
-		l := pg.Leader(name, devices.LeaderOptions{})
-		return l, l.Run
-	}
-	return devices.Solo{}, nil
-}
-
 // registryMigrateCommand is `telemetryd registry-migrate`: it moves a SQLite
 // registry into PostgreSQL.
 func registryMigrateCommand(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
