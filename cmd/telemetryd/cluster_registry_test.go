@@ -223,3 +223,49 @@ func TestRegistryMigrate(t *testing.T) {
 		t.Fatalf("non-empty target: %v\n%s", err, out)
 	}
 }
+
+// TestClusterRegistryOutage: with PostgreSQL down, known devices keep
+// connecting and storing through every instance, provisioning answers 503,
+// and both work again once it is back.
+func TestClusterRegistryOutage(t *testing.T) {
+	pg := pgtest.Start(t)
+	influx := influxtest.Start(t)
+	const db = "cluster_registry_outage"
+	a := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen")
+	b := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen")
+	id, tok := provision(t, a, `{"name":"known"}`)
+	eventually(t, clusterPropagation, "the device known on B", func() bool {
+		cl, _, err := dialWS(t, b.ws("/v1/ingest"), bearer(tok))
+		if err == nil {
+			cl.conn.WriteClose(1000, nil)
+		}
+		return err == nil
+	})
+
+	pg.Stop(t)
+	for i, svc := range []*service{a, b} {
+		sendAcked(t, mustDialWS(t, svc.ws("/v1/ingest"), bearer(tok)), "cluster_outage", i+1)
+		status, out := adminCall(t, svc, "POST", "/api/v1/devices", `{"name":"during"}`)
+		if code, _ := get(out, "error", "code").(string); status != http.StatusServiceUnavailable || code != devices.APICodeUnavailable {
+			t.Fatalf("provisioning while PostgreSQL is down: %d %v", status, out)
+		}
+	}
+	if got := storedSeqs(t, influx, db, "cluster_outage", id); len(got) != 2 {
+		t.Fatalf("stored %v during the outage, want seqs 1 and 2", got)
+	}
+
+	pg.Start(t)
+	var tok2 string
+	eventually(t, 30*time.Second, "provisioning on A after PostgreSQL is back", func() bool {
+		status, out := adminCall(t, a, "POST", "/api/v1/devices", `{"name":"after"}`)
+		tok2, _ = get(out, "token").(string)
+		return status == http.StatusCreated
+	})
+	eventually(t, 10*time.Second, "the device provisioned after the outage connects on B", func() bool {
+		cl, _, err := dialWS(t, b.ws("/v1/ingest"), bearer(tok2))
+		if err == nil {
+			cl.conn.WriteClose(1000, nil)
+		}
+		return err == nil
+	})
+}
