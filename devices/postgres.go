@@ -88,6 +88,19 @@ var pgMigrations = []string{
 		FOR EACH ROW EXECUTE FUNCTION telemetryd_notify_owner();`,
 }
 
+// pgOpTimeout bounds one store operation: a server that stops answering
+// (a partition, not a refusal) turns into ErrUnavailable, not a hung request.
+const pgOpTimeout = 10 * time.Second
+
+// pgListenIdle is how long the change feed waits in silence before it
+// checks that its connection still works (pgListenPing bounds the check): a
+// connection the network silently lost is replaced, and everything
+// reloaded, within their sum.
+const (
+	pgListenIdle = 15 * time.Second
+	pgListenPing = 5 * time.Second
+)
+
 // pgMaxPending bounds the ids a watch collects while the previous batch is
 // applied; past it the batch becomes a full reload (same result, bounded
 // memory).
@@ -98,8 +111,9 @@ const pgMaxPending = 10000
 // changes through LISTEN/NOTIFY (Watch). Errors that mean the server cannot
 // be reached wrap ErrUnavailable.
 type Postgres struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool       *pgxpool.Pool
+	log        *slog.Logger
+	listenIdle time.Duration // pgListenIdle; shorter in tests
 }
 
 // OpenPostgres connects to the database at url (postgres://…) and brings
@@ -114,12 +128,15 @@ func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*Postgres,
 		// A server that does not answer must turn into ErrUnavailable, not a hang.
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
+	if cfg.PingTimeout == 0 {
+		cfg.PingTimeout = 2 * time.Second
+	}
 	cfg.MaxConns = max(cfg.MaxConns, 4)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, pgError("connect", err)
 	}
-	p := &Postgres{pool: pool, log: log}
+	p := &Postgres{pool: pool, log: log, listenIdle: pgListenIdle}
 	if err := p.migrate(ctx, pgMigrations); err != nil {
 		pool.Close()
 		return nil, err
@@ -223,6 +240,8 @@ func (p *Postgres) LoadOwners(ctx context.Context, ids []string) (State, error) 
 // load reads everything (ids nil) or the given owners, in one snapshot.
 func (p *Postgres) load(ctx context.Context, ids []string) (State, error) {
 	var st State
+	ctx, cancel := context.WithTimeout(ctx, pgOpTimeout)
+	defer cancel()
 	tx, err := p.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return st, pgError("load", err)
@@ -310,6 +329,8 @@ func (p *Postgres) load(ctx context.Context, ids []string) (State, error) {
 
 // Update implements Store.
 func (p *Postgres) Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, pgOpTimeout)
+	defer cancel()
 	tx, err := p.pool.Begin(ctx)
 	if err != nil {
 		return pgError("begin", err)
@@ -335,6 +356,8 @@ func (p *Postgres) SetLastSeen(ctx context.Context, seen map[telemetry.DeviceID]
 		ids = append(ids, string(id))
 		ats = append(ats, nanos(at))
 	}
+	ctx, cancel := context.WithTimeout(ctx, pgOpTimeout)
+	defer cancel()
 	_, err := p.pool.Exec(ctx, `UPDATE devices SET last_seen_at = v.at
 		FROM unnest($1::text[], $2::bigint[]) AS v(id, at)
 		WHERE devices.id = v.id AND devices.last_seen_at < v.at`, ids, ats)
@@ -346,6 +369,8 @@ func (p *Postgres) SetLastSeen(ctx context.Context, seen map[telemetry.DeviceID]
 
 // PruneExpired implements SharedStore.
 func (p *Postgres) PruneExpired(ctx context.Context, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, pgOpTimeout)
+	defer cancel()
 	if _, err := p.pool.Exec(ctx, `DELETE FROM credentials WHERE expires_at <> 0 AND expires_at <= $1`, nanos(now)); err != nil {
 		return pgError("prune credentials", err)
 	}
@@ -368,7 +393,9 @@ func (p *Postgres) Watch(ctx context.Context, apply func(ctx context.Context, c 
 	defer wg.Wait()
 	down := false
 	for ctx.Err() == nil {
-		conn, err := pgx.ConnectConfig(ctx, p.connConfig())
+		cfg := p.connConfig()
+		cfg.RuntimeParams["application_name"] = "telemetryd registry feed"
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err == nil {
 			if _, err = conn.Exec(ctx, `LISTEN `+pgNotifyChannel); err != nil {
 				conn.Close(context.Background())
@@ -389,7 +416,7 @@ func (p *Postgres) Watch(ctx context.Context, apply func(ctx context.Context, c 
 		// Changes made while nobody listened were not announced.
 		pend.markAll()
 		for {
-			n, err := conn.WaitForNotification(ctx)
+			n, err := waitNotification(ctx, conn, p.listenIdle)
 			if err != nil {
 				if ctx.Err() == nil {
 					p.log.Warn("registry: lost the change feed; serving from memory, retrying", "error", err)
@@ -397,11 +424,35 @@ func (p *Postgres) Watch(ctx context.Context, apply func(ctx context.Context, c 
 				}
 				break
 			}
-			pend.add(n.Payload)
+			if n != nil {
+				pend.add(n.Payload)
+			}
 		}
 		conn.Close(context.Background())
 	}
 	return nil
+}
+
+// waitNotification waits for the next notification; after idle of silence
+// it pings the connection and returns (nil, nil) if it still works.
+func waitNotification(ctx context.Context, conn *pgx.Conn, idle time.Duration) (*pgconn.Notification, error) {
+	wctx, cancel := context.WithTimeout(ctx, idle)
+	n, err := conn.WaitForNotification(wctx)
+	cancel()
+	if n != nil {
+		return n, nil
+	}
+	if err == nil || ctx.Err() != nil || wctx.Err() == nil {
+		return n, err
+	}
+	// Our own deadline: the connection stays usable (pgx interrupts the
+	// wait with a read deadline), so ask the server whether it is there.
+	pctx, cancel := context.WithTimeout(ctx, pgListenPing)
+	defer cancel()
+	if err := conn.Ping(pctx); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 func (p *Postgres) applyLoop(ctx context.Context, pend *pgPending, apply func(context.Context, Changes) error) {

@@ -45,6 +45,8 @@ func openPGNode(t *testing.T, url string, cfg Config) *pgNode {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The feed's idle check runs many times in every test.
+	store.listenIdle = 30 * time.Millisecond
 	reg, err := Open(ctx, store, cfg, discard())
 	if err != nil {
 		store.Close()
@@ -232,7 +234,7 @@ func TestPostgresChangesReachOtherInstances(t *testing.T) {
 // feeds reconnect.
 func terminateListeners(t *testing.T, url string) {
 	t.Helper()
-	terminate(t, url, `query LIKE 'LISTEN%'`)
+	terminateApp(t, url, "telemetryd registry feed")
 }
 
 // terminateApp drops the sessions of an application_name.
