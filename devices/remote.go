@@ -82,6 +82,15 @@ func (r *Registry) syncLocked(st State, c Changes) []Event {
 		}
 		scope = slices.Sorted(maps.Keys(set))
 	}
+	// Find what differs first, without the read lock's writer side: only
+	// wmu holders (this one) change the maps, and authentication must not
+	// wait for a comparison of the whole registry.
+	scope = slices.DeleteFunc(scope, func(id string) bool {
+		return r.unchanged(id, devs, viewers, creds)
+	})
+	if len(scope) == 0 {
+		return nil
+	}
 	var events []Event
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -115,6 +124,31 @@ func (r *Registry) syncLocked(st State, c Changes) []Event {
 	return events
 }
 
+// unchanged reports whether memory already holds the stored state of id.
+// Callers hold wmu.
+func (r *Registry) unchanged(id string, devs map[string]Device, viewers map[string]Viewer, creds map[string][]Credential) bool {
+	if !slices.EqualFunc(r.creds[id], creds[id], sameCredential) {
+		return false
+	}
+	d, hasD := devs[id]
+	e := r.devices[telemetry.DeviceID(id)]
+	if hasD != (e != nil) || hasD && !sameDevice(e.d, d) {
+		return false
+	}
+	v, hasV := viewers[id]
+	old := r.viewers[id]
+	return hasV == (old != nil) && (!hasV || sameViewer(*old, v))
+}
+
+func sameDevice(a, b Device) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Kind == b.Kind && a.Gateway == b.Gateway && a.Revoked == b.Revoked &&
+		a.CreatedAt.Equal(b.CreatedAt) && maps.Equal(a.Labels, b.Labels)
+}
+
+func sameViewer(a, b Viewer) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Revoked == b.Revoked && a.CreatedAt.Equal(b.CreatedAt) && maps.Equal(a.Scope, b.Scope)
+}
+
 func (r *Registry) syncDeviceLocked(d Device, creds []Credential) []Event {
 	d = cloneDevice(d)
 	var events []Event
@@ -137,8 +171,7 @@ func (r *Registry) syncDeviceLocked(d Device, creds []Credential) []Event {
 		switch {
 		case d.Revoked && !old.Revoked:
 			events = append(events, Event{Type: DeviceRevoked, Device: d.ID})
-		case old.Name != d.Name || old.Kind != d.Kind || old.Gateway != d.Gateway || old.Revoked != d.Revoked ||
-			!old.CreatedAt.Equal(d.CreatedAt) || !maps.Equal(old.Labels, d.Labels):
+		case !sameDevice(old, d):
 			events = append(events, Event{Type: DeviceUpdated, Device: d.ID})
 		}
 		if n := nanos(d.LastSeenAt); n > e.lastSeen.Load() {
