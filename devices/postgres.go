@@ -152,7 +152,13 @@ func (p *Postgres) Close() error {
 
 // connConfig is the configuration of a dedicated connection (LISTEN,
 // advisory locks): one outside the pool, whose session is its own.
-func (p *Postgres) connConfig() *pgx.ConnConfig { return p.pool.Config().ConnConfig.Copy() }
+func (p *Postgres) connConfig() *pgx.ConnConfig {
+	c := p.pool.Config().ConnConfig.Copy()
+	if c.RuntimeParams == nil {
+		c.RuntimeParams = map[string]string{}
+	}
+	return c
+}
 
 // pgError wraps a driver error; one that means the server cannot be reached
 // (network, refused, timeout, shutdown, too many connections) also wraps
