@@ -25,6 +25,7 @@ const (
 	APICodeMethodNotAllowed = "method_not_allowed"
 	APICodeTooLarge         = "request_too_large"
 	APICodeInternal         = "internal"
+	APICodeUnavailable      = "unavailable"
 )
 
 // maxAPIBody bounds an admin request body.
@@ -150,6 +151,10 @@ func (a *AdminAPI) fail(w http.ResponseWriter, err error) {
 		telemetry.WriteHTTPError(w, http.StatusBadRequest, APICodeInvalidRequest, err.Error())
 	case errors.Is(err, ErrConflict):
 		telemetry.WriteHTTPError(w, http.StatusConflict, APICodeConflict, err.Error())
+	case errors.Is(err, ErrUnavailable):
+		a.log.Warn("admin API request refused: registry store unavailable", "error", err)
+		w.Header().Set("Retry-After", "5")
+		telemetry.WriteHTTPError(w, http.StatusServiceUnavailable, APICodeUnavailable, "the registry store is unavailable; nothing was changed, retry later")
 	default:
 		a.log.Error("admin API request failed", "error", err)
 		telemetry.WriteHTTPError(w, http.StatusInternalServerError, APICodeInternal, "internal error; see the server log")
