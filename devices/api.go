@@ -144,7 +144,7 @@ type apiErrorBody struct {
 }
 
 func writeAPIError(w http.ResponseWriter, status int, code, msg string) {
-	writeAPIJSON(w, status, apiError{Error: apiErrorBody{Code: code, Message: msg}})
+	writeAPIJSON(w, status, apiError{Error: apiErrorBody{Code: code, Message: telemetry.ClipMessage(msg)}})
 }
 
 func writeAPIJSON(w http.ResponseWriter, status int, v any) {

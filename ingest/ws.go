@@ -416,6 +416,10 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
+
+	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
+	ansMu   sync.Mutex
+	answers []*answerSlot
 }
 
 // close sends a close frame behind the frames already queued (acks first);
@@ -459,22 +463,26 @@ type errorFrameBody struct {
 	Rejected     []telemetry.Rejection `json:"rejected,omitempty"`
 }
 
-func (c *deviceConn) sendError(seq *uint64, code, msg string, retryAfter time.Duration, rejected []telemetry.Rejection) {
+// errorMsg is an error frame; its messages are clipped to
+// telemetry.MaxMessageLen (a parser error can repeat the input).
+func errorMsg(seq *uint64, code, msg string, retryAfter time.Duration, rejected []telemetry.Rejection) []byte {
 	b, err := json.Marshal(errorFrame{Error: errorFrameBody{
-		Seq: seq, Code: code, Message: msg, RetryAfterMS: retryAfter.Milliseconds(), Rejected: rejected,
+		Seq: seq, Code: code, Message: telemetry.ClipMessage(msg), RetryAfterMS: retryAfter.Milliseconds(),
+		Rejected: telemetry.ClipRejections(rejected),
 	}})
-	if err == nil {
-		c.send(b)
+	if err != nil {
+		return nil
 	}
+	return b
 }
 
-func (c *deviceConn) sendAck(seq uint64) {
+func (c *deviceConn) ackMsg(seq uint64) []byte {
 	b := make([]byte, 0, 32)
 	b = append(b, `{"ack":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, '}')
-	c.send(b)
 	c.w.acksSent.Add(1)
+	return b
 }
 
 type wsEvents struct {
@@ -580,7 +588,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if !allowed {
 		w.rateLimited.Add(1)
 		c.limited++
-		c.sendError(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)
+		c.answerNow(errorMsg(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil))
 		if c.limited >= w.cfg.RateLimitClose {
 			w.rateLimitClosed.Add(1)
 			w.log.Info("device over its frame rate; closing", "device", c.id)
@@ -595,11 +603,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if errors.Is(err, payload.ErrTooManyReadings) {
 			code = CodeTooManyReadings
 		}
-		c.sendError(answerSeq(msg), code, err.Error(), 0, nil)
+		c.answerNow(errorMsg(answerSeq(msg), code, err.Error(), 0, nil))
 		return
 	}
 	if w.draining.Load() {
-		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.answerNow(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	}
 	wf := &wsFrame{
@@ -617,6 +625,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if msg.HasSeq {
 		wf.frame.Done = wf.finish
 	}
+	c.reserve(&wf.slot, msg.HasSeq)
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
 	wf.wait.stop()
 	// wf lives on until the ack (Done is its method); the readings' memory
@@ -626,16 +635,17 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
 		c.overloaded++
-		c.sendError(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil)
+		c.answerFinal(&wf.slot, errorMsg(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil))
 		if c.overloaded >= 3 {
 			c.close(CloseTryLater, "overloaded")
 		}
 		return
 	case errors.Is(err, telemetry.ErrClosed):
-		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.answerFinal(&wf.slot, errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	case err != nil:
 		w.log.Error("consume failed", "device", c.id, "error", err)
+		c.answerFinal(&wf.slot)
 		c.close(CloseInternal, "internal error")
 		return
 	}
@@ -643,7 +653,9 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	w.readingsAccepted.Add(uint64(rcpt.Accepted))
 	w.readingsRejected.Add(uint64(len(rcpt.Rejected)))
 	if len(rcpt.Rejected) > 0 {
-		c.sendError(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected)
+		c.answerPre(&wf.slot, errorMsg(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected))
+	} else {
+		c.answerPre(&wf.slot)
 	}
 }
 
@@ -655,9 +667,10 @@ type wsFrame struct {
 	wait  waitBound
 	conn  *deviceConn
 	seq   uint64
+	slot  answerSlot // its place in the socket's answer order
 }
 
-func (wf *wsFrame) finish(o telemetry.Outcome) { wf.conn.finish(wf.seq, o) }
+func (wf *wsFrame) finish(o telemetry.Outcome) { wf.conn.finish(&wf.slot, wf.seq, o) }
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only
 // answers need it as a pointer, so only they pay for its allocation.
@@ -669,22 +682,24 @@ func answerSeq(m payload.Message) *uint64 {
 	return &seq
 }
 
-// finish answers a frame once the pipeline is done with it.
-func (c *deviceConn) finish(seq uint64, o telemetry.Outcome) {
+// finish answers a frame once the pipeline is done with it, behind the
+// answers of earlier frames.
+func (c *deviceConn) finish(s *answerSlot, seq uint64, o telemetry.Outcome) {
 	if o.Err != nil {
-		c.sendError(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)
+		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
 		return
 	}
-	c.sendAck(seq)
 	if len(o.Rejected) > 0 {
-		c.sendError(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected)
+		c.answerPost(s, c.ackMsg(seq), errorMsg(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected))
+		return
 	}
+	c.answerPost(s, c.ackMsg(seq))
 }
 
 func writeHTTPError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(errorFrame{Error: errorFrameBody{Code: code, Message: msg}})
+	_ = json.NewEncoder(w).Encode(errorFrame{Error: errorFrameBody{Code: code, Message: telemetry.ClipMessage(msg)}})
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

@@ -293,7 +293,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 
 	// The first ack's flush takes it and blocks in the write; then the
 	// queue fills up, and one more overflows it.
-	c.sendAck(0)
+	c.send(c.ackMsg(0))
 	waitFor(t, "the flush to take the first ack", func() bool {
 		c.outMu.Lock()
 		defer c.outMu.Unlock()
@@ -303,7 +303,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	go func() {
 		defer close(queued)
 		for i := range maxPendingMsgs + 1 {
-			c.sendAck(uint64(i + 1))
+			c.send(c.ackMsg(uint64(i + 1)))
 		}
 	}()
 	select {
@@ -329,7 +329,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	if done := c.close(CloseGoingAway, ""); done != nil {
 		t.Fatal("close after abort queued a close frame")
 	}
-	c.sendAck(1)
+	c.send(c.ackMsg(1))
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if len(c.pending) != 0 {

@@ -138,7 +138,7 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 		h.Set("WWW-Authenticate", `Bearer realm="telemetryd"`)
 	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": telemetry.ClipMessage(msg)}})
 }
 
 func (a *API) viewer(w http.ResponseWriter, r *http.Request) (Viewer, bool) {
