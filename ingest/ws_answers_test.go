@@ -88,7 +88,7 @@ func TestWSAnswersInFrameOrder(t *testing.T) {
 		}
 	}
 	first := send(`{"seq":1,"measurement":"m","metrics":{"v":1}}`) // held: its write is "slow"
-	send(`{"seq":2,"measurement":"bad","metrics":{"v":1}}`)       // all rejected
+	send(`{"seq":2,"measurement":"bad","metrics":{"v":1}}`)        // all rejected
 	// The read loop is serial: once frame 3 is consumed, frame 2 has been
 	// answered as far as the server will answer it before frame 1's ack.
 	// Frame 3 is not completed, so nothing it owes can arrive either.
