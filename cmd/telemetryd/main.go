@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
@@ -157,7 +158,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /readyz", readiness(store, mq))
-	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, durable: durable, build: currentBuild()}, log))
+	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
+	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, durable: durable, guard: guard, build: currentBuild()}, log))
 
 	stopAdmin, err := startAdmin(cfg.AdminAddr, log.With("component", "admin"))
 	if err != nil {
@@ -170,7 +172,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return fmt.Errorf("listen: %w", err)
 	}
 	srv := ident.httpServer(&http.Server{ // registry.go: handshake timeout, counter
-		Handler:           mux,
+		Handler:           guard.Wrap(mux),
 		ReadHeaderTimeout: cfg.Sec.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -198,6 +200,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	live.Go(func() { _ = hub.Run(liveCtx) })
 	live.Go(func() { _ = dash.Run(liveCtx) })
 	live.Go(func() { _ = ident.Run(liveCtx) })
+	live.Go(func() { sweepGuard(liveCtx, guard) })
 	bridgeDone.Go(func() { _ = br.Run(bridgeCtx) })
 	ingestDone.Go(func() { _ = ws.Run(ingestCtx) })
 	if mq != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
@@ -39,7 +40,9 @@ type metricSources struct {
 	incompleteRequests func() uint64
 	// durable is the disk spool and dead letters (nil when -spool=false).
 	durable *storage.Durable
-	build   buildInfo
+	// guard: credential-guessing throttle (authguard.go).
+	guard *authguard.Guard
+	build buildInfo
 }
 
 // metricsHandler serves GET /metrics from a private registry: the
@@ -70,6 +73,9 @@ func metricDefs() []metricDef {
 	c, g := prometheus.CounterValue, prometheus.GaugeValue
 	return []metricDef{
 		{"telemetryd_build_info", "Build of the running binary (always 1).", g, []string{"version", "revision", "goversion"}},
+		{"telemetryd_auth_throttled_total", "Requests answered 429 because their address failed authentication too often.", c, nil},
+		{"telemetryd_auth_tracked_addresses", "Client addresses the guessing throttle tracks (bounded).", g, nil},
+		{"telemetryd_auth_tracking_evicted_total", "Tracked addresses forgotten to keep the throttle's table bounded.", c, nil},
 		// Transports.
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
@@ -154,6 +160,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	b := c.src.build
 	emit("telemetryd_build_info", 1, b.Version, b.Revision, b.GoVersion)
+	if g := c.src.guard; g != nil {
+		s := g.Stats()
+		emit("telemetryd_auth_throttled_total", float64(s.Throttled))
+		emit("telemetryd_auth_tracked_addresses", float64(s.Tracked))
+		emit("telemetryd_auth_tracking_evicted_total", float64(s.Evicted))
+	}
 
 	if d := c.src.durable; d != nil {
 		s := d.Stats()
