@@ -86,6 +86,11 @@ type WSConfig struct {
 	FrameRate      float64
 	FrameBurst     int
 	RateLimitClose int
+	// DedupEntries bounds the accepted frames remembered to recognise a
+	// resend (default 65536; negative: off) and DedupWindow how long each
+	// is remembered (default 5 min). See wsdedup.go.
+	DedupEntries int
+	DedupWindow  time.Duration
 	// Devices, when set, is asked on every frame whether the device is
 	// still active; if not, the socket is closed with 1008 and the frame
 	// dropped. (Revocation also closes sockets through Disconnect; this
@@ -118,6 +123,12 @@ func (c WSConfig) withDefaults() WSConfig {
 	if c.RateLimitClose <= 0 {
 		c.RateLimitClose = 10
 	}
+	if c.DedupEntries == 0 {
+		c.DedupEntries = 65536
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = 5 * time.Minute
+	}
 	return c
 }
 
@@ -137,6 +148,9 @@ type WSStats struct {
 	// read its answers (the outgoing queue reached its bound; see
 	// maxPendingMsgs).
 	WriteQueueFull uint64
+	// Resent counts frames recognised as resends of accepted frames and
+	// answered without being stored again (wsdedup.go).
+	Resent uint64
 }
 
 // WS is the device WebSocket endpoint. It is an http.Handler for
@@ -165,6 +179,8 @@ type WS struct {
 	rateLimited, rateLimitClosed                 atomic.Uint64
 	tooBig, inactiveClosed                       atomic.Uint64
 	writeQueueFull                               atomic.Uint64
+	resent                                       atomic.Uint64
+	dedup                                        *dedup // nil: off
 }
 
 // NewWS returns the endpoint. auth may not be nil.
@@ -173,6 +189,9 @@ func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.
 	w := &WS{cfg: cfg, auth: auth, next: next, log: log, slots: make(map[telemetry.DeviceID]*deviceSlot)}
 	w.decoders.New = func() any { return payload.NewDecoder(cfg.Limits) }
 	w.corkBufs = newCorkBufs()
+	if cfg.DedupEntries > 0 {
+		w.dedup = newDedup(cfg.DedupEntries, cfg.DedupWindow)
+	}
 	w.upgrader = gws.NewUpgrader(&wsEvents{w: w}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameSize,
 		CheckUtf8Enabled:   true,
@@ -192,7 +211,7 @@ func (w *WS) Stats() WSStats {
 		DeviceConnLimited: w.deviceConnLimited.Load(), TotalConnLimited: w.totalConnLimited.Load(),
 		RateLimited: w.rateLimited.Load(), RateLimitClosed: w.rateLimitClosed.Load(),
 		TooBig: w.tooBig.Load(), InactiveClosed: w.inactiveClosed.Load(),
-		WriteQueueFull: w.writeQueueFull.Load(),
+		WriteQueueFull: w.writeQueueFull.Load(), Resent: w.resent.Load(),
 	}
 }
 
@@ -583,6 +602,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	dec := w.decoders.Get().(*payload.Decoder)
 	msg, err := dec.Decode(message.Bytes(), received)
 	w.decoders.Put(dec)
+	var dk dedupKey
+	dedupe := err == nil && msg.HasSeq && w.dedup != nil
+	if dedupe {
+		dk = w.dedup.key(c.id, msg.Seq, message.Bytes())
+	}
 	message.Close() // the decoder copied what it keeps
 	// Decoded first only to name the frame (seq) in the answer.
 	if !allowed {
@@ -626,7 +650,23 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		wf.frame.Done = wf.finish
 	}
 	c.reserve(&wf.slot, msg.HasSeq)
+	if dedupe {
+		switch w.dedup.check(dk, received, func(stored bool) { c.finishResend(&wf.slot, wf.seq, stored) }) {
+		case dedupStored:
+			w.resent.Add(1)
+			c.answerFinal(&wf.slot, c.ackMsg(wf.seq))
+			return
+		case dedupWaiting:
+			w.resent.Add(1)
+			c.answerPre(&wf.slot)
+			return
+		}
+		wf.dedup, wf.dk = w.dedup, dk
+	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
+	if err != nil && wf.dedup != nil {
+		wf.dedup.done(dk, false) // nothing of it was accepted
+	}
 	wf.wait.stop()
 	// wf lives on until the ack (Done is its method); the readings' memory
 	// need not: the pipeline has encoded them and publishes its own slice.
@@ -668,9 +708,25 @@ type wsFrame struct {
 	conn  *deviceConn
 	seq   uint64
 	slot  answerSlot // its place in the socket's answer order
+	dedup *dedup     // non-nil: remembered under dk (wsdedup.go)
+	dk    dedupKey
 }
 
-func (wf *wsFrame) finish(o telemetry.Outcome) { wf.conn.finish(&wf.slot, wf.seq, o) }
+func (wf *wsFrame) finish(o telemetry.Outcome) {
+	if wf.dedup != nil {
+		wf.dedup.done(wf.dk, o.Err == nil)
+	}
+	wf.conn.finish(&wf.slot, wf.seq, o)
+}
+
+// finishResend answers a resend that waited for its original's outcome.
+func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool) {
+	if !stored {
+		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
+		return
+	}
+	c.answerPost(s, c.ackMsg(seq))
+}
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only
 // answers need it as a pointer, so only they pay for its allocation.

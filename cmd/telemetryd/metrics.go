@@ -79,6 +79,7 @@ func metricDefs() []metricDef {
 		// Transports.
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
+		{"telemetryd_ws_resent_frames_total", "Device frames recognised as resends of accepted frames (same device, seq and bytes) and acked without being stored again.", c, nil},
 		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},
 		{"telemetryd_ws_policy_closes_total", "Device WebSockets closed by a limit or policy, by reason (frame_too_big 1009, rate_limited 1013, inactive_device 1008, not_reading: aborted, its answers queue full).", c, []string{"reason"}},
 		{"telemetryd_auth_failures_total", "Credentials refused by the registry, by kind (device, viewer, admin).", c, []string{"kind"}},
@@ -186,6 +187,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		s := ws.Stats()
 		emit("telemetryd_ws_connections", float64(s.Connections))
 		emit("telemetryd_ws_upgrades_total", float64(s.Upgrades))
+		emit("telemetryd_ws_resent_frames_total", float64(s.Resent))
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.Unauthorized), "unauthorized")
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.OriginRejected), "origin")
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.DeviceConnLimited), "too_many_connections")
