@@ -40,11 +40,19 @@ type MQTTConfig struct {
 	// order is then not preserved across clients.
 	Connections int
 	// Queue bounds messages received but not yet handed to the pipeline,
-	// per connection (default 65536). It must exceed the broker's
-	// max_inflight_messages: a message that finds it full is left unacked
-	// until the next reconnect, and counted.
+	// per connection (default 16384). It must exceed the broker's
+	// max_inflight_messages (10000 in deploy/mosquitto.conf): a message
+	// that finds it full is left unacked until the next reconnect, and
+	// counted. Its memory is bounded by the broker's max_inflight_bytes
+	// and message_size_limit.
 	Queue  int
 	Limits payload.Limits
+	// MaxMessageSize (default 256 KiB), FrameRate (messages per second per
+	// device; default 100, negative: unlimited) and FrameBurst (default
+	// 2×FrameRate): the WebSocket endpoint's limits (mqttlimits.go).
+	MaxMessageSize int
+	FrameRate      float64
+	FrameBurst     int
 	// Devices, when set, drops (and acks, and counts) messages whose topic
 	// names an unknown or revoked device.
 	Devices DeviceChecker
@@ -61,7 +69,7 @@ func (c MQTTConfig) withDefaults() MQTTConfig {
 		c.Connections = 1
 	}
 	if c.Queue <= 0 {
-		c.Queue = 65536
+		c.Queue = 16384
 	}
 	return c
 }
@@ -85,6 +93,7 @@ type MQTT struct {
 	next      telemetry.Consumer
 	log       *slog.Logger
 	devicePos int // index of the '+' segment in the topic
+	limits    *mqttLimiter
 
 	mu         sync.Mutex
 	clients    []mqtt.Client
@@ -111,7 +120,7 @@ func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, 
 	if pos < 0 || strings.Contains(cfg.Topic, "#") {
 		return nil, fmt.Errorf("mqtt: topic %q must contain exactly one '+' for the device id and no '#'", cfg.Topic)
 	}
-	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos}, nil
+	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos, limits: newMQTTLimiter(cfg, log.Info)}, nil
 }
 
 // Stats returns the consumer's counters.
@@ -270,6 +279,10 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		return
 	}
 	received := time.Now()
+	if ok, _ := m.limits.admit(device, len(msg.Payload()), received); !ok {
+		drop() // refused before decoding (mqttlimits.go): acked, dropped, counted
+		return
+	}
 	pm, err := dec.Decode(msg.Payload(), received)
 	if err != nil {
 		m.invalid.Add(1)

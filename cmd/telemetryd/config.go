@@ -148,7 +148,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", 5*time.Millisecond, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", 8192, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", 5*time.Minute, "how far in the future a device timestamp may be")
-	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame from a device")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", 256<<10, "largest WebSocket frame or MQTT message from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", 5000, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")

@@ -142,6 +142,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
 			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 			Connections: cfg.MQTTConnections, Limits: limits,
+			// The WebSocket limits apply to MQTT devices too (mqttlimits.go).
+			MaxMessageSize: cfg.MaxFrameBytes, FrameRate: float64(cfg.Sec.FrameRate), FrameBurst: cfg.Sec.FrameBurst,
 		}), br, log.With("component", "mqtt"))
 		if err != nil {
 			return err

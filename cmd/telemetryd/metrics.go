@@ -78,6 +78,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_auth_tracking_evicted_total", "Tracked addresses forgotten to keep the throttle's table bounded.", c, nil},
 		// Transports.
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
+		{"telemetryd_mqtt_refused_total", "MQTT messages refused before decoding (acked and dropped), by device and reason (too_big, rate_limited); device \"\" beyond 1024 devices.", c, []string{"device", "reason"}},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
 		{"telemetryd_ws_resent_frames_total", "Device frames recognised as resends of accepted frames (same device, seq and bytes) and acked without being stored again.", c, nil},
 		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},
@@ -208,6 +209,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_mqtt_connected", float64(s.Connected))
 		emit("telemetryd_mqtt_unacked_messages", float64(s.Unacked))
 		emit("telemetryd_mqtt_redelivered_total", float64(s.Redelivered))
+		for _, r := range mq.Refused() {
+			emit("telemetryd_mqtt_refused_total", float64(r.Count), string(r.Device), r.Reason)
+		}
 		emit("telemetryd_frames_received_total", float64(s.Messages), "mqtt")
 		emit("telemetryd_frames_rejected_total", float64(s.InvalidMessages), "mqtt", "invalid_payload")
 		emit("telemetryd_frames_rejected_total", float64(s.UnknownDevice), "mqtt", "unknown_device")

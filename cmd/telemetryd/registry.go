@@ -70,7 +70,7 @@ func registerSecurityFlags(e *envFlags, c *securityConfig) {
 	e.str(&c.MosquittoPIDFile, "mosquitto-pid-file", "TELEMETRY_MOSQUITTO_PID_FILE", "", "send SIGHUP to the pid in this file after rewriting the Mosquitto files (reload)")
 	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", 4, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
 	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", 100000, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
-	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", 100, "frames per second per device over WebSocket (token bucket); excess gets rate_limited; -1: unlimited")
+	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", 100, "frames per second per device over WebSocket and MQTT (token bucket); excess gets rate_limited (MQTT: acked and dropped); -1: unlimited")
 	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", 200, "frame bucket size per device (burst above -device-frame-rate)")
 	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", 10, "consecutive rate_limited frames after which the socket is closed with 1013")
 	e.dur(&c.ReadHeaderTimeout, "read-header-timeout", "TELEMETRY_READ_HEADER_TIMEOUT", 10*time.Second, "longest time to receive a request's headers (WebSocket handshake included): slow-loris bound")
