@@ -83,12 +83,8 @@ func (l *mqttLimiter) admit(device telemetry.DeviceID, size int, now time.Time) 
 		return false, RefusedTooBig
 	}
 	l.mu.Lock()
-	b := l.buckets[device]
-	if b == nil {
-		b = &deviceSlot{tokens: float64(l.rate.FrameBurst), last: now}
-		l.buckets[device] = b
-	}
 	if now.Sub(l.lastSwep) > time.Minute {
+		// Forgetting a refilled bucket changes nothing (see deviceSlot.idle).
 		l.lastSwep = now
 		for id, s := range l.buckets {
 			if s.idle(now, l.rate) {
@@ -96,6 +92,11 @@ func (l *mqttLimiter) admit(device telemetry.DeviceID, size int, now time.Time) 
 			}
 		}
 		clear(l.lastLog)
+	}
+	b := l.buckets[device]
+	if b == nil {
+		b = &deviceSlot{tokens: float64(l.rate.FrameBurst), last: now}
+		l.buckets[device] = b
 	}
 	l.mu.Unlock()
 	if ok, _ := b.take(now, l.rate); !ok {
