@@ -49,7 +49,8 @@ type MQTTConfig struct {
 	Limits payload.Limits
 	// MaxMessageSize (default 256 KiB), FrameRate (messages per second per
 	// device; default 100, negative: unlimited) and FrameBurst (default
-	// 2×FrameRate): the WebSocket endpoint's limits (mqttlimits.go).
+	// 60×FrameRate: a minute of backlog): the WebSocket endpoint's limits
+	// (mqttlimits.go).
 	MaxMessageSize int
 	FrameRate      float64
 	FrameBurst     int

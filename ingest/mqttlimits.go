@@ -9,8 +9,9 @@ import (
 
 // MQTT devices get the WebSocket endpoint's limits: a message over
 // MaxMessageSize is refused before it is decoded, and each device has a
-// token bucket of FrameRate messages per second (FrameBurst deep) shared by
-// all the consumer's connections. A refused message is acknowledged
+// token bucket of FrameRate messages per second (FrameBurst deep, by
+// default a minute of the rate: see newMQTTLimiter) shared by all the
+// consumer's connections. A refused message is acknowledged
 // (PUBACK: redelivery would be refused again, and an unacked message would
 // hold the broker's in-flight window) and dropped, and counted per reason
 // and device. MQTT 3.1.1 has no way to tell the publisher why (a PUBACK
@@ -64,7 +65,11 @@ func newMQTTLimiter(cfg MQTTConfig, log logFunc) *mqttLimiter {
 		rate.FrameRate = 100
 	}
 	if rate.FrameBurst <= 0 {
-		rate.FrameBurst = max(int(2*rate.FrameRate), 1)
+		// Deeper than the WebSocket bucket: after an outage of telemetryd
+		// (or a reconnect) the broker delivers a device's queued messages
+		// at once, and a refused MQTT message is lost (it is acked), so
+		// the bucket holds a minute of the rate.
+		rate.FrameBurst = max(int(60*rate.FrameRate), 1)
 	}
 	maxSize := cfg.MaxMessageSize
 	if maxSize <= 0 {

@@ -28,6 +28,7 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
+	MQTTFrameBurst  int // per-device bucket of MQTT messages (ingest/mqttlimits.go)
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -45,8 +46,10 @@ type config struct {
 	AdminAddr       string // opt-in pprof listener (admin.go)
 	Spool           bool
 	SpoolMaxBytes   int
-	SpoolAfter      time.Duration
-	Sec             securityConfig // registry.go: identity, TLS, limits
+	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
+	DeadLetterMaxBytes int
+	SpoolAfter         time.Duration
+	Sec                securityConfig // registry.go: identity, TLS, limits
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -137,6 +140,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
@@ -155,6 +159,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
+	e.int(&c.DeadLetterMaxBytes, "dead-letter-max-bytes", "TELEMETRY_DEAD_LETTER_MAX_BYTES", 64<<20, "dead-letter file size limit; when full, further refused lines are not recorded (counted in telemetryd_dead_letters_dropped_total)")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err

@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 			Connections: cfg.MQTTConnections, Limits: limits,
 			// The WebSocket limits apply to MQTT devices too (mqttlimits.go).
-			MaxMessageSize: cfg.MaxFrameBytes, FrameRate: float64(cfg.Sec.FrameRate), FrameBurst: cfg.Sec.FrameBurst,
+			MaxMessageSize: cfg.MaxFrameBytes, FrameRate: float64(cfg.Sec.FrameRate), FrameBurst: cfg.MQTTFrameBurst,
 		}), br, log.With("component", "mqtt"))
 		if err != nil {
 			return err
@@ -270,14 +270,11 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
 	delay := 500 * time.Millisecond
 	for {
-		tlsConf, err := influxTLS(cfg) // registry.go: -influx-ca
+		scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
 		if err != nil {
 			return nil, err
 		}
-		store, err := storage.Open(ctx, storage.Config{
-			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-		}, log.With("component", "storage"))
+		store, err := storage.Open(ctx, scfg, log.With("component", "storage"))
 		if err == nil {
 			return store, nil
 		}

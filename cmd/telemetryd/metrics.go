@@ -116,6 +116,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_spool_replay_errors_total", "Failed replay attempts (retried with backoff).", c, nil},
 		{"telemetryd_spool_corrupt_records_total", "Damaged spool records skipped at start-up (torn or corrupt tail).", c, nil},
 		{"telemetryd_dead_letters_total", "Lines InfluxDB refused for good, recorded in the dead-letter file.", c, nil},
+		{"telemetryd_dead_letters_dropped_total", "Lines InfluxDB refused for good and NOT recorded: the dead-letter file was at -dead-letter-max-bytes.", c, nil},
 		{"telemetryd_units_converted_total", "Field values converted to their canonical (or configured) unit.", c, nil},
 		{"telemetryd_typeguard_fields", "Measurement/field types remembered by the field-type guard.", g, nil},
 		{"telemetryd_typeguard_coerced_total", "Values converted to their field's stored type (integer to float, integral float to integer).", c, nil},
@@ -182,6 +183,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_spool_replay_errors_total", float64(s.ReplayErrors))
 		emit("telemetryd_spool_corrupt_records_total", float64(s.Spool.CorruptRecords))
 		emit("telemetryd_dead_letters_total", float64(s.DeadLettered))
+		emit("telemetryd_dead_letters_dropped_total", float64(s.DeadLettersDropped))
 	}
 
 	if ws := c.src.ws; ws != nil {

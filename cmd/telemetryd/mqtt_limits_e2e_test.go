@@ -43,7 +43,7 @@ func TestMQTTDeviceLimits(t *testing.T) {
 	influx := influxtest.Start(t)
 	broker := mqtttest.Start(t, mqtttest.Options{ExtraConfig: shippedBrokerLimits(t)})
 	svc := startService(t, influx, broker, tokensFile(t, "mqtt-lim", "tok-lim", "mqtt-ok", "tok-ok"),
-		"-max-frame-bytes", "8192", "-device-frame-rate", "1", "-device-frame-burst", "3")
+		"-max-frame-bytes", "8192", "-device-frame-rate", "1", "-mqtt-device-frame-burst", "3")
 	waitReady(t, svc)
 	dev := mustMQTTDial(t, broker.URL(), "mqtt-lim-client", "", "")
 	pub := func(device, payload string) {
