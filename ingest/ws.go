@@ -612,7 +612,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if !allowed {
 		w.rateLimited.Add(1)
 		c.limited++
-		c.answerNow(errorMsg(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil))
+		c.send(errorMsg(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)) // back-pressure: at once (wsanswers.go)
 		if c.limited >= w.cfg.RateLimitClose {
 			w.rateLimitClosed.Add(1)
 			w.log.Info("device over its frame rate; closing", "device", c.id)
@@ -631,7 +631,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		return
 	}
 	if w.draining.Load() {
-		c.answerNow(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
+		c.send(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	}
 	wf := &wsFrame{
@@ -675,13 +675,15 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
 		c.overloaded++
-		c.answerFinal(&wf.slot, errorMsg(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil))
+		c.answerFinal(&wf.slot)
+		c.send(errorMsg(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil))
 		if c.overloaded >= 3 {
 			c.close(CloseTryLater, "overloaded")
 		}
 		return
 	case errors.Is(err, telemetry.ErrClosed):
-		c.answerFinal(&wf.slot, errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
+		c.answerFinal(&wf.slot)
+		c.send(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	case err != nil:
 		w.log.Error("consume failed", "device", c.id, "error", err)

@@ -7,6 +7,12 @@ package ingest
 // this, its answers would overtake the ack of an earlier frame still being
 // written.
 //
+// Exception: back-pressure refusals — overloaded, rate_limited,
+// shutting_down — leave at once. They carry no ack (the frame was not
+// consumed; the device resends it), and they must reach the device while
+// it matters: when the pipeline is full, the earlier frames they would
+// wait behind are exactly the ones that cannot complete yet.
+//
 // Each frame handed to the pipeline holds a slot in the socket's answer
 // list, in receive order. A slot has two parts: what the read loop says
 // once Consume returns (the receipt's rejections, or the refusal), and
