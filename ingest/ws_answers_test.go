@@ -189,6 +189,7 @@ func TestWSOversizedFrameOneWrite(t *testing.T) {
 	if code := binary.BigEndian.Uint16(p); code != CloseTooBig || len(p) == 2 {
 		t.Fatalf("close %d %q, want %d with a reason", code, p[2:], CloseTooBig)
 	}
+	_ = conn.Close() // the device's side closed: the server's linger ends
 	// The server read what it refused instead of resetting the connection
 	// (which can destroy the close frame before a client reads it).
 	if werr != nil {
