@@ -287,7 +287,8 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 	pm, err := dec.Decode(msg.Payload(), received)
 	if err != nil {
 		m.invalid.Add(1)
-		m.log.Debug("invalid mqtt payload", "device", device, "error", err)
+		m.limits.count(device, CodeInvalidPayload, received)
+		m.log.Debug("invalid mqtt payload", "device", device, "error", telemetry.ClipMessage(err.Error()))
 		drop()
 		return
 	}
@@ -315,6 +316,7 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 	}
 	m.readingsAccepted.Add(uint64(rcpt.Accepted))
 	m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+	m.limits.countRejected(device, rcpt.Rejected, received)
 }
 
 func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {

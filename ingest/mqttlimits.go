@@ -23,7 +23,9 @@ import (
 // sweep (as the WebSocket slots are); refusal counts are kept for at most
 // maxRefusalDevices devices, those beyond are counted under device "".
 
-// Refusal reasons of MQTT messages (the reason label).
+// Refusal reasons of MQTT messages (the reason label). Invalid payloads
+// count as CodeInvalidPayload, and readings the pipeline rejected under
+// their rejection code (one count per reading).
 const (
 	RefusedTooBig      = "too_big"
 	RefusedRateLimited = "rate_limited"
@@ -126,6 +128,15 @@ func (l *mqttLimiter) count(device telemetry.DeviceID, reason string, now time.T
 	if now.Sub(l.lastLog[device]) >= time.Minute && len(l.lastLog) < maxRefusalDevices {
 		l.lastLog[device] = now
 		l.log("mqtt message refused", "device", device, "reason", reason)
+	}
+}
+
+// countRejected counts readings of device the pipeline rejected, by code:
+// an MQTT device gets no rejection answers, so these counts are its only
+// trace.
+func (l *mqttLimiter) countRejected(device telemetry.DeviceID, rs []telemetry.Rejection, now time.Time) {
+	for _, r := range rs {
+		l.count(device, r.Code, now)
 	}
 }
 

@@ -78,7 +78,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_auth_tracking_evicted_total", "Tracked addresses forgotten to keep the throttle's table bounded.", c, nil},
 		// Transports.
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
-		{"telemetryd_mqtt_refused_total", "MQTT messages refused before decoding (acked and dropped), by device and reason (too_big, rate_limited); device \"\" beyond 1024 devices.", c, []string{"device", "reason"}},
+		{"telemetryd_mqtt_refused_total", "MQTT refusals by device and reason: messages too_big, rate_limited or invalid_payload (acked and dropped), readings by rejection code; device \"\" beyond 1024 devices.", c, []string{"device", "reason"}},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
 		{"telemetryd_ws_resent_frames_total", "Device frames recognised as resends of accepted frames (same device, seq and bytes) and acked without being stored again.", c, nil},
 		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},

@@ -60,7 +60,8 @@ func TestMQTTDeviceLimits(t *testing.T) {
 	// Over -max-frame-bytes (8 KiB), under the broker cap: telemetryd
 	// refuses it before decoding.
 	pub("mqtt-lim", `{"measurement":"lim","metrics":{"pad":"`+strings.Repeat("x", 16<<10)+`"}}`)
-	eventually(t, 15*time.Second, "the 16 KiB message to arrive", func() bool { return received() >= 1 })
+	pub("mqtt-lim", `{"measurement":"lim","metrics":`) // invalid: counted for the device
+	eventually(t, 15*time.Second, "the 16 KiB and invalid messages to arrive", func() bool { return received() >= 2 })
 	// A burst of 30 over a bucket of 3 at 1/s.
 	const burst = 30
 	start := time.Now()
@@ -70,11 +71,14 @@ func TestMQTTDeviceLimits(t *testing.T) {
 	elapsed := time.Since(start)
 	// Another device is not limited by it.
 	pub("mqtt-ok", `{"ts":1700000000000,"measurement":"ok","metrics":{"n":1}}`)
-	eventually(t, 15*time.Second, "every message to arrive", func() bool { return received() >= 2+burst })
+	eventually(t, 15*time.Second, "every message to arrive", func() bool { return received() >= 3+burst })
 	eventually(t, 15*time.Second, "the other device's reading", func() bool { return pointsOf(t, influx, testDB, "mqtt-ok") == 1 })
 
-	if v := received(); v != 2+burst {
-		t.Fatalf("telemetryd received %v MQTT messages, want %d (the broker must drop the one over its cap)", v, 2+burst)
+	if v := received(); v != 3+burst {
+		t.Fatalf("telemetryd received %v MQTT messages, want %d (the broker must drop the one over its cap)", v, 3+burst)
+	}
+	if v := metric(t, svc, `telemetryd_mqtt_refused_total{device="mqtt-lim",reason="invalid_payload"}`); v != 1 {
+		t.Fatalf("invalid_payload refusals of mqtt-lim = %v, want 1", v)
 	}
 	if v := metric(t, svc, `telemetryd_mqtt_refused_total{device="mqtt-lim",reason="too_big"}`); v != 1 {
 		t.Fatalf("too_big refusals of mqtt-lim = %v, want 1", v)
