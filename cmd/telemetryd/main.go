@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
@@ -108,15 +109,16 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
-	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
+	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
+	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, server: srv}, log)); err != nil {
+		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, when(mosquitto != nil, mosquitto.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
@@ -196,14 +198,11 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
 	delay := 500 * time.Millisecond
 	for {
-		tlsConf, err := influxTLS(cfg.Sec) // -influx-ca
+		scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
 		if err != nil {
 			return nil, err
 		}
-		store, err := storage.Open(ctx, storage.Config{
-			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-		}, log.With("component", "storage"))
+		store, err := storage.Open(ctx, scfg, log.With("component", "storage"))
 		if err == nil {
 			return store, nil
 		}
