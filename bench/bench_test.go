@@ -6,22 +6,26 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// TestMain lets the harness re-execute the test binary as its raw server.
+// TestMain lets the harness re-execute the test binary as its raw server
+// and its bare subscriber.
 func TestMain(m *testing.M) {
-	if os.Getenv(roleEnv) == "rawserver" {
-		os.Exit(rawServerMain())
+	if code, ok := childMain(); ok {
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -38,10 +42,7 @@ func TestSmoke(t *testing.T) {
 		{"", "TELEMETRY_MOSQUITTO", "mosquitto"},
 	} {
 		if _, err := findBinary(b.flag, b.env, []string{filepath.Join(moduleRoot(), ".tools/bin/influxd"), "/usr/sbin/mosquitto"}, b.name); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal(err)
-			}
-			t.Skip(err)
+			testsupport.Missing(t, err.Error())
 		}
 	}
 	dir := t.TempDir()
@@ -72,7 +73,21 @@ func TestSmoke(t *testing.T) {
 		if r.Error != "" {
 			t.Errorf("%s: %s", r.ID, r.Error)
 		} else if !r.hasNumbers() {
-			t.Errorf("%s: no numbers: service %v, baseline %v", r.ID, r.Service, r.Baseline)
+			t.Errorf("%s: no numbers: service %v, baseline %v, CPU %v / %v ns", r.ID, r.Service, r.Baseline, r.ServiceCPU, r.BaselineCPU)
+		}
+		// P2, P2d and P3 are judged by CPU per unit, each consumer
+		// measured in its own process.
+		if slices.Contains([]string{"P2", "P2d", "P3"}, r.ID) && (r.CPURatio <= 0 || r.Goal != cpuGoal || r.Pass == nil) {
+			t.Errorf("%s: not judged by CPU: cpu ratio %v, goal %q, pass %v", r.ID, r.CPURatio, r.Goal, r.Pass)
+		}
+	}
+	if d := find(rep.Results, "P2d"); d != nil {
+		// The drain really drained a backlog: telemetryd came back with
+		// the same session and found the messages queued for it.
+		for _, k := range []string{"baseline_drain", "service_drain"} {
+			if m, _ := d.Details[k].(map[string]float64); m["samples"] < 2 || m["cpu_window_from_msg"] >= float64(cfg.sizes().P2Drain) {
+				t.Errorf("P2d %s = %v", k, d.Details[k])
+			}
 		}
 	}
 	for _, id := range allScenarios {
@@ -94,9 +109,10 @@ func TestParseConfig(t *testing.T) {
 		check   func(config) bool
 	}{
 		{nil, false, func(c config) bool {
-			return len(c.Scenarios) == 8 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
+			return len(c.Scenarios) == 9 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
 		}},
 		{[]string{"-scenarios", "p3,P1,P3"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P1,P3" }},
+		{[]string{"-scenarios", "P3,p2d,P2"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P2,P2d,P3" }},
 		{[]string{"-full"}, false, func(c config) bool { return c.Overload == 2*time.Minute && c.Recovery == time.Minute }},
 		{[]string{"-smoke"}, false, func(c config) bool { return c.Duration < 2*time.Second && c.sizes().P6Conns < 100 }},
 		{[]string{"-scale", "10"}, false, func(c config) bool { return c.sizes().P6Conns == 100000 && c.sizes().P4Subscribers == 10000 }},
@@ -213,6 +229,131 @@ func TestMedianRound(t *testing.T) {
 	failed := []*result{{ID: "P1", Ratio: 0.5}, {ID: "P1", Error: "boom"}}
 	if medianRound(failed).Error != "boom" {
 		t.Error("a failed round must be reported")
+	}
+}
+
+func TestMedianRoundByCPURatio(t *testing.T) {
+	// Rate ratios and CPU ratios in opposite orders: the CPU ratio picks.
+	rs := []*result{{ID: "P2", Ratio: 0.9, CPURatio: 1.5}, {ID: "P2", Ratio: 0.7, CPURatio: 1.1}, {ID: "P2", Ratio: 0.8, CPURatio: 1.3}}
+	if m := medianRound(rs); m.CPURatio != 1.3 {
+		t.Errorf("median round = %+v", m)
+	}
+}
+
+func TestJudgeCPU(t *testing.T) {
+	tests := []struct {
+		svc, base, svcCPU, baseCPU float64
+		wantRatio, wantCPU         float64
+		wantPass                   *bool
+	}{
+		{40e3, 50e3, 12000, 10000, 0.8, 1.2, ptr(true)},
+		{50e3, 50e3, 13000, 10000, 1, 1.3, ptr(false)},
+		{40e3, 50e3, 0, 10000, 0.8, 0, nil}, // no CPU figure: not judged
+	}
+	for _, tt := range tests {
+		r := &result{Service: tt.svc, Baseline: tt.base, ServiceCPU: tt.svcCPU, BaselineCPU: tt.baseCPU}
+		r.judgeCPU(cpuLimit)
+		if r.Ratio != tt.wantRatio || r.CPURatio != tt.wantCPU || (r.Pass == nil) != (tt.wantPass == nil) || (r.Pass != nil && *r.Pass != *tt.wantPass) {
+			t.Errorf("%+v: ratio %v, cpu ratio %v, pass %v", tt, r.Ratio, r.CPURatio, r.Pass)
+		}
+	}
+	r := &result{ID: "P2", Goal: cpuGoal, ServiceText: "1", BaselineText: "2", ServiceCPU: 11100, BaselineCPU: 6700, CPURatio: 1.66}
+	if got := cpuText(r) + " " + cpuRatioText(r); got != "11.1 µs / 6.7 µs 1.66" {
+		t.Errorf("cells = %q", got)
+	}
+	rep := &report{Results: []*result{r}}
+	if md := rep.markdown(); !strings.Contains(md, "| 11.1 µs / 6.7 µs | 1.66 | CPU ≤ 1.25× |") {
+		t.Errorf("markdown row missing:\n%s", md)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func find(rs []*result, id string) *result {
+	for _, r := range rs {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+func TestDrainFigures(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int, n int64, cpuMs int) drainSample {
+		return drainSample{t: t0.Add(time.Duration(ms) * time.Millisecond), n: n, cpu: time.Duration(cpuMs) * time.Millisecond}
+	}
+	tests := []struct {
+		name      string
+		ss        []drainSample
+		total     int64
+		wantRate  float64 // msgs/s
+		wantCPUNs float64
+	}{
+		{"start-up, flow, done", []drainSample{at(0, 0, 30), at(50, 0, 40), at(100, 1000, 50), at(150, 2000, 60), at(200, 3000, 70), at(250, 4000, 80)}, 4000,
+			// CPU from the last zero sample (40 ms) to done (80 ms) over 4000;
+			// rate from 1000 at 100 ms to 3000 at 200 ms.
+			20000, 10000},
+		{"first sample already flowing", []drainSample{at(0, 500, 10), at(50, 1500, 20), at(100, 2000, 25)}, 2000,
+			// CPU over the 1500 messages after the first sample; rate 1000 in 50 ms.
+			20000, 10000},
+		{"one sample in flow", []drainSample{at(0, 0, 10), at(50, 500, 15), at(100, 2000, 25)}, 2000,
+			// fewer than two samples in flow: the whole window, 2000 in 100 ms.
+			20000, 7500},
+		{"not done", []drainSample{at(0, 0, 0), at(50, 10, 1)}, 100, 0, 0},
+		{"done at the first sample", []drainSample{at(0, 100, 5)}, 100, 0, 0},
+	}
+	for _, tt := range tests {
+		d := drainFigures(tt.ss, tt.total)
+		if math.Abs(d.rate-tt.wantRate) > 1e-6 || math.Abs(d.cpuNs-tt.wantCPUNs) > 1e-6 {
+			t.Errorf("%s: rate %v, cpu %v ns; want %v, %v", tt.name, d.rate, d.cpuNs, tt.wantRate, tt.wantCPUNs)
+		}
+	}
+}
+
+func TestCPUTimeOfAnotherProcess(t *testing.T) {
+	// The precise process clock, not the 10 ms ticks: a busy child's CPU
+	// grows between two reads 20 ms apart.
+	cmd := exec.Command("sh", "-c", "while :; do :; done")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(20 * time.Second)
+	for cpuTime(pid) < 100*time.Millisecond && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a := cpuTime(pid)
+	time.Sleep(20 * time.Millisecond)
+	b := cpuTime(pid)
+	st := statCPUTime(pid)
+	if tick := 10 * time.Millisecond; b <= a || (a%tick == 0 && b%tick == 0) {
+		t.Errorf("cpu time %v → %v: not a nanosecond clock", a, b)
+	}
+	if st <= 0 || st > b+20*time.Millisecond || st < a-20*time.Millisecond {
+		t.Errorf("/proc stat says %v, the clock %v → %v", st, a, b)
+	}
+}
+
+func TestIOCalls(t *testing.T) {
+	if _, err := os.Stat("/proc/self/io"); err != nil {
+		t.Skip("no per-process I/O accounting:", err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := ioCalls(os.Getpid())
+	for range 50 {
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Other goroutines of the test binary may add calls, never remove them.
+	if d := ioCalls(os.Getpid()).sub(before); d.writes < 50 || d.reads < 0 {
+		t.Errorf("50 writes counted as %+v", d)
 	}
 }
 

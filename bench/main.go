@@ -13,8 +13,12 @@
 //	P1 readings/s acked, WebSocket gateways sending 100-reading batches
 //	   vs a bulk loader writing pre-built 5 000-line gzip batches to InfluxDB
 //	P2 MQTT messages/s consumed, stored and acked (QoS 1)
-//	   vs a bare paho subscriber that counts and acks
+//	   vs a bare paho subscriber that counts and acks (its own process)
+//	P2d the same consumers draining a backlog queued in the broker for
+//	   their offline persistent sessions
 //	P3 WebSocket single-reading frames/s acked vs a raw gws counter
+//	   (P2, P2d and P3 are judged by CPU per message or frame against the
+//	   baseline's own process, the rate ratio is information)
 //	P4 dashboard deliveries/s to 1 000 subscribers vs a gws Broadcaster loop
 //	P5 device→dashboard latency at half the P2 rate
 //	   vs bare MQTT pub→sub latency plus a gws echo round trip
@@ -51,12 +55,24 @@ import (
 )
 
 // roleEnv selects what this binary does: empty runs the harness,
-// "rawserver" the raw gws baseline server (started by the harness).
+// "rawserver" the raw gws baseline server, "baresub" the bare paho
+// subscriber (baresub.go); the harness starts both.
 const roleEnv = "TELEMETRY_BENCH_ROLE"
 
+// childMain runs the role this process was started for, if any.
+func childMain() (code int, ok bool) {
+	switch os.Getenv(roleEnv) {
+	case "rawserver":
+		return rawServerMain(), true
+	case "baresub":
+		return bareSubMain(), true
+	}
+	return 0, false
+}
+
 func main() {
-	if os.Getenv(roleEnv) == "rawserver" {
-		os.Exit(rawServerMain())
+	if code, ok := childMain(); ok {
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -78,7 +94,7 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"}
+var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P5", "P6", "P7", "P8"}
 
 // config is the harness's settings (flags).
 type config struct {
@@ -136,13 +152,15 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	for _, s := range strings.Split(*scen, ",") {
-		s = strings.ToUpper(strings.TrimSpace(s))
+		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
 		}
-		if !slices.Contains(allScenarios, s) {
+		i := slices.IndexFunc(allScenarios, func(id string) bool { return strings.EqualFold(id, s) })
+		if i < 0 {
 			return c, fmt.Errorf("unknown scenario %q (want %s)", s, strings.Join(allScenarios, ","))
 		}
+		s = allScenarios[i]
 		if !slices.Contains(c.Scenarios, s) {
 			c.Scenarios = append(c.Scenarios, s)
 		}
@@ -194,6 +212,7 @@ func (c config) has(id string) bool { return slices.Contains(c.Scenarios, id) }
 type sizes struct {
 	P1Gateways, P1Children, P1Batch, P1Window, P1BulkLines int
 	P2Publishers, P2Window, P2Lead, P2Consumers            int
+	P2Drain                                                int // P2d: messages queued before the consumer connects
 	P3Conns, P3Window                                      int
 	P4Subscribers, P4Feeders, P4Lead                       int
 	P6Conns                                                int
@@ -206,6 +225,7 @@ func (c config) sizes() sizes {
 	s := sizes{
 		P1Gateways: 4 * k, P1Children: 100, P1Batch: 100, P1Window: 64, P1BulkLines: 5000,
 		P2Publishers: 4 * k, P2Window: 64, P2Lead: 20000 * k, P2Consumers: k,
+		P2Drain: 200000 * k,
 		P3Conns: 100 * k, P3Window: 64,
 		P4Subscribers: 1000 * k, P4Feeders: k, P4Lead: 16,
 		P6Conns: 10000 * k,
@@ -214,7 +234,7 @@ func (c config) sizes() sizes {
 	}
 	if c.Smoke {
 		s.P1Gateways, s.P1Children, s.P1Window, s.P1BulkLines = 1, 10, 4, 500
-		s.P2Publishers, s.P2Lead = 1, 2000
+		s.P2Publishers, s.P2Lead, s.P2Drain = 1, 2000, 3000
 		s.P3Conns, s.P3Window = 2, 8
 		s.P4Subscribers = 5
 		s.P6Conns = 50

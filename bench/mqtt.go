@@ -106,6 +106,14 @@ type bareSub struct {
 
 func newBareSub(ctx context.Context, url, id, topic string, record func(now int64, lat time.Duration)) (*bareSub, error) {
 	s := &bareSub{record: record, url: url, id: id, topic: topic}
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// connect connects and subscribes; messages count from the CONNACK on.
+func (s *bareSub) connect(ctx context.Context) error {
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		now := time.Now().UnixNano()
 		if s.count.Add(1) == 1 {
@@ -121,20 +129,20 @@ func newBareSub(ctx context.Context, url, id, topic string, record func(now int6
 	}
 	// The service's paho options, so the ratio is not about paho settings:
 	// no packet store, every message to the default handler (no route).
-	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(false).
+	o := mqtt.NewClientOptions().AddBroker(s.url).SetClientID(s.id).SetCleanSession(false).
 		SetOrderMatters(true).SetAutoAckDisabled(true).SetDefaultPublishHandler(handler).
 		SetStore(noStore{})
 	c, err := connectMQTT(ctx, o)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	t := c.Subscribe(topic, 1, nil)
+	t := c.Subscribe(s.topic, 1, nil)
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		c.Disconnect(0)
-		return nil, fmt.Errorf("subscribe %s: %v", topic, t.Error())
+		return fmt.Errorf("subscribe %s: %v", s.topic, t.Error())
 	}
 	s.c = c
-	return s, nil
+	return nil
 }
 
 // close ends the persistent session for good: otherwise the broker would
@@ -143,11 +151,35 @@ func newBareSub(ctx context.Context, url, id, topic string, record func(now int6
 func (s *bareSub) close() {
 	s.c.Unsubscribe(s.topic).WaitTimeout(5 * time.Second)
 	s.c.Disconnect(100)
+	endSession(s.url, s.id)
+}
+
+// endSession drops client id's persistent session from the broker: a
+// clean-session connect replaces it (and whatever is queued for it).
+func endSession(url, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if c, err := connectMQTT(ctx, mqtt.NewClientOptions().AddBroker(s.url).SetClientID(s.id).SetCleanSession(true)); err == nil {
+	if c, err := connectMQTT(ctx, mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true)); err == nil {
 		c.Disconnect(100)
 	}
+}
+
+// makeSession leaves a persistent session for client id, subscribed to
+// topic at QoS 1, with no client connected: the broker queues every
+// matching message for it until a client with that id comes back.
+func makeSession(ctx context.Context, url, id, topic string) error {
+	// A clean start first: nothing an earlier run left queued stays.
+	endSession(url, id)
+	c, err := connectMQTT(ctx, mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(false))
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(100)
+	t := c.Subscribe(topic, 1, nil)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return fmt.Errorf("subscribe %s for %s: %v", topic, id, t.Error())
+	}
+	return nil
 }
 
 // rate is messages/s from the first to the last message.

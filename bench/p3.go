@@ -9,34 +9,37 @@ import (
 // runP3: WebSocket single-reading frames/s acknowledged by telemetryd (after
 // the InfluxDB write) against a raw gws server that only counts frames and
 // acks each at once, with the same clients: P3Conns connections, each
-// keeping P3Window frames unanswered (closed loop).
+// keeping P3Window frames unanswered (closed loop). The judged figure is
+// the server process's CPU per acked frame over the measured window
+// (telemetryd's, the raw server's); the rate ratio is information.
 func runP3(ctx context.Context, e *env, r *result) error {
 	sz := e.sz
 	r.Unit = "frames/s"
-	r.Goal = "≥ 0.6"
+	r.Goal = cpuGoal
 	r.detail("connections", sz.P3Conns)
 	r.detail("window_frames_per_connection", sz.P3Window)
 
-	base, err := wsFrameLoad(ctx, e, r, "baseline", "ws://"+e.s.rawAddr+"/count", func(int) string { return "" }, false)
+	base, baseCPU, err := wsFrameLoad(ctx, e, r, "baseline", "ws://"+e.s.rawAddr+"/count", func(int) string { return "" }, false, "rawserver")
 	if err != nil {
 		return err
 	}
-	r.Baseline = base
-	svc, err := wsFrameLoad(ctx, e, r, "service", "ws://"+e.s.svcAddr+"/v1/ingest", func(i int) string { return tokenFor(p3Device(i)) }, true)
+	r.Baseline, r.BaselineCPU = base, baseCPU
+	svc, svcCPU, err := wsFrameLoad(ctx, e, r, "service", "ws://"+e.s.svcAddr+"/v1/ingest", func(i int) string { return tokenFor(p3Device(i)) }, true, "telemetryd")
 	if err != nil {
 		return err
 	}
-	r.Service = svc
+	r.Service, r.ServiceCPU = svc, svcCPU
 	e.p3Rate = svc
 	r.ServiceText = fmtRate(r.Service, "frames/s")
 	r.BaselineText = fmtRate(r.Baseline, "frames/s")
-	r.judge(0.6, true)
+	r.judgeCPU(cpuLimit)
 	return nil
 }
 
 // wsFrameLoad runs P3's clients against url for one phase and returns the
-// acked frames/s.
-func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token func(int) string, profile bool) (float64, error) {
+// acked frames/s and server's CPU per acked frame in ns (server: the
+// process in e.procs()).
+func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token func(int) string, profile bool, server string) (float64, float64, error) {
 	sz := e.sz
 	a := newAnswers()
 	conns := make([]*deviceConn, sz.P3Conns)
@@ -58,7 +61,7 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 		}
 	}()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var before metricSet
 	if name == "service" {
@@ -77,7 +80,9 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 			}
 		})
 	}
-	rate, err := e.phase(ctx, r, name, profile, a.acked.Load)
+	rate, frames, use, err := e.measure(ctx, r, name, profile, a.acked.Load)
+	cpuNs := perUnit(use.used[server], float64(frames))
+	r.detail(name+"_per_frame", use.perUnit(server, float64(frames)))
 	if name == "service" {
 		// Where the ack latency goes: the clients' window makes the rate
 		// about window × connections / mean ack latency.
@@ -92,7 +97,7 @@ func wsFrameLoad(ctx context.Context, e *env, r *result, name, url string, token
 	if errs := a.errorCounts(); len(errs) > 0 {
 		r.detail(name+"_errors", errs)
 	}
-	return rate, err
+	return rate, cpuNs, err
 }
 
 // storageFigures are telemetryd's InfluxDB writes between two scrapes:

@@ -21,6 +21,15 @@ type result struct {
 	Service  float64 `json:"service"`
 	Baseline float64 `json:"baseline"`
 	Ratio    float64 `json:"ratio"`
+	// ServiceCPU and BaselineCPU (P2, P2d, P3) are CPU per message or
+	// frame in ns of the process that does the work, each measured on its
+	// own in the same run: telemetryd's, and the raw baseline's (the bare
+	// paho subscriber's, the raw gws server's). CPURatio is
+	// ServiceCPU/BaselineCPU; where it is set, Goal judges it and Ratio,
+	// the rate ratio, is information.
+	ServiceCPU  float64 `json:"service_cpu_ns,omitempty"`
+	BaselineCPU float64 `json:"baseline_cpu_ns,omitempty"`
+	CPURatio    float64 `json:"cpu_ratio,omitempty"`
 	// Goal is the issue's target, e.g. "≥ 0.7"; Pass is nil when not judged.
 	Goal string `json:"goal"`
 	Pass *bool  `json:"pass"`
@@ -63,6 +72,36 @@ func (r *result) judge(limit float64, atLeast bool) {
 	r.Pass = &p
 }
 
+// cpuGoal is the target for CPU per message or frame against the raw
+// baseline (issue 21): P2, P2d and P3 are judged by it.
+const (
+	cpuGoal  = "CPU ≤ 1.25×"
+	cpuLimit = 1.25
+)
+
+// judgeCPU sets Ratio (the rate ratio, for information), CPURatio from
+// ServiceCPU and BaselineCPU, and Pass from CPURatio ≤ limit.
+func (r *result) judgeCPU(limit float64) {
+	if r.Baseline > 0 {
+		r.Ratio = round3(r.Service / r.Baseline)
+	}
+	if r.ServiceCPU <= 0 || r.BaselineCPU <= 0 {
+		return
+	}
+	r.ServiceCPU, r.BaselineCPU = round2(r.ServiceCPU), round2(r.BaselineCPU)
+	r.CPURatio = round3(r.ServiceCPU / r.BaselineCPU)
+	p := r.CPURatio <= limit
+	r.Pass = &p
+}
+
+// judged is the figure Pass is about: the CPU ratio where there is one.
+func (r *result) judged() float64 {
+	if r.CPURatio > 0 {
+		return r.CPURatio
+	}
+	return r.Ratio
+}
+
 type report struct {
 	Command string    `json:"command"`
 	Machine machine   `json:"machine"`
@@ -87,15 +126,17 @@ func (x *result) hasNumbers() bool {
 		return x.Details["service_rss_mib"] != nil && x.Details["baseline_rss_mib"] != nil
 	case "P8":
 		return x.Details["rss_samples"] != nil
+	case "P2", "P2d", "P3":
+		return x.Service > 0 && x.Baseline > 0 && x.CPURatio > 0
 	}
 	return x.Service > 0 && x.Baseline > 0
 }
 
 func (r *report) printTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "id\twhat\tservice\tbaseline\tratio\tgoal\tpass")
+	fmt.Fprintln(tw, "id\twhat\tservice\tbaseline\tratio\tCPU per unit (service / baseline)\tCPU ratio\tgoal\tpass")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.What, x.ServiceText, x.BaselineText, ratioText(x), x.Goal, passText(x))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.What, x.ServiceText, x.BaselineText, ratioText(x), cpuText(x), cpuRatioText(x), x.Goal, passText(x))
 	}
 	_ = tw.Flush()
 }
@@ -105,6 +146,32 @@ func ratioText(x *result) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.3g", x.Ratio)
+}
+
+// cpuText is "11.1 µs / 6.70 µs" (per message or frame), or "—".
+func cpuText(x *result) string {
+	if x.ServiceCPU <= 0 && x.BaselineCPU <= 0 {
+		return "—"
+	}
+	return fmtNs(x.ServiceCPU) + " / " + fmtNs(x.BaselineCPU)
+}
+
+func cpuRatioText(x *result) string {
+	if x.CPURatio == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.3g", x.CPURatio)
+}
+
+// fmtNs renders a CPU time per unit given in ns.
+func fmtNs(ns float64) string {
+	switch {
+	case ns <= 0:
+		return "—"
+	case ns >= 1e3:
+		return fmt.Sprintf("%.3g µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.0f ns", ns)
 }
 
 func passText(x *result) string {
@@ -137,9 +204,9 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Command: `%s`  \n", r.Command)
 	fmt.Fprintf(&b, "Machine: %d CPUs, %s, %.1f GiB RAM, Linux %s, %s  \n", m.CPUs, m.CPUModel, m.MemGiB, m.Kernel, m.GoVersion)
 	fmt.Fprintf(&b, "Date: %s; load average at start %s, at end %s; run took %.0f s\n\n", m.Date, m.LoadStart, m.LoadEnd, r.Seconds)
-	b.WriteString("| id | what | service | baseline | ratio | goal | pass |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| id | what | service | baseline | ratio | CPU per unit (service / baseline) | CPU ratio | goal | pass |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", x.ID, x.What, x.ServiceText, x.BaselineText, ratioText(x), x.Goal, passText(x))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.ID, x.What, x.ServiceText, x.BaselineText, ratioText(x), cpuText(x), cpuRatioText(x), x.Goal, passText(x))
 	}
 	b.WriteString("\n")
 	for _, x := range r.Results {

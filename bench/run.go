@@ -53,6 +53,7 @@ func scenarios() []scenario {
 		{"P6", "RSS per idle device WebSocket", runP6, true, false},
 		{"P1", "readings/s acked, WS gateways, 100-reading batches", runP1, true, true},
 		{"P2", "MQTT msgs/s consumed+stored+acked (QoS 1)", runP2, true, true},
+		{"P2d", "MQTT drain of a queued backlog (QoS 1, persistent session)", runP2d, true, true},
 		{"P3", "WS single-reading frames/s acked", runP3, true, true},
 		{"P4", "dashboard deliveries/s", runP4, true, true},
 		{"P5", "device→dashboard latency p99 (MQTT)", runP5, true, true},
@@ -277,6 +278,9 @@ func (e *env) procs() map[string]int {
 		m["influxd"] = e.s.influx.pid()
 		m["mosquitto"] = e.s.broker.pid()
 		m["rawserver"] = e.s.raw.pid()
+		if e.s.bare != nil {
+			m["baresub"] = e.s.bare.pid()
+		}
 	}
 	return m
 }
@@ -315,24 +319,34 @@ func (e *env) settle(ctx context.Context, r *result, name string) {
 // both ends; with profile set, telemetryd's CPU profile covers the window.
 // It returns the rate and the cores each process used in the window.
 func (e *env) phase(ctx context.Context, r *result, name string, profile bool, counter func() int64) (float64, error) {
+	rate, _, _, err := e.measure(ctx, r, name, profile, counter)
+	return rate, err
+}
+
+// measure is phase that also returns how many units counter counted in
+// the window and the CPU each process used in it, for CPU per unit.
+func (e *env) measure(ctx context.Context, r *result, name string, profile bool, counter func() int64) (float64, int64, cpuUse, error) {
 	if !sleepCtx(ctx, e.warmup()) {
-		return 0, ctx.Err()
+		return 0, 0, cpuUse{}, ctx.Err()
 	}
 	var waitProf func() string
 	if profile {
 		waitProf = e.prof.cpu(ctx, r.ID, e.cfg.Duration)
 	}
 	meter := newCPUMeter(e.procs())
-	w := startWindow(counter())
+	n0 := counter()
+	w := startWindow(n0)
 	if !sleepCtx(ctx, e.cfg.Duration) {
-		return 0, ctx.Err()
+		return 0, 0, cpuUse{}, ctx.Err()
 	}
-	rate := w.rate(counter())
-	r.detail(name+"_cores", meter.cores())
+	n1 := counter()
+	use := meter.snapshot()
+	rate := w.rate(n1)
+	r.detail(name+"_cores", use.cores())
 	if profile {
 		e.collectProfiles(ctx, r, waitProf)
 	}
-	return rate, nil
+	return rate, n1 - n0, use, nil
 }
 
 func (e *env) collectProfiles(ctx context.Context, r *result, waitProf func() string) {
@@ -361,8 +375,19 @@ type sample struct {
 
 func (e *env) pollMetrics(ctx context.Context, every time.Duration, keys ...string) *metricPoller {
 	p := &metricPoller{keys: keys}
+	var names []string // the families: a key without its labels (and a histogram's suffix)
+	for _, k := range keys {
+		if i := strings.IndexByte(k, '{'); i >= 0 {
+			k = k[:i]
+		}
+		for _, n := range []string{k, strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(k, "_bucket"), "_sum"), "_count")} {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
 	read := func() {
-		m, err := e.s.metrics(ctx)
+		m, err := e.s.metrics(ctx, names...)
 		if err != nil {
 			return
 		}
@@ -478,7 +503,7 @@ func shortMetric(k string) string {
 // on a shared machine that means something else took the cores during one
 // of them, and the ratio says more about that than about the service.
 func contentionNote(r *result) {
-	if !slices.Contains([]string{"P1", "P2", "P3", "P4"}, r.ID) {
+	if !slices.Contains([]string{"P1", "P2", "P2d", "P3", "P4"}, r.ID) {
 		return
 	}
 	sum := func(k string) float64 {
@@ -505,19 +530,25 @@ func medianRound(rs []*result) *result {
 	sorted := slices.Clone(rs)
 	slices.SortFunc(sorted, func(a, b *result) int {
 		switch {
-		case a.Ratio < b.Ratio:
+		case a.judged() < b.judged():
 			return -1
-		case a.Ratio > b.Ratio:
+		case a.judged() > b.judged():
 			return 1
 		}
 		return 0
 	})
 	m := sorted[(len(sorted)-1)/2]
 	var rounds []map[string]float64
+	by := "ratio"
 	for _, r := range rs {
-		rounds = append(rounds, map[string]float64{"service": r.Service, "baseline": r.Baseline, "ratio": r.Ratio})
+		round := map[string]float64{"service": r.Service, "baseline": r.Baseline, "ratio": r.Ratio}
+		if r.CPURatio > 0 {
+			round["service_cpu_ns"], round["baseline_cpu_ns"], round["cpu_ratio"] = r.ServiceCPU, r.BaselineCPU, r.CPURatio
+			by = "CPU ratio"
+		}
+		rounds = append(rounds, round)
 	}
 	m.detail("rounds", rounds)
-	m.note("median of %d rounds by ratio (all rounds in details.rounds)", len(rs))
+	m.note("median of %d rounds by %s (all rounds in details.rounds)", len(rs), by)
 	return m
 }

@@ -216,6 +216,11 @@ type stack struct {
 	adminTok  string
 	raw       *child
 	rawAddr   string
+	bare      *child // the bare paho subscriber while a P2 phase runs it (baresub.go)
+
+	svcBin    string
+	svcArgs   []string // telemetryd's flags, kept for restartService
+	svcStarts int
 
 	httpc *http.Client
 }
@@ -226,6 +231,7 @@ const (
 )
 
 func (s *stack) close() {
+	s.bare.stop(3 * time.Second)
 	s.raw.stop(3 * time.Second)
 	s.svc.stop(10 * time.Second)
 	s.broker.stop(5 * time.Second)
@@ -479,12 +485,48 @@ func (s *stack) startService(ctx context.Context, cfg config, tokens []deviceTok
 		"-max-conns", strconv.Itoa(maxConns),
 	}
 	args = append(args, cfg.ServiceArgs...)
-	c, err := startChild("telemetryd", s.logDir, nil, cfg.Telemetryd, args...)
+	s.svcBin, s.svcArgs = cfg.Telemetryd, args
+	if err := s.launchService(); err != nil {
+		return err
+	}
+	return s.waitReady(ctx)
+}
+
+// launchService starts telemetryd with s.svcArgs. A restart logs to
+// telemetryd.<n>.log: the first process's log stays.
+func (s *stack) launchService() error {
+	s.svcStarts++
+	name := "telemetryd"
+	if s.svcStarts > 1 {
+		name += "." + strconv.Itoa(s.svcStarts)
+	}
+	c, err := startChild(name, s.logDir, nil, s.svcBin, s.svcArgs...)
 	if err != nil {
 		return err
 	}
 	s.svc = c
-	return waitFor(ctx, c, 60*time.Second, func() error {
+	return nil
+}
+
+// stopService stops telemetryd through its graceful shutdown (SIGTERM):
+// everything accepted is written and acked first; its MQTT sessions stay
+// with the broker, which queues their messages until it is back.
+func (s *stack) stopService() { s.svc.stop(20 * time.Second) }
+
+// restartService starts telemetryd again with the same flags — ports,
+// data directory, admin token and MQTT client id, hence the same
+// persistent MQTT session — and returns once the process is started,
+// without waiting for it to be ready (waitReady).
+func (s *stack) restartService() error {
+	if !s.svc.exited() {
+		return errors.New("restart: telemetryd still running")
+	}
+	return s.launchService()
+}
+
+// waitReady waits until telemetryd's /readyz answers 200.
+func (s *stack) waitReady(ctx context.Context) error {
+	return waitFor(ctx, s.svc, 60*time.Second, func() error {
 		resp, err := s.httpc.Get("http://" + s.svcAddr + "/readyz")
 		if err != nil {
 			return err
@@ -498,12 +540,25 @@ func (s *stack) startService(ctx context.Context, cfg config, tokens []deviceTok
 	})
 }
 
-// metrics scrapes telemetryd's /metrics into "name{labels}" → value.
-func (s *stack) metrics(ctx context.Context) (metricSet, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.svcAddr+"/metrics", nil)
+// metrics scrapes telemetryd's /metrics into "name{labels}" → value;
+// with names, only those metric families (promhttp's name[] filter).
+// The scrape asks for no compression: gzip made the harness's 100 ms
+// polls cost telemetryd ~6 % of its CPU in P2, which counted against the
+// service in the CPU ratio.
+func (s *stack) metrics(ctx context.Context, names ...string) (metricSet, error) {
+	u := "http://" + s.svcAddr + "/metrics"
+	if len(names) > 0 {
+		q := url.Values{}
+		for _, n := range names {
+			q.Add("name[]", n)
+		}
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := s.httpc.Do(req)
 	if err != nil {
 		return nil, err
@@ -672,7 +727,9 @@ func (p *profiler) fetch(ctx context.Context, path, file string, timeout time.Du
 }
 
 // topOf summarizes a CPU profile with `go tool pprof -top` into
-// <profile>.top.txt and returns its first lines (empty if go is missing).
+// <profile>.top.txt (flat) and <profile>.cum.txt (-cum: which paths the
+// time goes down, docs/performance.md) and returns the flat summary's
+// first lines (empty if go is missing).
 func topOf(profile string, n int) []string {
 	if profile == "" {
 		return nil
@@ -681,11 +738,15 @@ func topOf(profile string, n int) []string {
 	if err != nil {
 		return nil
 	}
+	base := strings.TrimSuffix(profile, ".pprof")
+	if out, err := exec.Command(goBin, "tool", "pprof", "-top", "-cum", "-nodecount=60", profile).Output(); err == nil {
+		_ = os.WriteFile(base+".cum.txt", out, 0o644)
+	}
 	out, err := exec.Command(goBin, "tool", "pprof", "-top", "-nodecount=25", profile).Output()
 	if err != nil {
 		return nil
 	}
-	_ = os.WriteFile(strings.TrimSuffix(profile, ".pprof")+".top.txt", out, 0o644)
+	_ = os.WriteFile(base+".top.txt", out, 0o644)
 	var lines []string
 	started := false
 	for _, l := range strings.Split(string(out), "\n") {

@@ -10,9 +10,16 @@
 // that must not block: the MQTT handler only enqueues (bounded, sized above
 // the broker's in-flight window); WebSocket frames are consumed on their own
 // connection's read loop, so back-pressure slows only that device.
+// Done itself never blocks, for either transport: it runs on the
+// consumer's completer, which serves every device. The MQTT Done only
+// queues the PUBACK (bounded like the intake queue); each connection's own
+// ack sender writes it, so a stalled broker socket delays PUBACKs only.
 // A WebSocket's answers (acks, error frames, the close frame) leave in
 // order through a bounded per-socket queue; those due at the same time are
-// written with one syscall (wswriter.go). The MQTT connection's writes
+// written with one syscall (wswriter.go). Acks and rejections keep frame
+// order even when frames complete out of order (wsanswers.go); a resent
+// frame is recognised and not stored twice (wsdedup.go). MQTT devices get
+// the WebSocket size and rate limits (mqttlimits.go). The MQTT connection's writes
 // (PUBACKs) are coalesced the same way, bounded at 64 KiB (coalesce.go).
 //
 // Identity: WebSocket devices authenticate at the upgrade through the
