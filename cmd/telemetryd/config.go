@@ -14,6 +14,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/live"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -54,6 +55,8 @@ type config struct {
 	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
 	DeadLetterMaxBytes int
 	SpoolAfter         time.Duration
+	LiveSlowPolicy     string // live.SlowPolicy
+	LiveQueueBytes     int
 	Sec                securityConfig // identity, TLS, limits
 	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
 }
@@ -168,6 +171,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
 	e.int(&c.DeadLetterMaxBytes, "dead-letter-max-bytes", "TELEMETRY_DEAD_LETTER_MAX_BYTES", 64<<20, "dead-letter file size limit; when full, further refused lines are not recorded (counted in telemetryd_dead_letters_dropped_total)")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
+	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
+	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}
@@ -179,6 +184,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err
+	}
+	if !live.SlowPolicy(c.LiveSlowPolicy).Valid() {
+		return c, fs, fmt.Errorf(`-live-slow-policy: %q is not "conflate" or "disconnect"`, c.LiveSlowPolicy)
 	}
 	return c, fs, nil
 }
