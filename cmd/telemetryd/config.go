@@ -34,7 +34,9 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
-	MQTTFrameBurst  int // per-device bucket of MQTT messages (ingest/mqttlimits.go)
+	MQTTFrameBurst  int           // per-device bucket of MQTT messages (ingest/mqttlimits.go)
+	AuthMaxFailures int           // authguard: failed authentications per address and minute before a block
+	AuthBlock       time.Duration // authguard: how long a blocked address gets 429
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -149,6 +151,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.int(&c.AuthMaxFailures, "auth-max-failures", "TELEMETRY_AUTH_MAX_FAILURES", 10, "failed authentications (device, viewer or admin token) from one client address within a minute before that address gets 429 with Retry-After; -1: never throttle (behind a proxy every client shares its address)")
+	e.dur(&c.AuthBlock, "auth-block", "TELEMETRY_AUTH_BLOCK", time.Minute, "how long an address over -auth-max-failures is answered 429")
 	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
