@@ -103,9 +103,11 @@ func (r *refusal) Error() string { return r.msg }
 type result struct {
 	seq      *uint64
 	accepted int
-	// decodeRejected came from the decoder (lines that do not parse);
-	// rejected from validation and storage. Both are indexed in the frame.
-	decodeRejected, rejected []telemetry.Rejection
+	// rejected lists every refused reading by index: the decoder's (which
+	// the consumer's Receipt reports with its own), validation's and
+	// storage's. unparsed says whether the decoder refused any.
+	rejected []telemetry.Rejection
+	unparsed bool
 }
 
 // admit authenticates the request (token from cred), checks the device
@@ -179,7 +181,7 @@ func (h *HTTP) decodeError(err error) *refusal {
 // consume hands the frame to the pipeline and waits for its Done.
 func (h *HTTP) consume(ctx context.Context, id telemetry.DeviceID, msg payload.Message, received time.Time) (result, *refusal) {
 	w := h.ws
-	res := result{seq: answerSeq(msg), decodeRejected: msg.Invalid}
+	res := result{seq: answerSeq(msg), unparsed: len(msg.Invalid) > 0}
 	done := make(chan telemetry.Outcome, 1) // Done never blocks
 	f := &telemetry.Frame{
 		Device: id, Readings: msg.Readings, Invalid: msg.Invalid, Skipped: msg.Skipped,
@@ -208,7 +210,7 @@ func (h *HTTP) consume(ctx context.Context, id telemetry.DeviceID, msg payload.M
 		h.notStored.Add(1)
 		return res, &refusal{http.StatusServiceUnavailable, CodeNotStored, "readings were not stored; resend them", time.Second}
 	}
-	res.rejected = append(rcpt.Rejected, o.Rejected...)
+	res.rejected = mergeRejections(rcpt.Rejected, o.Rejected)
 	res.accepted = rcpt.Accepted - len(o.Rejected)
 	h.acked.Add(1)
 	h.readingsAccepted.Add(uint64(max(res.accepted, 0)))
@@ -267,7 +269,7 @@ type ingestOK struct {
 
 func writeIngestOK(rw http.ResponseWriter, res result) {
 	body := ingestOK{Ack: res.seq, Accepted: res.accepted}
-	if all := mergeRejections(res.decodeRejected, res.rejected); len(all) > 0 {
+	if all := res.rejected; len(all) > 0 {
 		body.Error = &errorFrameBody{Seq: res.seq, Code: CodeRejected, Message: strconv.Itoa(len(all)) + " reading(s) rejected", Rejected: all}
 	}
 	rw.Header().Set("Content-Type", "application/json")
@@ -384,13 +386,13 @@ func (h *HTTP) write(rw http.ResponseWriter, r *http.Request, dialect influxDial
 		writeInflux(rw, dialect, ref)
 		return
 	}
-	all := mergeRejections(res.decodeRejected, res.rejected)
+	all := res.rejected
 	if len(all) == 0 {
 		rw.WriteHeader(http.StatusNoContent)
 		return
 	}
 	ref = &refusal{status: http.StatusBadRequest, code: "invalid", msg: partialWrite(all)}
-	if len(res.decodeRejected) == 0 && dialect == influxV2 {
+	if !res.unparsed && dialect == influxV2 {
 		ref.status, ref.code = http.StatusUnprocessableEntity, "unprocessable entity"
 	}
 	writeInflux(rw, dialect, ref)

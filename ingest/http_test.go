@@ -50,8 +50,10 @@ func (p *pipeline) Consume(_ context.Context, f *telemetry.Frame) (telemetry.Rec
 	p.frames = append(p.frames, f)
 	var rcpt telemetry.Receipt
 	bad := map[int]bool{}
+	invalid := map[int]telemetry.Rejection{}
 	for _, r := range f.Invalid {
 		bad[r.Index] = true
+		invalid[r.Index] = r
 	}
 	for _, i := range f.Skipped {
 		bad[i] = true
@@ -59,6 +61,9 @@ func (p *pipeline) Consume(_ context.Context, f *telemetry.Frame) (telemetry.Rec
 	for i := range f.Readings {
 		switch {
 		case bad[i]:
+			if r, ok := invalid[i]; ok { // in the Receipt, in order, as the bridge does
+				rcpt.Rejected = append(rcpt.Rejected, r)
+			}
 		case p.rejectAt[i]:
 			rcpt.Rejected = append(rcpt.Rejected, telemetry.Rejection{Index: i, Code: "field_type_conflict", Message: "no"})
 		default:

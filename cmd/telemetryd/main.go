@@ -149,6 +149,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", ws)
+	mountHTTPIngest(mux, ws, log.With("component", "http-ingest")) // ingest_http.go: POST /v1/ingest, /api/v2/write, /write
 	mux.Handle("GET /v1/live", dash)
 	// web.go: the dashboard page, its API and /v1/live/sse.
 	mountWeb(mux, webDeps{dash: dash, hub: hub, store: store, registered: ident.reg.Devices, log: log.With("component", "web")})
