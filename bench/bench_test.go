@@ -94,14 +94,14 @@ func TestParseConfig(t *testing.T) {
 		check   func(config) bool
 	}{
 		{nil, false, func(c config) bool {
-			return len(c.Scenarios) == 8 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
+			return len(c.Scenarios) == 9 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
 		}},
 		{[]string{"-scenarios", "p3,P1,P3"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P1,P3" }},
 		{[]string{"-full"}, false, func(c config) bool { return c.Overload == 2*time.Minute && c.Recovery == time.Minute }},
 		{[]string{"-smoke"}, false, func(c config) bool { return c.Duration < 2*time.Second && c.sizes().P6Conns < 100 }},
 		{[]string{"-scale", "10"}, false, func(c config) bool { return c.sizes().P6Conns == 100000 && c.sizes().P4Subscribers == 10000 }},
 		{[]string{"-service-args", "-flush-interval 20ms"}, false, func(c config) bool { return len(c.ServiceArgs) == 2 }},
-		{[]string{"-scenarios", "P9"}, true, nil},
+		{[]string{"-scenarios", "P10"}, true, nil},
 		{[]string{"-scale", "0"}, true, nil},
 		{[]string{"-rounds", "3"}, false, func(c config) bool { return c.Rounds == 3 }},
 		{[]string{"-rounds", "0"}, true, nil},
