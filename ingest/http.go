@@ -95,6 +95,7 @@ type refusal struct {
 	code       string // device protocol code
 	msg        string
 	retryAfter time.Duration
+	seq        *uint64 // the frame's seq, when known (device protocol only)
 }
 
 func (r *refusal) Error() string { return r.msg }
@@ -116,17 +117,17 @@ func (h *HTTP) admit(r *http.Request, token string) (telemetry.DeviceID, *refusa
 	w := h.ws
 	h.requests.Add(1)
 	if w.draining.Load() {
-		return "", &refusal{http.StatusServiceUnavailable, CodeShuttingDown, "server is shutting down", 5 * time.Second}
+		return "", &refusal{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server is shutting down", retryAfter: 5 * time.Second}
 	}
 	id, err := w.auth.AuthenticateDevice(r.Context(), token)
 	if err != nil || (w.cfg.Devices != nil && !w.cfg.Devices.Active(id)) {
 		h.unauthorized.Add(1)
 		h.log.Debug("device authentication failed", "remote", r.RemoteAddr) // never the token
-		return "", &refusal{http.StatusUnauthorized, CodeUnauthorized, "a valid device token is required", 0}
+		return "", &refusal{status: http.StatusUnauthorized, code: CodeUnauthorized, msg: "a valid device token is required"}
 	}
 	if ok, wait := w.takeFrame(id, time.Now()); !ok {
 		h.rateLimited.Add(1)
-		return "", &refusal{http.StatusTooManyRequests, CodeRateLimited, "request rate limit exceeded; resend later", max(wait, time.Millisecond)}
+		return "", &refusal{status: http.StatusTooManyRequests, code: CodeRateLimited, msg: "request rate limit exceeded; resend later", retryAfter: max(wait, time.Millisecond)}
 	}
 	return id, nil
 }
@@ -145,7 +146,7 @@ func (h *HTTP) readBody(rw http.ResponseWriter, r *http.Request) ([]byte, *refus
 		defer zr.Close()
 		body = zr
 	default:
-		return nil, &refusal{http.StatusUnsupportedMediaType, CodeBadEncoding, fmt.Sprintf("Content-Encoding %q is not supported; send gzip or nothing", enc), 0}
+		return nil, &refusal{status: http.StatusUnsupportedMediaType, code: CodeBadEncoding, msg: fmt.Sprintf("Content-Encoding %q is not supported; send gzip or nothing", enc)}
 	}
 	// The inflated body is held to the same bound as what was sent.
 	data, err := io.ReadAll(io.LimitReader(body, limit+1))
@@ -162,10 +163,10 @@ func (h *HTTP) bodyError(err error) *refusal {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		h.tooLarge.Add(1)
-		return &refusal{http.StatusRequestEntityTooLarge, CodePayloadTooLarge, fmt.Sprintf("body larger than %d bytes", tooBig.Limit), 0}
+		return &refusal{status: http.StatusRequestEntityTooLarge, code: CodePayloadTooLarge, msg: fmt.Sprintf("body larger than %d bytes", tooBig.Limit)}
 	}
 	h.invalid.Add(1)
-	return &refusal{http.StatusBadRequest, CodeInvalidPayload, "unreadable body: " + err.Error(), 0}
+	return &refusal{status: http.StatusBadRequest, code: CodeInvalidPayload, msg: "unreadable body: " + err.Error()}
 }
 
 // decodeError maps a frame-level decode error.
@@ -175,7 +176,7 @@ func (h *HTTP) decodeError(err error) *refusal {
 	if errors.Is(err, payload.ErrTooManyReadings) {
 		code = CodeTooManyReadings
 	}
-	return &refusal{http.StatusBadRequest, code, err.Error(), 0}
+	return &refusal{status: http.StatusBadRequest, code: code, msg: err.Error()}
 }
 
 // consume hands the frame to the pipeline and waits for its Done.
@@ -193,22 +194,22 @@ func (h *HTTP) consume(ctx context.Context, id telemetry.DeviceID, msg payload.M
 	switch {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		h.overloaded.Add(1)
-		return res, &refusal{http.StatusServiceUnavailable, CodeOverloaded, "the service is overloaded; resend later", time.Second}
+		return res, &refusal{status: http.StatusServiceUnavailable, code: CodeOverloaded, msg: "the service is overloaded; resend later", retryAfter: time.Second}
 	case errors.Is(err, telemetry.ErrClosed):
-		return res, &refusal{http.StatusServiceUnavailable, CodeShuttingDown, "server is shutting down; resend later", 5 * time.Second}
+		return res, &refusal{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server is shutting down; resend later", retryAfter: 5 * time.Second}
 	case err != nil:
 		h.log.Error("consume failed", "device", id, "error", err)
-		return res, &refusal{http.StatusInternalServerError, "internal", "internal error", 0}
+		return res, &refusal{status: http.StatusInternalServerError, code: "internal", msg: "internal error"}
 	}
 	var o telemetry.Outcome
 	select {
 	case o = <-done:
 	case <-ctx.Done(): // the client left; the frame's fate is the pipeline's
-		return res, &refusal{http.StatusServiceUnavailable, CodeNotStored, "request cancelled", 0}
+		return res, &refusal{status: http.StatusServiceUnavailable, code: CodeNotStored, msg: "request cancelled"}
 	}
 	if o.Err != nil {
 		h.notStored.Add(1)
-		return res, &refusal{http.StatusServiceUnavailable, CodeNotStored, "readings were not stored; resend them", time.Second}
+		return res, &refusal{status: http.StatusServiceUnavailable, code: CodeNotStored, msg: "readings were not stored; resend them", retryAfter: time.Second}
 	}
 	res.rejected = mergeRejections(rcpt.Rejected, o.Rejected)
 	res.accepted = rcpt.Accepted - len(o.Rejected)
@@ -229,7 +230,7 @@ func retryAfter(rw http.ResponseWriter, d time.Duration) {
 // WebSocket error frames' shape:
 //
 //	200 {"ack":7,"accepted":2,"error":{"seq":7,"code":"rejected","message":"1 reading(s) rejected","rejected":[{"index":1,...}]}}
-//	4xx/5xx {"error":{"code":"rate_limited","message":"...","retry_after_ms":250}} (+ Retry-After)
+//	4xx/5xx {"error":{"seq":7,"code":"rate_limited","message":"...","retry_after_ms":250}} (+ Retry-After)
 //
 // "ack" is there when the payload had a seq; "error" when readings were
 // rejected. The token is "Authorization: Bearer …" or "?token=".
@@ -245,19 +246,21 @@ func (h *HTTP) Ingest() http.Handler {
 				h.ws.decoders.Put(dec)
 				if err != nil {
 					ref = h.decodeError(err)
+					ref.seq = answerSeq(msg) // recovered from the malformed payload, when it could be
 				} else {
 					var res result
 					if res, ref = h.consume(r.Context(), id, msg, received); ref == nil {
 						writeIngestOK(rw, res)
 						return
 					}
+					ref.seq = res.seq
 				}
 			}
 		}
 		retryAfter(rw, ref.retryAfter)
 		rw.Header().Set("Content-Type", "application/json")
 		rw.WriteHeader(ref.status)
-		_ = json.NewEncoder(rw).Encode(errorFrame{Error: errorFrameBody{Code: ref.code, Message: ref.msg, RetryAfterMS: ref.retryAfter.Milliseconds()}})
+		_ = json.NewEncoder(rw).Encode(errorFrame{Error: errorFrameBody{Seq: ref.seq, Code: ref.code, Message: ref.msg, RetryAfterMS: ref.retryAfter.Milliseconds()}})
 	})
 }
 
