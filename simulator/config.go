@@ -20,6 +20,9 @@ const (
 	TransportWS Transport = "ws"
 	// TransportMQTT: every device and gateway publishes QoS 1 to the broker.
 	TransportMQTT Transport = "mqtt"
+	// TransportHTTP: every device and gateway POSTs each frame to
+	// /v1/ingest and takes the answer as its ack.
+	TransportHTTP Transport = "http"
 	// TransportMixed: connections alternate between WebSocket and MQTT.
 	TransportMixed Transport = "mixed"
 	// TransportGateway: the devices sit behind WebSocket gateways that
@@ -373,9 +376,9 @@ func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch c.Transport {
-	case TransportWS, TransportMQTT, TransportMixed, TransportGateway:
+	case TransportWS, TransportMQTT, TransportHTTP, TransportMixed, TransportGateway:
 	default:
-		bad("transport %q: want ws, mqtt, mixed or gateway", c.Transport)
+		bad("transport %q: want ws, mqtt, http, mixed or gateway", c.Transport)
 	}
 	if c.Profile != ProfileMixed && !slices.Contains(profiles, c.Profile) {
 		bad("profile %q: want environment, vehicle, power, status or mixed", c.Profile)

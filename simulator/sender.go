@@ -512,9 +512,12 @@ func (s *sender) dial(ctx context.Context) {
 	s.mu.Unlock()
 	var l link
 	var err error
-	if s.mqtt {
+	switch {
+	case s.mqtt:
 		l, err = s.r.dialMQTT(ctx, s, gen, s.token)
-	} else {
+	case s.r.cfg.Transport == TransportHTTP:
+		l, err = s.r.dialHTTP(ctx, s, gen, s.token)
+	default:
 		l, err = s.r.dialWS(ctx, s, gen, s.token)
 	}
 	c := s.r.c
