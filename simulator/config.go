@@ -232,6 +232,9 @@ type Config struct {
 	// Gateways that report for ChildrenPerGateway devices each, in batches.
 	Gateways, ChildrenPerGateway int
 	Transport                    Transport
+	// Format is the payload encoding (default json; cbor: the same frames
+	// in CBOR, binary frames on WebSocket).
+	Format Format
 	// Profile of the signals: environment, vehicle, power, status or mixed.
 	Profile string
 	// Fleet prefixes device names and labels them (sim_fleet=Fleet), so
@@ -320,6 +323,9 @@ func (c Config) withDefaults() Config {
 	if c.InfluxBucket == "" {
 		c.InfluxBucket = "telemetry/autogen"
 	}
+	if c.Format == "" {
+		c.Format = FormatJSON
+	}
 	if c.Transport == "" {
 		c.Transport = TransportWS
 	}
@@ -379,6 +385,11 @@ func (c *Config) validate() error {
 	case TransportWS, TransportMQTT, TransportHTTP, TransportMixed, TransportGateway:
 	default:
 		bad("transport %q: want ws, mqtt, http, mixed or gateway", c.Transport)
+	}
+	switch c.Format {
+	case FormatJSON, FormatCBOR:
+	default:
+		bad("format %q: want json or cbor", c.Format)
 	}
 	if c.Profile != ProfileMixed && !slices.Contains(profiles, c.Profile) {
 		bad("profile %q: want environment, vehicle, power, status or mixed", c.Profile)

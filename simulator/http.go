@@ -68,7 +68,11 @@ func (l *httpLink) post(seq uint64, body []byte, raw bool) {
 		return
 	}
 	req.Header.Set("Authorization", "Bearer "+l.token)
-	req.Header.Set("Content-Type", "application/json")
+	if l.s.r.cfg.Format == FormatCBOR {
+		req.Header.Set("Content-Type", "application/cbor")
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	l.mu.Lock()
 	if l.closed.Load() {
 		l.mu.Unlock()

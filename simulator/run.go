@@ -25,6 +25,14 @@ type runner struct {
 	httpc              *http.Client // TransportHTTP's links share its connections
 }
 
+// wire is a finished JSON frame in the run's -format.
+func (r *runner) wire(frame []byte) []byte {
+	if r.cfg.Format == FormatCBOR {
+		return toCBOR(frame)
+	}
+	return frame
+}
+
 func (r *runner) noteGenEnd(t time.Time) {
 	ns := t.UnixNano()
 	for {
