@@ -92,10 +92,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer closeStore()
 
 	// The live side: the hub rebroadcasts what the bridge normalized.
-	hub := live.NewHub(live.HubConfig{
-		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
-		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4), // chunks well under the dashboards' bound
-	}, log.With("component", "hub"))
+	hub := live.NewHub(hubConfig(cfg), log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 
 	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, hub, log.With("component", "bridge"))
