@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telemetryd/telemetryd/ingest/mqtttest"
 	"github.com/telemetryd/telemetryd/simulator"
 	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
@@ -15,7 +16,7 @@ import (
 // InfluxDB through the newer ways in: -transport http (every frame POSTed
 // to /v1/ingest, or for line protocol to /api/v2/write) and every -format
 // (json, cbor, senml, senml-cbor over WebSocket frames and over HTTP; lp
-// over HTTP), faults included; -verify must find nothing lost and every
+// over HTTP; lp and senml-cbor over MQTT), faults included; -verify must find nothing lost and every
 // fault answered as expected.
 func TestSimulatorWaysIn(t *testing.T) {
 	influx := influxtest.Start(t)
@@ -32,14 +33,22 @@ func TestSimulatorWaysIn(t *testing.T) {
 		{"ws-senml-cbor", simulator.TransportWS, simulator.FormatSenMLCBOR},
 		{"http-senml-cbor", simulator.TransportHTTP, simulator.FormatSenMLCBOR},
 		{"http-lp", simulator.TransportHTTP, simulator.FormatLP},
+		{"mqtt-lp", simulator.TransportMQTT, simulator.FormatLP},
+		{"mqtt-senml-cbor", simulator.TransportMQTT, simulator.FormatSenMLCBOR},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			db := "sim_" + strings.ReplaceAll(c.name, "-", "_")
-			svc := startService(t, influx, nil, tokensFile(t), "-influx-bucket", db+"/autogen")
+			var broker *mqtttest.Broker
+			mqttURL := ""
+			if c.transport == simulator.TransportMQTT {
+				broker = mqtttest.Start(t, mqtttest.Options{})
+				mqttURL = broker.URL()
+			}
+			svc := startService(t, influx, broker, tokensFile(t), "-influx-bucket", db+"/autogen")
 			waitReady(t, svc)
 			log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			cfg := simulator.Config{
-				ServiceURL: svc.url(""), AdminToken: testAdminToken,
+				ServiceURL: svc.url(""), AdminToken: testAdminToken, MQTTURL: mqttURL,
 				InfluxURL: influx.URL(), InfluxBucket: db + "/autogen",
 				CredsFile: filepath.Join(t.TempDir(), "creds.json"),
 				Devices:   3, Gateways: 1, ChildrenPerGateway: 3,
