@@ -54,11 +54,6 @@ type rec struct {
 	fault  FaultKind
 	code   uint8 // rejection code index; 0 = not rejected
 	stored bool
-	// relinked: a faulty reading whose frame was resent on a new link.
-	// The service acks a resend of a frame it already consumed without
-	// repeating that frame's rejections (ingest/wsdedup.go), which went
-	// down with the old link; only storage can tell it was refused.
-	relinked bool
 }
 
 // source is one reporting identity — a device on its own or a gateway's
@@ -113,7 +108,7 @@ func (s *source) compact(now int64, mqtt bool) {
 			s.done.injected[x.fault]++
 			s.done.confirmed[x.fault]++
 			s.done.expected[x.code]++
-		case x.fault != FaultNone && x.code == 0 && (mqtt || x.relinked):
+		case x.fault != FaultNone && x.code == 0 && mqtt:
 			s.done.faulty++
 			s.done.injected[x.fault]++
 			s.done.unverified[x.fault]++

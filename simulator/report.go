@@ -291,9 +291,9 @@ func (r *runner) buildReport(senders []*sender, genTime, total time.Duration, ve
 						reject(code).Unexpected++
 						loss.Detail = fmt.Sprintf("%s reading answered %s, want %s", x.fault, code, want)
 						rep.Losses.FaultsAccepted.add(max, loss)
-					case (s.mqtt || x.relinked) && verified:
+					case s.mqtt && verified:
 						f.Confirmed++ // never stored, never seen: refused
-					case s.mqtt || x.relinked:
+					case s.mqtt:
 						f.Unverified++
 					case x.acked != 0:
 						loss.Detail = x.fault.String() + " reading acknowledged without a rejection"

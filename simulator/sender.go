@@ -39,7 +39,6 @@ type frame struct {
 	kind       FaultKind // FaultMalformed or FaultDuplicate for such frames
 	action     FaultKind // connection fault performed right after the first send
 	acted      bool      // action done (run goroutine only)
-	sentGen    uint64    // link generation of the last send
 	firstSent  time.Time
 	lastSent   time.Time
 	notBefore  time.Time
@@ -404,17 +403,8 @@ func (s *sender) sendFrame(l link, gen uint64, f *frame) bool {
 	if first {
 		f.firstSent = now
 	}
-	relinked := !first && f.sentGen != gen // a resend after the link it went out on was lost
-	f.sentGen = gen
 	f.lastSent = now
 	s.mu.Unlock()
-	if relinked && f.kind != FaultDuplicate {
-		for _, r := range f.refs {
-			if r.fault != FaultNone {
-				r.src.update(r.simSeq, func(rc *rec) { rc.relinked = true })
-			}
-		}
-	}
 
 	c := s.r.c
 	if first {
