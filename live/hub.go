@@ -200,6 +200,10 @@ type hubOp struct {
 	detach  bool
 	stats   chan HubStats
 	devices chan []DeviceStatus
+	// Relay hooks (remote.go).
+	seed     []telemetry.Reading
+	notice   []byte
+	standing bool
 }
 
 type series struct {
@@ -359,6 +363,7 @@ type hubState struct {
 	keyBuf  []byte
 	frames  map[string][]byte
 	devices map[string]*device
+	notice  []byte // standing notice for new clients (remote.go)
 }
 
 func (s *hubState) apply(o hubOp) {
@@ -375,11 +380,16 @@ func (s *hubState) apply(o hubOp) {
 		o.stats <- st
 	case o.devices != nil:
 		o.devices <- s.deviceList()
+	case o.seed != nil:
+		s.seed(o.seed) // remote.go
+	case o.notice != nil:
+		s.setNotice(o.notice, o.standing) // remote.go
 	case o.detach:
 		delete(s.clients, o.client)
 	case o.sub != nil:
 		cs := s.clients[o.client]
-		if cs == nil {
+		isNew := cs == nil
+		if isNew {
 			cs = &clientState{}
 			s.clients[o.client] = cs
 		}
@@ -387,6 +397,8 @@ func (s *hubState) apply(o hubOp) {
 		cs.subs = append(cs.subs, o.sub)
 		if !o.client.Send(s.snapshot(o.sub, time.Now())) {
 			s.dropSlow(o.client)
+		} else if isNew {
+			s.sendNotice(o.client) // remote.go
 		}
 	case o.unsub != "":
 		if cs := s.clients[o.client]; cs != nil {
@@ -406,6 +418,12 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 		s.remember(&rs[i])
 		s.seen(&rs[i], now)
 	}
+	s.deliver(rs)
+}
+
+// deliver sends rs to every matching subscription, one shared frame per
+// subscription shape.
+func (s *hubState) deliver(rs []telemetry.Reading) {
 	if len(s.clients) == 0 {
 		return
 	}
@@ -432,8 +450,9 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 	}
 }
 
-// remember updates the last-value cache with r.
-func (s *hubState) remember(r *telemetry.Reading) {
+// remember updates the last-value cache with r. It reports whether r is
+// now the series' newest reading (a new series, or a later time).
+func (s *hubState) remember(r *telemetry.Reading) bool {
 	k := append(s.keyBuf[:0], r.Device...)
 	k = append(k, 0)
 	k = append(k, r.Measurement...)
@@ -448,7 +467,7 @@ func (s *hubState) remember(r *telemetry.Reading) {
 	if !ok {
 		if len(s.last) >= s.hub.cfg.MaxSeries {
 			s.hub.seriesNotRemembered.Add(1)
-			return
+			return false
 		}
 		// A copy of the tags: r's share one allocation with the rest of its
 		// frame (the bridge allocates them together), which a series kept for
@@ -456,6 +475,7 @@ func (s *hubState) remember(r *telemetry.Reading) {
 		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: slices.Clone(r.Tags)}}
 		s.last[string(k)] = sr
 	}
+	newer := !ok || r.Time > sr.reading.Time
 	if r.Time >= sr.reading.Time {
 		sr.reading.Time = r.Time
 	}
@@ -468,6 +488,7 @@ func (s *hubState) remember(r *telemetry.Reading) {
 			sr.reading.Fields = append(sr.reading.Fields, f)
 		}
 	}
+	return newer
 }
 
 func (s *hubState) snapshot(sub *subscription, now time.Time) []byte {

@@ -1,0 +1,73 @@
+package live
+
+import (
+	"context"
+
+	"github.com/telemetryd/telemetryd/telemetry"
+)
+
+// Hooks for a relay that joins this Hub to other instances' (live/relay).
+// Remote readings arriving live need nothing new: they go through Publish
+// like local ones, so filters, scopes and presence apply to them alike. The
+// two hooks here cover what Publish cannot: last values that were already
+// seen elsewhere, and news about the relay itself.
+
+// Seed merges rs into the last values used for snapshots, as last values
+// kept elsewhere (another instance, a last-value store): a reading newer
+// than what the Hub holds for its series (or of a series it does not know)
+// replaces it and is also sent to the matching subscriptions as live
+// readings, so dashboards that stayed connected catch up; older ones change
+// nothing. Presence is not touched: these readings say nothing about when
+// their device was last heard from. Seed waits at most for ctx; the Hub
+// takes rs over.
+func (h *Hub) Seed(ctx context.Context, rs []telemetry.Reading) {
+	if len(rs) == 0 {
+		return
+	}
+	h.op(ctx, hubOp{seed: rs})
+}
+
+// Notice sends frame, one complete message (its JSON starts with
+// {"type":"<word>"), to every dashboard client. When standing, the Hub also
+// sends it to each client that subscribes later (after its first
+// snapshot), until the next Notice replaces it; a Notice that is not
+// standing ends the standing one. A client whose queue is full is dropped as
+// for readings. Notice waits at most for ctx; the frame must not be
+// modified afterwards.
+func (h *Hub) Notice(ctx context.Context, frame []byte, standing bool) {
+	if len(frame) == 0 {
+		return
+	}
+	h.op(ctx, hubOp{notice: frame, standing: standing})
+}
+
+func (s *hubState) seed(rs []telemetry.Reading) {
+	newer := rs[:0] // rs is ours: keep the newer readings in place
+	for i := range rs {
+		if s.remember(&rs[i]) {
+			newer = append(newer, rs[i])
+		}
+	}
+	if len(newer) > 0 {
+		s.deliver(newer)
+	}
+}
+
+func (s *hubState) setNotice(frame []byte, standing bool) {
+	s.notice = nil
+	if standing {
+		s.notice = frame
+	}
+	for c := range s.clients {
+		if !c.Send(frame) {
+			s.dropSlow(c)
+		}
+	}
+}
+
+// sendNotice sends the standing notice, if any, to a new client.
+func (s *hubState) sendNotice(c Client) {
+	if s.notice != nil && !c.Send(s.notice) {
+		s.dropSlow(c)
+	}
+}
