@@ -14,6 +14,7 @@ import (
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
 	"github.com/telemetryd/telemetryd/live"
+	"github.com/telemetryd/telemetryd/live/relay"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -152,6 +153,7 @@ type endpoints struct {
 	durable *storage.Durable // nil: no spool
 	reg     *devices.Registry
 	server  *server
+	relay   *relay.Relay // nil: this process only
 }
 
 // routes is every public endpoint.
@@ -168,7 +170,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	})
 	mux.Handle("GET /readyz", readiness(e.store, e.mqtt))
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
-		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg,
+		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg, relay: e.relay,
 		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, build: currentBuild(),
 	}, log))
 	return mux

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,9 @@ type config struct {
 	SpoolMaxBytes   int
 	SpoolAfter      time.Duration
 	Sec             securityConfig // identity, TLS, limits
+	// Cluster mode (cluster.go).
+	InstanceID  string // "": the host name; read it with instanceID
+	LiveNATSURL string // "": in-process live hub only
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -161,6 +165,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
+	e.str(&c.InstanceID, "instance-id", "TELEMETRY_INSTANCE_ID", "", "this instance's stable, fleet-unique name in cluster mode (empty: the host name)")
+	e.str(&c.LiveNATSURL, "live-nats-url", "TELEMETRY_LIVE_NATS_URL", "", "NATS server (with JetStream) joining the live side of several instances: every dashboard sees every instance's readings, snapshots hold the whole fleet; empty: this process only")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}
@@ -199,6 +205,20 @@ func gzipWrites(mode, influxURL string) (bool, error) {
 		return err != nil || !ip.IsLoopback(), nil
 	}
 	return false, fmt.Errorf(`-influx-gzip: %q is not "auto", "true" or "false"`, mode)
+}
+
+// instanceID is -instance-id, or the host name when it is empty: the one
+// definition of this instance's name, for everything in cluster mode that
+// must tell instances apart.
+func instanceID(c config) (string, error) {
+	if c.InstanceID != "" {
+		return c.InstanceID, nil
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "", fmt.Errorf("-instance-id is empty and the host name is unknown (%v): set TELEMETRY_INSTANCE_ID", err)
+	}
+	return host, nil
 }
 
 // mqttURL registers -mqtt-url. Its variable set to the empty string

@@ -92,8 +92,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	// The live side: the hub rebroadcasts what the bridge normalized.
 	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
+	rel, err := openRelay(cfg, hub, log) // cluster.go; nil: this process only
+	if err != nil {
+		return err
+	}
 
-	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, hub, log.With("component", "bridge"))
+	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, livePublisher(hub, rel), log.With("component", "bridge"))
 	seedFieldTypes(ctx, br, store, log)
 	ws := ingest.NewWS(wsConfig(cfg, rules, auth), auth, br, log.With("component", "ws"))
 	mq, err := openMQTT(cfg, rules, auth, br, log) // nil: MQTT off
@@ -109,13 +113,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer stopAdmin()
 	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, server: srv}, log)); err != nil {
+		store: store, durable: durable, reg: reg, server: srv, relay: rel}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, when(mosquitto != nil, mosquitto.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, when(mosquitto != nil, mosquitto.Run), when(rel != nil, rel.Run))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)

@@ -152,7 +152,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{URL: "nats://x", Instance: "host:1_a", Prefix: "acme.telemetryd"}, true},
 		{Config{URL: "", Instance: "a"}, false},
 		{Config{URL: "nats://x", Instance: ""}, false},
-		{Config{URL: "nats://x", Instance: "a.b"}, false},
+		{Config{URL: "nats://x", Instance: "node-1.example.com"}, true},
 		{Config{URL: "nats://x", Instance: "a b"}, false},
 		{Config{URL: "nats://x", Instance: "a", Prefix: "t.*"}, false},
 		{Config{URL: "nats://x", Instance: "a", Prefix: "t..x"}, false},

@@ -27,6 +27,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+func testLogB() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 func testLog(t *testing.T) *slog.Logger {
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())

@@ -71,8 +71,8 @@ func (c *Config) defaults() error {
 	if c.URL == "" {
 		return errors.New("relay: no NATS URL")
 	}
-	if !validToken(c.Instance) {
-		return fmt.Errorf("relay: instance id %q: want printable ASCII without spaces, '.', '*' or '>'", c.Instance)
+	if !validInstance(c.Instance) {
+		return fmt.Errorf("relay: instance id %q: want 1 to 128 printable ASCII characters, no spaces", c.Instance)
 	}
 	if c.Prefix == "" {
 		c.Prefix = "telemetryd"
@@ -106,7 +106,20 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// validToken: one NATS subject token (also fine in a header value).
+// validInstance: fine in a header value and a client name.
+func validInstance(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validToken: one NATS subject token without wildcards.
 func validToken(s string) bool {
 	if s == "" || len(s) > 128 {
 		return false
@@ -137,9 +150,9 @@ type Stats struct {
 	// Received*: messages and readings taken from the other instances.
 	ReceivedMessages, ReceivedReadings uint64
 	// DroppedBatches: batches not sent because the publish buffer was full.
-	// DroppedReadings: readings not sent because NATS was unreachable or
+	// UnsentReadings: readings not sent because NATS was unreachable or
 	// refused them.
-	DroppedBatches, DroppedReadings uint64
+	DroppedBatches, UnsentReadings uint64
 	// ReceiveDropped: messages NATS dropped because the Hub did not take
 	// them fast enough; CorruptMessages: messages that did not decode.
 	ReceiveDropped, CorruptMessages uint64
@@ -220,7 +233,7 @@ func (r *Relay) Stats() Stats {
 		Connected:         r.connected.Load(),
 		PublishedMessages: r.pubMsgs.Load(), PublishedReadings: r.pubReadings.Load(),
 		ReceivedMessages: r.recvMsgs.Load(), ReceivedReadings: r.recvReadings.Load(),
-		DroppedBatches: r.droppedBatches.Load(), DroppedReadings: r.droppedReadings.Load(),
+		DroppedBatches: r.droppedBatches.Load(), UnsentReadings: r.droppedReadings.Load(),
 		ReceiveDropped: r.recvDropped.Load(), CorruptMessages: r.corrupt.Load(),
 		LastValuesWritten: r.lvWritten.Load(), LastValueErrors: r.lvErrors.Load(),
 		LastValuesLoaded: r.lvLoaded.Load(), SeriesNotKept: r.own.notKept.Load(),

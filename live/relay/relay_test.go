@@ -89,7 +89,7 @@ func TestRelayAcrossInstances(t *testing.T) {
 				a.relay.Publish([]telemetry.Reading{reading("dev-4", "plant-1", 2000+int64(i), 4)})
 			}
 			eventually(t, "A's own dashboard during the outage", func() bool { return len(onA.seen("readings")["dev-4"]) == 200 })
-			if st := a.relay.Stats(); st.Connected || st.DroppedReadings+st.DroppedBatches == 0 {
+			if st := a.relay.Stats(); st.Connected || st.UnsentReadings+st.DroppedBatches == 0 {
 				t.Fatalf("A's relay during the outage: %+v", st)
 			}
 			// A dashboard that subscribes during the outage is told too.
@@ -109,6 +109,10 @@ func TestRelayAcrossInstances(t *testing.T) {
 			// Live again.
 			a.relay.Publish([]telemetry.Reading{reading("dev-1", "plant-1", 3000, 5)})
 			eventually(t, "live after recovery", func() bool { return onB.has("readings", "dev-1", 3000) })
+			// And last values are written again.
+			written := a.relay.Stats().LastValuesWritten
+			a.relay.Publish([]telemetry.Reading{reading("dev-1", "plant-1", 3001, 6)})
+			eventually(t, "last values written after recovery", func() bool { return a.relay.Stats().LastValuesWritten > written })
 		})
 	}
 }
@@ -239,7 +243,7 @@ func TestCatchupAfterOneInstanceLostNATS(t *testing.T) {
 	eventually(t, "A degraded", func() bool { return !a.relay.Stats().Connected })
 	a.relay.Publish([]telemetry.Reading{reading("dev-5", "p", 10, 1), reading("dev-5", "p", 11, 2)})
 	a.relay.Publish([]telemetry.Reading{reading("dev-6", "p", 20, 3)})
-	eventually(t, "A's outage readings counted as not relayed", func() bool { return a.relay.Stats().DroppedReadings == 3 })
+	eventually(t, "A's outage readings counted as not relayed", func() bool { return a.relay.Stats().UnsentReadings == 3 })
 	loadsB := b.relay.Stats().LastValuesLoaded
 
 	px.setCut(false)
