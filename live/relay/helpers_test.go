@@ -46,8 +46,13 @@ type instance struct {
 
 func startInstance(t *testing.T, url, name string, tune func(*Config)) *instance {
 	t.Helper()
+	return startInstanceHub(t, url, name, live.HubConfig{}, tune)
+}
+
+func startInstanceHub(t *testing.T, url, name string, hc live.HubConfig, tune func(*Config)) *instance {
+	t.Helper()
 	log := testLog(t).With("instance", name)
-	hub := live.NewHub(live.HubConfig{}, log)
+	hub := live.NewHub(hc, log)
 	cfg := Config{URL: url, Instance: name, FlushInterval: 50 * time.Millisecond, ReconnectWait: 50 * time.Millisecond}
 	if tune != nil {
 		tune(&cfg)

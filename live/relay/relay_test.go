@@ -282,3 +282,37 @@ func TestOwnMessagesSkipped(t *testing.T) {
 		t.Fatal("another instance's message not taken")
 	}
 }
+
+// TestPresenceAcrossInstances: a device reporting to A is online on B from
+// its first relayed reading, and goes offline on B after its silence, not
+// before: remote readings keep presence's timing.
+func TestPresenceAcrossInstances(t *testing.T) {
+	ns := natstest.Start(t)
+	const offlineAfter = 300 * time.Millisecond
+	hc := live.HubConfig{OfflineAfter: offlineAfter, SweepInterval: 10 * time.Millisecond}
+	a := startInstanceHub(t, ns.URL(), "a", hc, nil)
+	b := startInstanceHub(t, ns.URL(), "b", hc, nil)
+	a.waitConnected(t)
+	b.waitConnected(t)
+	onB := subscribe(t, b.hub, live.Filter{Presence: live.PresenceOnly})
+
+	var last time.Time
+	for i := range 5 {
+		a.relay.Publish([]telemetry.Reading{reading("dev-1", "p", int64(i), 1)})
+		last = time.Now()
+		time.Sleep(offlineAfter / 10) // the device's reporting interval
+	}
+	events := func() []bool {
+		var out []bool
+		for _, f := range onB.all() {
+			if f.Type == "presence" && f.DeviceID == "dev-1" {
+				out = append(out, f.Online)
+			}
+		}
+		return out
+	}
+	eventually(t, "offline on B", func() bool { return slices.Equal(events(), []bool{true, false}) })
+	if silent := time.Since(last); silent < offlineAfter {
+		t.Fatalf("offline on B after %v of silence, before the %v timeout", silent, offlineAfter)
+	}
+}
