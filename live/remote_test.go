@@ -14,6 +14,7 @@ func TestSeed(t *testing.T) {
 	h := startHub(t, HubConfig{})
 	ctx := context.Background()
 	h.Publish([]telemetry.Reading{reading("a", "p1", 100, fl("t", 1))})
+	eventually(t, "published", func() bool { return h.Stats(ctx).Series == 1 })
 	c := &fakeClient{}
 	h.Subscribe(ctx, c, "s", Filter{Scope: map[string]string{"site": "p1"}})
 	eventually(t, "snapshot", func() bool { return len(c.all()) == 1 })
@@ -69,6 +70,7 @@ func TestNotice(t *testing.T) {
 	eventually(t, "recovered", func() bool { return len(late.all()) == 4 && len(early.all()) == 3 })
 	after := &fakeClient{}
 	h.Subscribe(ctx, after, "s", Filter{})
+	eventually(t, "snapshot", func() bool { return len(after.all()) == 1 })
 	h.Publish([]telemetry.Reading{reading("a", "p1", 1, fl("t", 1))})
 	eventually(t, "live", func() bool { return len(after.all()) == 2 })
 	if strings.Contains(after.all()[1], "relay") {

@@ -457,7 +457,19 @@ func (r *Relay) write(ctx context.Context, nc *nats.Conn) {
 		var rs []telemetry.Reading
 		select {
 		case <-ctx.Done():
-			return
+			// The bridge has stopped: what is still queued goes out too,
+			// and into the last values of the final flush.
+			for {
+				select {
+				case rs = <-r.out:
+					r.own.update(rs)
+					if nc.IsConnected() {
+						s.send(r.liveHeader, rs)
+					}
+				default:
+					return
+				}
+			}
 		case rs = <-r.out:
 		}
 		batch = append(batch[:0], rs...)
