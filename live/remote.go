@@ -29,11 +29,11 @@ func (h *Hub) Seed(ctx context.Context, rs []telemetry.Reading) {
 
 // Notice sends frame, one complete message (its JSON starts with
 // {"type":"<word>"), to every dashboard client. When standing, the Hub also
-// sends it to each client that subscribes later (after its first
+// sends it to each client that subscribes later (before its first
 // snapshot), until the next Notice replaces it; a Notice that is not
-// standing ends the standing one. A client whose queue is full is dropped as
-// for readings. Notice waits at most for ctx; the frame must not be
-// modified afterwards.
+// standing ends the standing one. A client whose queue is full misses it
+// and is handled by the SlowPolicy, as for readings. Notice waits at most
+// for ctx; the frame must not be modified afterwards.
 func (h *Hub) Notice(ctx context.Context, frame []byte, standing bool) {
 	if len(frame) == 0 {
 		return
@@ -43,13 +43,21 @@ func (h *Hub) Notice(ctx context.Context, frame []byte, standing bool) {
 
 func (s *hubState) seed(rs []telemetry.Reading) {
 	newer := rs[:0] // rs is ours: keep the newer readings in place
+	srs := s.srs[:0]
 	for i := range rs {
-		if s.remember(&rs[i]) {
-			newer = append(newer, rs[i])
+		r := &rs[i]
+		s.keyBuf = appendSeriesKey(s.keyBuf[:0], r)
+		old, known := s.last[string(s.keyBuf)]
+		isNewer := !known || r.Time > old.reading.Time
+		if sr := s.remember(r); sr != nil && isNewer {
+			newer = append(newer, *r)
+			srs = append(srs, sr)
 		}
 	}
 	if len(newer) > 0 {
-		s.deliver(newer)
+		s.deliver(newer, srs)
+	} else {
+		s.srs = srs
 	}
 }
 
@@ -58,16 +66,16 @@ func (s *hubState) setNotice(frame []byte, standing bool) {
 	if standing {
 		s.notice = frame
 	}
-	for c := range s.clients {
+	for c, cs := range s.clients {
 		if !c.Send(frame) {
-			s.dropSlow(c)
+			s.full(c, cs)
 		}
 	}
 }
 
 // sendNotice sends the standing notice, if any, to a new client.
-func (s *hubState) sendNotice(c Client) {
+func (s *hubState) sendNotice(c Client, cs *clientState) {
 	if s.notice != nil && !c.Send(s.notice) {
-		s.dropSlow(c)
+		s.full(c, cs)
 	}
 }

@@ -47,7 +47,7 @@ func TestSeed(t *testing.T) {
 }
 
 // TestNotice: a notice reaches every client; a standing one also reaches
-// clients that subscribe later, once, after their first snapshot, until a
+// clients that subscribe later, once, before their first snapshot, until a
 // notice that is not standing ends it.
 func TestNotice(t *testing.T) {
 	h := startHub(t, HubConfig{})
@@ -62,7 +62,7 @@ func TestNotice(t *testing.T) {
 	h.Subscribe(ctx, late, "s2", Filter{})
 	eventually(t, "snapshots", func() bool { return len(late.all()) == 3 })
 	got := late.all()
-	if !strings.HasPrefix(got[0], `{"type":"snapshot"`) || got[1] != `{"type":"relay","state":"degraded"}` || !strings.HasPrefix(got[2], `{"type":"snapshot"`) {
+	if got[0] != `{"type":"relay","state":"degraded"}` || !strings.HasPrefix(got[1], `{"type":"snapshot"`) || !strings.HasPrefix(got[2], `{"type":"snapshot"`) {
 		t.Fatalf("late client got %q", got)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
@@ -90,12 +91,22 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 	return c
 }
 
+// hubConfig: the slow-dashboard policy, and snapshot chunks well under the
+// dashboards' queue bound.
+func hubConfig(cfg config) live.HubConfig {
+	return live.HubConfig{
+		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
+		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4),
+	}
+}
+
 // dashboardConfig requires viewer tokens on every dashboard endpoint.
 func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 	return live.DashboardConfig{
-		CheckOrigin:  originChecker(cfg.AllowedOrigins),
-		Viewers:      reg,
-		ViewerActive: reg.ViewerActive,
+		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		Viewers:         reg,
+		ViewerActive:    reg.ViewerActive,
+		MaxPendingBytes: cfg.LiveQueueBytes,
 	}
 }
 
@@ -139,6 +150,8 @@ func openMQTT(cfg config, r rules, devs ingest.DeviceChecker, br *bridge.Bridge,
 		Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 		Connections: cfg.MQTTConnections, Limits: payloadLimits(cfg, r),
 		Devices: devs, TLS: tlsConf,
+		// The WebSocket limits apply to MQTT devices too (mqttlimits.go).
+		MaxMessageSize: cfg.MaxFrameBytes, FrameRate: float64(cfg.Sec.FrameRate), FrameBurst: cfg.MQTTFrameBurst,
 	}, br, log.With("component", "mqtt"))
 }
 
@@ -152,6 +165,7 @@ type endpoints struct {
 	store   *storage.Influx
 	durable *storage.Durable // nil: no spool
 	reg     *devices.Registry
+	guard   *authguard.Guard // authguard.go: credential guessing throttled
 	server  *server
 	relay   *relay.Relay // nil: this process only
 }
@@ -160,6 +174,7 @@ type endpoints struct {
 func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", e.ws)
+	mountHTTPIngest(mux, e.ws, log.With("component", "http-ingest")) // ingest_http.go: POST /v1/ingest, /api/v2/write, /write
 	mux.Handle("GET /v1/live", e.dash)
 	// web.go: the dashboard page, its API and /v1/live/sse.
 	mountWeb(mux, webDeps{dash: e.dash, hub: e.hub, store: e.store, registered: e.reg.Devices, log: log.With("component", "web")})
@@ -171,7 +186,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux.Handle("GET /readyz", readiness(e.store, e.mqtt))
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
 		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg, relay: e.relay,
-		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, build: currentBuild(),
+		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),
 	}, log))
-	return mux
+	return e.guard.Wrap(mux)
 }

@@ -49,10 +49,14 @@ func cpuTime() time.Duration {
 type nopClient struct{}
 
 func (nopClient) Send([]byte) bool { return true }
+func (nopClient) Room() bool       { return true }
+func (nopClient) Drop()            {}
 
 type signalClient struct{ ch chan struct{} }
 
 func (c signalClient) Send([]byte) bool { c.ch <- struct{}{}; return true }
+func (signalClient) Room() bool         { return true }
+func (signalClient) Drop()              {}
 
 // BenchmarkUnwantedReading: per reading, a batch of 100 that none of 10
 // dashboards wants, through the Hub (local) or through the relay's receive

@@ -35,8 +35,8 @@
 //
 //	{"type":"relay","state":"degraded","reason":"nats_disconnected"|"last_values_unavailable","instance":…,"at":<ns>}
 //
-// and so does every dashboard that connects while it lasts (after its first
-// snapshot). Once NATS is back (nats.go reconnects by itself) and the last
+// and so does every dashboard that connects while it lasts (ahead of its
+// first snapshot). Once NATS is back (nats.go reconnects by itself) and the last
 // values are loaded again, they receive
 //
 //	{"type":"relay","state":"recovered","instance":…,"at":<ns>}

@@ -105,6 +105,7 @@ type frame struct {
 	} `json:"presence"`
 	DeviceID string `json:"device_id"`
 	Online   bool   `json:"online"`
+	Last     bool   `json:"last"` // of a snapshot's chunks
 }
 
 func (d *dashboard) Send(b []byte) bool {
@@ -118,6 +119,9 @@ func (d *dashboard) Send(b []byte) bool {
 	return true
 }
 
+func (d *dashboard) Room() bool { return true }
+func (d *dashboard) Drop()      { panic("the hub dropped a test dashboard") }
+
 func (d *dashboard) all() []frame {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -128,7 +132,9 @@ func subscribe(t *testing.T, h *live.Hub, f live.Filter) *dashboard {
 	t.Helper()
 	d := &dashboard{}
 	h.Subscribe(context.Background(), d, "s", f)
-	eventually(t, "snapshot", func() bool { return len(d.all()) > 0 })
+	eventually(t, "snapshot", func() bool {
+		return slices.ContainsFunc(d.all(), func(f frame) bool { return f.Type == "snapshot" && f.Last })
+	})
 	return d
 }
 
