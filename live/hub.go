@@ -609,7 +609,7 @@ func (s *hubState) apply(o hubOp) {
 		if cs == nil {
 			cs = &clientState{}
 			s.clients[o.client] = cs
-			s.sendNotice(o.client, cs) // remote.go
+			s.sendNotice(o.client) // remote.go
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)

@@ -73,9 +73,11 @@ func (s *hubState) setNotice(frame []byte, standing bool) {
 	}
 }
 
-// sendNotice sends the standing notice, if any, to a new client.
-func (s *hubState) sendNotice(c Client, cs *clientState) {
-	if s.notice != nil && !c.Send(s.notice) {
-		s.full(c, cs)
+// sendNotice sends the standing notice, if any, to a new client. Its queue
+// is empty, so only a bound smaller than the notice refuses it; the client
+// then goes without (it is not handled as slow before it has subscribed).
+func (s *hubState) sendNotice(c Client) {
+	if s.notice != nil {
+		_ = c.Send(s.notice)
 	}
 }
