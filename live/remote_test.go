@@ -77,3 +77,30 @@ func TestNotice(t *testing.T) {
 		t.Fatalf("ended notice still sent: %q", after.all())
 	}
 }
+
+// TestNoticeOverSSE: a relay notice reaches an SSE stream as its own event
+// type, a standing one ahead of the snapshot of a stream opened later.
+func TestNoticeOverSSE(t *testing.T) {
+	h, _, srv := startSSE(t, DashboardConfig{})
+	ctx := context.Background()
+	s := openSSE(t, srv.URL+"?sub=s", nil)
+	for s.next(t).event != "snapshot" { // the retry hint comes first
+		continue
+	}
+	degraded := `{"type":"relay","state":"degraded","reason":"nats_disconnected"}`
+	h.Notice(ctx, []byte(degraded), true)
+	if ev := s.next(t); ev.event != "relay" || ev.data != degraded {
+		t.Fatalf("event %+v", ev)
+	}
+	late := openSSE(t, srv.URL+"?sub=s", nil)
+	ev := late.next(t)
+	for ev.retry != "" {
+		ev = late.next(t)
+	}
+	if ev.event != "relay" || ev.data != degraded {
+		t.Fatalf("late stream's first event %+v", ev)
+	}
+	if ev := late.next(t); ev.event != "snapshot" {
+		t.Fatalf("then %+v", ev)
+	}
+}
