@@ -122,7 +122,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run), when(rel != nil, rel.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run), when(rel != nil, logged(log, "live relay stopped", rel.Run)))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
