@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,8 +69,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.URL == "" {
-		return errors.New("relay: no NATS URL")
+	if err := checkURLs(c.URL); err != nil {
+		return err
 	}
 	if !validInstance(c.Instance) {
 		return fmt.Errorf("relay: instance id %q: want 1 to 128 printable ASCII characters, no spaces", c.Instance)
@@ -102,6 +103,32 @@ func (c *Config) defaults() error {
 	}
 	if c.ReconnectWait <= 0 {
 		c.ReconnectWait = time.Second
+	}
+	return nil
+}
+
+// checkURLs refuses a server list nats.go would only fail on when connecting.
+func checkURLs(list string) error {
+	if strings.TrimSpace(list) == "" {
+		return errors.New("relay: no NATS URL")
+	}
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw // what nats.go assumes
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("relay: NATS URL: %w", err)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("relay: NATS URL %q: scheme %q is not nats, tls, ws or wss", raw, u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("relay: NATS URL %q has no host", raw)
+		}
 	}
 	return nil
 }
