@@ -111,11 +111,13 @@ func BenchmarkCodec(b *testing.B) {
 	b.Run("encode", func(b *testing.B) {
 		buf := make([]byte, 0, len(msg))
 		b.ReportAllocs()
+		cpu0 := cpuTime()
 		for b.Loop() {
 			buf = enc.encode(buf[:0], rs)
 		}
 		b.ReportMetric(float64(len(msg))/float64(len(rs)), "bytes/reading")
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rs)), "ns/reading")
+		b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N*len(rs)), "cpu-ns/reading")
 	})
 	b.Run("decode", func(b *testing.B) {
 		var dec decoder
