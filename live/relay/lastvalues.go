@@ -317,6 +317,9 @@ func (r *Relay) flush(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 		r.lvErrors.Add(uint64(len(failed)))
 		r.own.giveBack(failed)
 		r.owed.Store(true)
+		if len(written) == 0 { // the stream may be gone (deleted by hand): create it again
+			_, _ = r.stream(ctx, js)
+		}
 	}
 	if r.owed.Load() {
 		for _, p := range written { // the latest value of each series

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/live/relay/natstest"
@@ -321,5 +322,36 @@ func TestPresenceAcrossInstances(t *testing.T) {
 	eventually(t, "offline on B", func() bool { return slices.Equal(events(), []bool{true, false}) })
 	if silent := time.Since(last); silent < offlineAfter {
 		t.Fatalf("offline on B after %v of silence, before the %v timeout", silent, offlineAfter)
+	}
+}
+
+// TestStreamDeletedWhileRunning: an operator deletes the last-value stream;
+// the relay creates it again and the next writes land.
+func TestStreamDeletedWhileRunning(t *testing.T) {
+	ns := natstest.Start(t)
+	a := startInstance(t, ns.URL(), "a", nil)
+	a.waitConnected(t)
+	a.relay.Publish([]telemetry.Reading{reading("dev-1", "p", 1, 1)})
+	eventually(t, "written", func() bool { return a.relay.Stats().LastValuesWritten == 1 })
+
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), "TELEMETRYD_LAST"); err != nil {
+		t.Fatal(err)
+	}
+	a.relay.Publish([]telemetry.Reading{reading("dev-2", "p", 2, 2)})
+	eventually(t, "written again", func() bool { return a.relay.Stats().LastValuesWritten >= 2 })
+
+	b := startInstance(t, ns.URL(), "b", nil)
+	b.waitConnected(t)
+	if snap := subscribe(t, b.hub, live.Filter{}).seen("snapshot"); !slices.Equal(snap["dev-2"], []int64{2}) {
+		t.Fatalf("snapshot after the stream came back: %v", snap)
 	}
 }
