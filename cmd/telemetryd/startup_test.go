@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -185,4 +186,40 @@ func TestNotAnInfluxDBLearnedAfterStart(t *testing.T) {
 		t.Fatalf("the permanent failure logged %d times, want once", n)
 	}
 	sendAcked(t, mustDialWS(t, svc.ws("/v1/ingest"), bearer("tok-d")), "kept", 1) // into the spool
+}
+
+// TestBinaryStartsWhileInfluxDBIsFrozenAndDrainsOnSIGTERM: the real binary,
+// InfluxDB frozen at start: it serves, /readyz is 200 degraded; SIGTERM
+// turns /readyz to 503 draining before the process exits.
+func TestBinaryStartsWhileInfluxDBIsFrozenAndDrainsOnSIGTERM(t *testing.T) {
+	influx := influxtest.Start(t)
+	influx.Freeze(t)
+	p := startProc(t, "-influx-url", influx.URL(), "-influx-bucket", testDB+"/autogen", "-influx-timeout", "1s",
+		"-device-tokens", tokensFile(t, "d-1", "tok-d"), "-data-dir", t.TempDir(), "-drain-delay", "5s", "-mqtt-url", "")
+	ready := func() (int, readyBody) {
+		resp, err := http.Get("http://" + p.getAddr() + "/readyz")
+		if err != nil {
+			return 0, readyBody{}
+		}
+		defer resp.Body.Close()
+		var b readyBody
+		_ = json.NewDecoder(resp.Body).Decode(&b)
+		return resp.StatusCode, b
+	}
+	if code, b := ready(); code != http.StatusOK || b.Status != "degraded" || b.Storage != "unreachable" {
+		t.Fatalf("readyz while InfluxDB is frozen: %d %+v", code, b)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, "readyz draining", func() bool {
+		code, b := ready()
+		return code == http.StatusServiceUnavailable && b.Status == "draining"
+	})
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("telemetryd did not exit")
+	}
 }
