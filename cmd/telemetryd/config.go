@@ -34,6 +34,7 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
+	MQTTFrameBurst  int // per-device bucket of MQTT messages (ingest/mqttlimits.go)
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -51,8 +52,11 @@ type config struct {
 	AdminAddr       string // opt-in pprof listener (admin.go)
 	Spool           bool
 	SpoolMaxBytes   int
-	SpoolAfter      time.Duration
-	Sec             securityConfig // identity, TLS, limits
+	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
+	DeadLetterMaxBytes int
+	SpoolAfter         time.Duration
+	Sec                securityConfig // identity, TLS, limits
+	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -144,6 +148,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
@@ -155,13 +160,15 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", bridge.DefaultConfig().FlushInterval, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", bridge.DefaultConfig().QueueFrames, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", bridge.DefaultLimits().MaxClockSkew, "how far in the future a device timestamp may be")
-	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame from a device")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame or MQTT message from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
+	e.str(&c.RegistryURL, "registry-url", "TELEMETRY_REGISTRY_URL", "", "postgres://user:password@host:port/db of a device registry shared by several instances (cluster mode, docs/cluster.md); empty: the SQLite file under -data-dir")
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
+	e.int(&c.DeadLetterMaxBytes, "dead-letter-max-bytes", "TELEMETRY_DEAD_LETTER_MAX_BYTES", 64<<20, "dead-letter file size limit; when full, further refused lines are not recorded (counted in telemetryd_dead_letters_dropped_total)")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
@@ -251,7 +258,7 @@ func registerSecurityFlags(e *envFlags, c *securityConfig) {
 	e.str(&c.MosquittoPIDFile, "mosquitto-pid-file", "TELEMETRY_MOSQUITTO_PID_FILE", "", "send SIGHUP to the pid in this file after rewriting the Mosquitto files (reload)")
 	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", ingest.DefaultWSConfig().MaxConnsPerDevice, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
 	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", ingest.DefaultWSConfig().MaxConns, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
-	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", int(ingest.DefaultWSConfig().FrameRate), "frames per second per device over WebSocket (token bucket); excess gets rate_limited; -1: unlimited")
+	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", int(ingest.DefaultWSConfig().FrameRate), "frames per second per device over WebSocket and MQTT (token bucket); excess gets rate_limited (MQTT: acked and dropped); -1: unlimited")
 	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", ingest.DefaultWSConfig().FrameBurst, "frame bucket size per device (burst above -device-frame-rate)")
 	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", ingest.DefaultWSConfig().RateLimitClose, "consecutive rate_limited frames after which the socket is closed with 1013")
 	e.dur(&c.ReadHeaderTimeout, "read-header-timeout", "TELEMETRY_READ_HEADER_TIMEOUT", 10*time.Second, "longest time to receive a request's headers (WebSocket handshake included): slow-loris bound")

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
@@ -106,16 +107,17 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
+	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
 	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
 	health := newReadiness(store, durable, mq) // health.go: /readyz
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, server: srv, ready: health}, log)); err != nil {
+		store: store, durable: durable, reg: reg, guard: guard, server: srv, ready: health}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, storageUp)
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, when(mosquitto != nil, mosquitto.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)

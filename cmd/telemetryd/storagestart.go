@@ -36,14 +36,11 @@ const startupConnectTimeout = 3 * time.Second
 // newStorage builds the InfluxDB client from the settings, without
 // contacting the server.
 func newStorage(cfg config, log *slog.Logger) (*storage.Influx, error) {
-	tlsConf, err := influxTLS(cfg.Sec) // -influx-ca
+	scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
 	if err != nil {
 		return nil, err
 	}
-	return storage.New(storage.Config{
-		URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-		Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-	}, log.With("component", "storage"))
+	return storage.New(scfg, log.With("component", "storage"))
 }
 
 // connectAtStart makes the one attempt at start. Only a permanent failure
