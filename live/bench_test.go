@@ -60,3 +60,5 @@ func BenchmarkHubFanOut1000Batch16(b *testing.B) {
 type benchClient struct{ n int }
 
 func (c *benchClient) Send([]byte) bool { c.n++; return true }
+func (c *benchClient) Room() bool       { return true }
+func (c *benchClient) Drop()            {}

@@ -98,9 +98,10 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 // dashboardConfig requires viewer tokens on every dashboard endpoint.
 func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 	return live.DashboardConfig{
-		CheckOrigin:  originChecker(cfg.AllowedOrigins),
-		Viewers:      reg,
-		ViewerActive: reg.ViewerActive,
+		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		Viewers:         reg,
+		ViewerActive:    reg.ViewerActive,
+		MaxPendingBytes: cfg.LiveQueueBytes,
 	}
 }
 
