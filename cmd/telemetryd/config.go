@@ -28,6 +28,7 @@ type config struct {
 	LogFormat       string
 	LogLevel        string
 	ShutdownGrace   time.Duration
+	DrainDelay      time.Duration
 	MQTTURL         string
 	MQTTTopic       string
 	MQTTClientID    string
@@ -145,6 +146,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.LogFormat, "log-format", "TELEMETRY_LOG_FORMAT", "json", "log format: json or text")
 	e.str(&c.LogLevel, "log-level", "TELEMETRY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownGrace, "shutdown-grace", "TELEMETRY_SHUTDOWN_GRACE", 25*time.Second, "longest graceful shutdown after SIGTERM")
+	e.dur(&c.DrainDelay, "drain-delay", "TELEMETRY_DRAIN_DELAY", 5*time.Second, "after SIGTERM, how long /readyz answers 503 while everything still works, before ingest stops (load balancers stop sending first); 0: none")
 	e.mqttURL(&c.MQTTURL)
 	e.str(&c.MQTTTopic, "mqtt-topic", "TELEMETRY_MQTT_TOPIC", "devices/+/telemetry", "MQTT topic to consume; '+' is the device id")
 	e.str(&c.MQTTClientID, "mqtt-client-id", "TELEMETRY_MQTT_CLIENT_ID", "telemetryd", "stable MQTT client id (keeps the persistent session)")
