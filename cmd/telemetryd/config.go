@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
+	MQTTShareGroup  string // cluster_mqtt.go
+	InstanceID      string // stable id of this instance in a cluster (cluster_mqtt.go)
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -142,6 +145,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.str(&c.MQTTShareGroup, "mqtt-share-group", "TELEMETRY_MQTT_SHARE_GROUP", "", "cluster: every instance with this group consumes its share of $share/<group>/<topic>, each message once, under the client id <mqtt-client-id>-<instance-id>-<n>; empty: a plain subscription (see docs/cluster.md)")
+	e.str(&c.InstanceID, "instance-id", "TELEMETRY_INSTANCE_ID", "", "stable id of this instance in a cluster ([A-Za-z0-9._-], at most 64); keep it across restarts, never random. Empty: the host name")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
@@ -169,6 +174,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if fs.NArg() > 0 {
 		return c, fs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.resolveInstanceID(os.Hostname); err != nil { // cluster_mqtt.go
+		return c, fs, err
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err
