@@ -48,32 +48,24 @@ func setup(args []string, lookupEnv func(string) (string, bool), stderr io.Write
 	return cfg, r, log, cfg.Sec.check()
 }
 
-// openStore holds the data dir (one process per data dir: its spool and
-// dead letters are this instance's alone), connects to InfluxDB
-// (openStorage) and returns where the bridge writes: through the disk
-// spool (when enabled), which replays to InfluxDB in the background, or
-// straight to InfluxDB. durable is nil without the spool; closeStore
-// closes both and lets the data dir go.
+// openStore connects to InfluxDB (openStorage) and returns where the
+// bridge writes: through the disk spool (when enabled), which replays to
+// InfluxDB in the background, or straight to InfluxDB. durable is nil
+// without the spool; closeStore closes both.
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (store *storage.Influx, sink bridge.Sink, durable *storage.Durable, closeStore func(), err error) {
-	lock, err := storage.LockDir(cfg.DataDir) // before InfluxDB, which may keep us waiting
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
 	store, err = openStorage(ctx, cfg, log)
 	if err != nil {
-		_ = lock.Unlock()
 		return nil, nil, nil, nil, err
 	}
 	if !cfg.Spool {
-		return store, store, nil, func() { store.Close(); _ = lock.Unlock() }, nil
+		return store, store, nil, store.Close, nil
 	}
 	d, closeSpool, err := openDurable(cfg, store, log.With("component", "spool"))
 	if err != nil {
 		store.Close()
-		_ = lock.Unlock()
 		return nil, nil, nil, nil, err
 	}
-	return store, d, d, func() { closeSpool(); store.Close(); _ = lock.Unlock() }, nil
+	return store, d, d, func() { closeSpool(); store.Close() }, nil
 }
 
 // bridgeConfig: the registry authorizes gateways and labels readings; the

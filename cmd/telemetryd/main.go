@@ -69,6 +69,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
+	dataDir, err := storage.LockDir(cfg.DataDir) // one process per data dir: its spool and dead letters are its own
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dataDir.Unlock() }()
 	// The registry before storage: it fails fast, storage waits for InfluxDB.
 	reg, err := openRegistry(ctx, cfg, log) // registry.go
 	if err != nil {
