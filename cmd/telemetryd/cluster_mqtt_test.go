@@ -50,7 +50,10 @@ func TestResolveInstanceID(t *testing.T) {
 // share group, on a real Mosquitto and InfluxDB. 20 devices publish a known
 // set of readings: every one is stored, each is consumed by exactly one
 // instance (their counters add up to the total, the readings written too),
-// and each instance's metrics show the share it consumed.
+// and each instance's metrics show the share it consumed. Then B stops,
+// more is published, and B restarted under the same instance id picks its
+// session back up: its share of what was published while it was away is
+// stored too.
 func TestMQTTShareGroupAcrossInstances(t *testing.T) {
 	const devices, perDevice = 20, 10
 	influx := influxtest.Start(t)
@@ -67,12 +70,15 @@ func TestMQTTShareGroupAcrossInstances(t *testing.T) {
 
 	pub := newMQTTClient(t, broker.URL(), "share-publisher")
 	base := time.Now().Add(-time.Hour).UnixMilli()
-	for i := range perDevice {
-		for d := range devices {
-			publish(t, pub, fmt.Sprintf("devices/share-dev-%d/telemetry", d),
-				fmt.Sprintf(`{"ts":%d,"measurement":"share","metrics":{"v":%d}}`, base+int64(i), i))
+	publishRound := func(from, to int) {
+		for i := from; i < to; i++ {
+			for d := range devices {
+				publish(t, pub, fmt.Sprintf("devices/share-dev-%d/telemetry", d),
+					fmt.Sprintf(`{"ts":%d,"measurement":"share","metrics":{"v":%d}}`, base+int64(i), i))
+			}
 		}
 	}
+	publishRound(0, perDevice)
 	const total = devices * perDevice
 	eventually(t, 30*time.Second, "every reading stored", func() bool {
 		return influx.CountPoints(t, testDB, "share", "v") == total
@@ -93,5 +99,16 @@ func TestMQTTShareGroupAcrossInstances(t *testing.T) {
 	}
 	if frames != total || written != total {
 		t.Errorf("across the instances: %v MQTT frames received, %v readings written; want %d each (every message consumed once)", frames, written, total)
+	}
+
+	// B away: A gets only its own share; B's waits in B's sessions.
+	b.stop(t)
+	publishRound(perDevice, 2*perDevice)
+	b2 := startService(t, influx, broker, tokens, "-mqtt-share-group", "fleet", "-instance-id", "b")
+	eventually(t, 30*time.Second, "every reading stored, B's share after its return", func() bool {
+		return influx.CountPoints(t, testDB, "share", "v") == 2*total
+	})
+	if got := scrape(t, b2).get("telemetryd_frames_received_total", `transport="mqtt"`); got <= 0 {
+		t.Fatalf("restarted B consumed %v: its session's share should have waited for it", got)
 	}
 }
