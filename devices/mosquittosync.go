@@ -21,6 +21,9 @@ type MosquittoSyncConfig struct {
 	PIDFile string
 	Topic   string           // the device topic, '+' standing for the id
 	Service MosquittoAccount // the service's own consumer
+	// Leader, on a registry shared by several instances, lets only the
+	// instance that leads write the files (nil: Solo, this one always).
+	Leader Leader
 }
 
 // MosquittoSync rewrites the broker's password and ACL files whenever a
@@ -41,9 +44,14 @@ func NewMosquittoSync(reg *Registry, cfg MosquittoSyncConfig, log *slog.Logger) 
 	if cfg.PasswordFile == "" || cfg.ACLFile == "" {
 		return nil, errors.New("devices: mosquitto sync needs both a password file and an ACL file")
 	}
+	if cfg.Leader == nil {
+		cfg.Leader = Solo{}
+	}
 	s := &MosquittoSync{reg: reg, cfg: cfg, log: log, wake: make(chan struct{}, 1)}
-	if err := s.write(); err != nil {
-		return nil, err
+	if cfg.Leader.Leading() {
+		if err := s.write(); err != nil {
+			return nil, err
+		}
 	}
 	reg.Subscribe(func(e Event) {
 		if e.Device == "" {
@@ -57,14 +65,33 @@ func NewMosquittoSync(reg *Registry, cfg MosquittoSyncConfig, log *slog.Logger) 
 	return s, nil
 }
 
-// Run rewrites the files after changes until ctx is done. A failed rewrite
-// is logged; the broker keeps the previous files.
+// Run rewrites the files after changes until ctx is done — on a shared
+// registry only while this instance leads, and once on taking the lead. A
+// failed rewrite is logged; the broker keeps the previous files.
 func (s *MosquittoSync) Run(ctx context.Context) error {
+	elected := make(chan struct{})
+	go func() {
+		defer close(elected)
+		_ = s.cfg.Leader.Run(ctx)
+	}()
+	defer func() { <-elected }()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.cfg.Leader.Changed():
+			if !s.cfg.Leader.Leading() {
+				continue
+			}
+			// The previous leader may have stopped before writing the
+			// latest change.
+			if err := s.write(); err != nil {
+				s.log.Error("writing the Mosquitto files on taking the lead failed", "error", err)
+			}
 		case <-s.wake:
+			if !s.cfg.Leader.Leading() {
+				continue // another instance writes the files
+			}
 			if err := s.write(); err != nil {
 				s.log.Error("rewriting the Mosquitto files failed; the broker keeps the previous ones", "error", err)
 			}

@@ -16,7 +16,10 @@
 // ack sender writes it, so a stalled broker socket delays PUBACKs only.
 // A WebSocket's answers (acks, error frames, the close frame) leave in
 // order through a bounded per-socket queue; those due at the same time are
-// written with one syscall (wswriter.go). The MQTT connection's writes
+// written with one syscall (wswriter.go). Acks and rejections keep frame
+// order even when frames complete out of order (wsanswers.go); a resent
+// frame is recognised and not stored twice (wsdedup.go). MQTT devices get
+// the WebSocket size and rate limits (mqttlimits.go). The MQTT connection's writes
 // (PUBACKs) are coalesced the same way, bounded at 64 KiB (coalesce.go).
 //
 // Identity: WebSocket devices authenticate at the upgrade through the

@@ -45,12 +45,21 @@ type MQTTConfig struct {
 	// order is then not preserved across clients.
 	Connections int
 	// Queue bounds, per connection, messages received but not yet handed
-	// to the pipeline, and PUBACKs due but not yet written (default 65536).
-	// It must exceed the broker's max_inflight_messages, which bounds both:
-	// a message that finds either full is left unacked until the next
-	// session, and counted as Overflow.
+	// to the pipeline, and PUBACKs due but not yet written (default 16384).
+	// It must exceed the broker's max_inflight_messages (10000 in
+	// deploy/mosquitto.conf), which bounds both: a message that finds either
+	// full is left unacked until the next session, and counted as Overflow.
+	// Its memory is bounded by the broker's max_inflight_bytes and
+	// message_size_limit.
 	Queue  int
 	Limits payload.Limits
+	// MaxMessageSize (default 256 KiB), FrameRate (messages per second per
+	// device; default 100, negative: unlimited) and FrameBurst (default
+	// 60×FrameRate: a minute of backlog): the WebSocket endpoint's limits
+	// (mqttlimits.go).
+	MaxMessageSize int
+	FrameRate      float64
+	FrameBurst     int
 	// Devices, when set, drops (and acks, and counts) messages whose topic
 	// names an unknown or revoked device.
 	Devices DeviceChecker
@@ -67,7 +76,7 @@ func (c MQTTConfig) withDefaults() MQTTConfig {
 		c.Connections = 1
 	}
 	if c.Queue <= 0 {
-		c.Queue = 65536
+		c.Queue = 16384
 	}
 	return c
 }
@@ -91,6 +100,7 @@ type MQTT struct {
 	next      telemetry.Consumer
 	log       *slog.Logger
 	devicePos int // index of the '+' segment in the topic
+	limits    *mqttLimiter
 
 	mu         sync.Mutex
 	clients    []mqtt.Client
@@ -125,7 +135,7 @@ func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, 
 	if pos < 0 || strings.Contains(cfg.Topic, "#") {
 		return nil, fmt.Errorf("mqtt: topic %q must contain exactly one '+' for the device id and no '#'", cfg.Topic)
 	}
-	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos, stop: make(chan struct{})}, nil
+	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos, stop: make(chan struct{}), limits: newMQTTLimiter(cfg, log.Info)}, nil
 }
 
 // Stats returns the consumer's counters.
@@ -295,10 +305,15 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		return
 	}
 	received := time.Now()
+	if ok, _ := m.limits.admit(device, len(msg.Payload()), received); !ok {
+		drop() // refused before decoding (mqttlimits.go): acked, dropped, counted
+		return
+	}
 	pm, err := dec.Decode(msg.Payload(), received)
 	if err != nil {
 		m.invalid.Add(1)
-		m.log.Debug("invalid mqtt payload", "device", device, "error", err)
+		m.limits.count(device, CodeInvalidPayload, received)
+		m.log.Debug("invalid mqtt payload", "device", device, "error", telemetry.ClipMessage(err.Error()))
 		drop()
 		return
 	}
@@ -326,6 +341,7 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 	}
 	m.readingsAccepted.Add(uint64(rcpt.Accepted))
 	m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+	m.limits.countRejected(device, rcpt.Rejected, received)
 }
 
 func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {

@@ -61,18 +61,24 @@
 //
 // # Reading back
 //
-// [Influx.History] and [Influx.Series] read one device's points back with
-// Flux through the client's query API (InfluxDB 1.8 needs flux-enabled =
-// true). 1.8 has no bound query parameters, so the Flux text is built from
-// strictly validated values only (see history.go); anything else is refused
-// with an error matching [ErrInvalidHistoryQuery] and telemetry.ErrPermanent
-// before the server is asked. Each call is one or two HTTP requests bounded
-// by [Config.Timeout] and ctx.
+// [Influx.History] and [Influx.Series] read one device's points back, and
+// [Influx.FieldTypes] the stored field types, in InfluxQL over GET /query,
+// which 1.8, 2.x (through the bucket's DBRP mapping) and 3.x (its v1 API)
+// all answer (influxql.go). Statements are built from strictly validated
+// values only, and every identifier and string literal is quoted by the
+// InfluxQL rules anyway; anything else is refused with an error matching
+// [ErrInvalidHistoryQuery] and telemetry.ErrPermanent before the server is
+// asked. History is one or two requests, Series three or more (bounded by
+// [MaxSeries]), each bounded by [Config.Timeout] and ctx.
 //
 // # Servers
 //
-// On 1.8 the token is "user:password" (or "" without auth), the org is ""
-// and the bucket is "db/rp" or "db". [Open] creates the database with
-// CREATE DATABASE (idempotent) when it talks to a 1.x server. On 2.x the
-// token is an API token, and org and bucket must exist.
+// [Detect] asks the server which InfluxDB it is (/ping's X-Influxdb-Version,
+// else /health); [Open] calls it once and fails with [ErrUnknownServer]
+// (permanent) when the server is none it knows. On 1.8 the token is
+// "user:password" (or "" without auth), the org is "" and the bucket is
+// "db/rp" or "db"; Open creates the database with CREATE DATABASE
+// (idempotent). On 2.x the token is an API token, and org and bucket must
+// exist. On 3.x the token is a 3.x token, the org is "" and the bucket is
+// the database.
 package storage

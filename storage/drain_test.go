@@ -21,7 +21,7 @@ func TestDrainReplaysInOrderThenReturns(t *testing.T) {
 		}
 	}
 	w := &flakyWriter{down: true}
-	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"))
+	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"), 0)
 	d := NewDurable(w, sp, dl, DurableConfig{RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond}, slog.New(slog.DiscardHandler))
 	// Down for the first attempts: Drain retries; it is never past the
 	// first batch while down, so the outage cannot reorder anything.
@@ -55,7 +55,7 @@ func TestDrainStopsWithCtx(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &flakyWriter{down: true}
-	d := NewDurable(w, sp, NewDeadLetters(filepath.Join(dir, "dl.jsonl")), DurableConfig{RetryMin: time.Millisecond, RetryMax: time.Millisecond}, slog.New(slog.DiscardHandler))
+	d := NewDurable(w, sp, NewDeadLetters(filepath.Join(dir, "dl.jsonl"), 0), DurableConfig{RetryMin: time.Millisecond, RetryMax: time.Millisecond}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		for d.Stats().ReplayErrors < 2 {

@@ -55,7 +55,7 @@ func newTestDurable(t *testing.T, w LineWriter, cfg SpoolConfig) (*Durable, stri
 	t.Helper()
 	dir := t.TempDir()
 	sp, _ := openTestSpool(t, filepath.Join(dir, "spool"), cfg)
-	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"))
+	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"), 0)
 	d := NewDurable(w, sp, dl, DurableConfig{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -125,14 +125,14 @@ func TestDurableFullSpoolIsOverloadNotLoss(t *testing.T) {
 func TestReplayDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dl.jsonl")
-	dl := NewDeadLetters(path)
+	dl := NewDeadLetters(path, 0)
 	for _, l := range []string{"m v=1 1", "m bad=2 2"} {
 		if err := dl.Record([]byte(l+"\n"), "type conflict"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	w := &flakyWriter{}
-	res, err := ReplayDeadLetters(context.Background(), path, w)
+	res, err := ReplayDeadLetters(context.Background(), dl, w)
 	if err != nil || res.Replayed != 1 || res.StillRejected != 1 {
 		t.Fatalf("replay = %+v, %v", res, err)
 	}

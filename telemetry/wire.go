@@ -51,7 +51,7 @@ func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
 		h.Set("WWW-Authenticate", `Bearer realm="telemetryd"`)
 	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(ErrorResponse{Error: ErrorBody{Code: code, Message: message}})
+	_ = json.NewEncoder(w).Encode(ErrorResponse{Error: ErrorBody{Code: code, Message: ClipMessage(message)}})
 }
 
 // The refusals below are what every streaming endpoint (device WebSocket,

@@ -432,11 +432,12 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	store, err := devices.OpenSQLite(ctx, registryPath(cfg))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, where, err := openRegistryStore(ctx, cfg, log) // registrystore.go
 	if err != nil {
 		return err
 	}
-	reg, err := devices.Open(ctx, store, devices.Config{}, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	reg, err := devices.Open(ctx, store, devices.Config{}, log)
 	if err != nil {
 		store.Close()
 		return err
@@ -446,7 +447,7 @@ flags:`)
 		return err
 	}
 	st := reg.Stats()
-	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, registryPath(cfg), st.Devices)
+	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, where, st.Devices)
 	return nil
 }
 

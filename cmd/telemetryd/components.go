@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
@@ -92,9 +93,10 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 // dashboardConfig requires viewer tokens on every dashboard endpoint.
 func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 	return live.DashboardConfig{
-		CheckOrigin:  originChecker(cfg.AllowedOrigins),
-		Viewers:      reg,
-		ViewerActive: reg.ViewerActive,
+		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		Viewers:         reg,
+		ViewerActive:    reg.ViewerActive,
+		MaxPendingBytes: cfg.LiveQueueBytes,
 	}
 }
 
@@ -138,6 +140,8 @@ func openMQTT(cfg config, r rules, devs ingest.DeviceChecker, br *bridge.Bridge,
 		Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 		Connections: cfg.MQTTConnections, Limits: payloadLimits(cfg, r),
 		Devices: devs, TLS: tlsConf,
+		// The WebSocket limits apply to MQTT devices too (mqttlimits.go).
+		MaxMessageSize: cfg.MaxFrameBytes, FrameRate: float64(cfg.Sec.FrameRate), FrameBurst: cfg.MQTTFrameBurst,
 	}, br, log.With("component", "mqtt"))
 }
 
@@ -151,6 +155,7 @@ type endpoints struct {
 	store   *storage.Influx
 	durable *storage.Durable // nil: no spool
 	reg     *devices.Registry
+	guard   *authguard.Guard // authguard.go: credential guessing throttled
 	server  *server
 }
 
@@ -169,7 +174,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux.Handle("GET /readyz", readiness(e.store, e.mqtt))
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
 		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg,
-		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, build: currentBuild(),
+		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),
 	}, log))
-	return mux
+	return e.guard.Wrap(mux)
 }

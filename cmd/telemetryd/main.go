@@ -30,10 +30,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
+	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 func main() {
@@ -95,7 +97,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer closeStore()
 
 	// The live side: the hub rebroadcasts what the bridge normalized.
-	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
+	hub := live.NewHub(live.HubConfig{
+		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
+		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4), // chunks well under the dashboards' bound
+	}, log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 
 	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, hub, log.With("component", "bridge"))
@@ -112,15 +117,16 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
-	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
+	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
+	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, server: srv}, log)); err != nil {
+		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, when(mosquitto != nil, mosquitto.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
@@ -200,16 +206,16 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
 	delay := 500 * time.Millisecond
 	for {
-		tlsConf, err := influxTLS(cfg.Sec) // -influx-ca
+		scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
 		if err != nil {
 			return nil, err
 		}
-		store, err := storage.Open(ctx, storage.Config{
-			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-		}, log.With("component", "storage"))
+		store, err := storage.Open(ctx, scfg, log.With("component", "storage"))
 		if err == nil {
 			return store, nil
+		}
+		if errors.Is(err, telemetry.ErrPermanent) {
+			return nil, err // not an InfluxDB, or a refused token: retrying changes nothing
 		}
 		log.Warn("InfluxDB not reachable yet; retrying", "url", cfg.InfluxURL, "retry_in", delay, "error", err)
 		select {

@@ -252,7 +252,8 @@ func TestAdminListenerServesPprofOnly(t *testing.T) {
 func TestDockerComposeConfig(t *testing.T) {
 	dc := testsupport.Binary(t, "", "make tools installs it", "docker-compose")
 	file := filepath.Join(repoRoot, "docker-compose.yml")
-	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"}, {"config", "--services"}} {
+	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"},
+		{"--profile", "influxdb3", "config", "-q"}, {"--profile", "influxdb1", "config", "-q"}, {"config", "--services"}} {
 		cmd := exec.Command(dc, append([]string{"-f", file, "--project-directory", repoRoot}, args...)...)
 		cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME=telemetryd-test")
 		out, err := cmd.CombinedOutput()
@@ -261,7 +262,7 @@ func TestDockerComposeConfig(t *testing.T) {
 		}
 		if args[1] == "--services" {
 			got := strings.Fields(string(out))
-			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "grafana"} {
+			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "prometheus", "grafana"} {
 				if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
 					t.Errorf("service %s missing: %v", want, got)
 				}
@@ -349,7 +350,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	uid := regexp.MustCompile(`uid: (\S+)`).FindStringSubmatch(string(ds))
-	if uid == nil || !strings.Contains(string(ds), "version: Flux") {
+	if uid == nil || !strings.Contains(string(ds), "version: InfluxQL") || strings.Contains(string(ds), "version: Flux") {
 		t.Fatalf("data source:\n%s", ds)
 	}
 	dash, err := os.ReadFile(filepath.Join(repoRoot, "deploy/grafana/dashboards/telemetry.json"))
@@ -371,12 +372,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if err := json.Unmarshal(dash, &d); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	if d.UID == "" || len(d.Panels) == 0 {
+	if d.UID == "" || len(d.Panels) == 0 || !strings.Contains(string(dash), `"value": "`+uid[1]+`"`) {
 		t.Fatalf("dashboard %+v", d)
 	}
 	for _, p := range d.Panels {
-		if p.Datasource.UID != uid[1] || len(p.Targets) == 0 || !strings.Contains(p.Targets[0].Query, "from(bucket:") {
-			t.Errorf("panel %q: data source %q (want %q), targets %+v", p.Title, p.Datasource.UID, uid[1], p.Targets)
+		// The data source is the dashboard's variable, whose default is uid.
+		if p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 || !strings.HasPrefix(p.Targets[0].Query, "SELECT ") {
+			t.Errorf("panel %q: data source %q (want ${datasource}), targets %+v", p.Title, p.Datasource.UID, p.Targets)
 		}
 	}
 }

@@ -28,9 +28,9 @@ var (
 
 func registryPath(cfg config) string { return filepath.Join(cfg.DataDir, "registry.db") }
 
-// openRegistry opens the device registry under the data directory.
+// openRegistry opens the device registry (the store -registry-url selects).
 func openRegistry(ctx context.Context, cfg config, log *slog.Logger) (*devices.Registry, error) {
-	store, err := devices.OpenSQLite(ctx, registryPath(cfg))
+	store, where, err := openRegistryStore(ctx, cfg, log) // registrystore.go
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,7 @@ func openRegistry(ctx context.Context, cfg config, log *slog.Logger) (*devices.R
 		return nil, err
 	}
 	st := reg.Stats()
-	log.Info("device registry open", "path", registryPath(cfg), "devices", st.Devices, "viewers", st.Viewers,
+	log.Info("device registry open", "path", where, "devices", st.Devices, "viewers", st.Viewers,
 		"admin_api", reg.AdminEnabled(), "static_tokens", cfg.DeviceTokens != "")
 	return reg, nil
 }
@@ -117,5 +117,6 @@ func openMosquittoSync(reg *devices.Registry, cfg config, log *slog.Logger) (*de
 		PIDFile:      cfg.Sec.MosquittoPIDFile,
 		Topic:        cfg.MQTTTopic,
 		Service:      devices.MosquittoAccount{Username: cfg.MQTTUsername, Password: cfg.MQTTPassword},
+		Leader:       reg.Leader("mosquitto-files"), // one writer per shared registry
 	}, log.With("component", "mosquitto"))
 }

@@ -56,19 +56,16 @@ func spoolReplayCommand(ctx context.Context, args []string, lookupEnv func(strin
 		fmt.Fprintln(stdout, "nothing to replay")
 		return nil
 	}
-	tlsConf, err := influxTLS(cfg.Sec)
+	scfg, err := storageConfig(cfg) // deadletters.go: the service's InfluxDB settings
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(ctx, storage.Config{
-		URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-		Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-	}, log)
+	store, err := storage.Open(ctx, scfg, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	dead := storage.NewDeadLetters(deadLetterPath(cfg))
+	dead := newDeadLetters(cfg)
 	d := storage.NewDurable(store, sp, dead, storage.DurableConfig{}, log)
 	res, err := d.Drain(ctx)
 	fmt.Fprintf(stdout, "replayed %d batches (%d bytes) to %s, bucket %s; %d left in the spool\n",

@@ -63,10 +63,10 @@ type process struct {
 // Start starts influxd with a configuration in t.TempDir() and waits until
 // it answers /ping. The server is killed when the test ends.
 //
-// Flux is enabled, which makes every start (and Restart) cost seconds of
-// CPU (Flux's standard library is compiled at start-up; without Flux influxd
-// is ready at once). Share one server between subtests, each in its
-// own database, where a test does not kill or freeze it.
+// Flux is off: telemetryd reads only through InfluxQL, and Flux's standard
+// library would cost seconds of CPU at every start. Share one server
+// between subtests, each in its own database, where a test does not kill or
+// freeze it.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := findBinary(t)
@@ -82,7 +82,7 @@ func Start(t testing.TB) *Server {
 		url:     "http://127.0.0.1:" + strconv.Itoa(port),
 		httpc:   &http.Client{Timeout: 30 * time.Second},
 	}
-	conf := Config(dir, port, rpcPort, true)
+	conf := Config(dir, port, rpcPort, false)
 	// [[graphite]], [[collectd]], [[opentsdb]] and [[udp]] are disabled by
 	// default and are left out.
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
@@ -454,8 +454,8 @@ func tail(path string, n int64) string {
 // Config is the influxd configuration Start uses, for other harnesses that
 // run influxd themselves (bench): state under dir, HTTP and the RPC service
 // on the given loopback ports, every other listener and background service
-// off. Flux costs seconds of CPU at start; leave it off unless a test
-// queries with Flux.
+// off. Flux costs seconds of CPU at start and nothing of telemetryd
+// queries with it.
 func Config(dir string, httpPort, rpcPort int, flux bool) string {
 	return fmt.Sprintf(`reporting-disabled = true
 bind-address = "127.0.0.1:%d"
