@@ -117,8 +117,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
-	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
-	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
+	guard := authguard.New(authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock}) // credential guessing throttled
+	srv := newServer(cfg, log)                                                                       // server.go: TLS, handshake timeout, connection counting
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
 		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
 		return err
