@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,15 @@ type runner struct {
 	live        *liveWatcher
 	urlConnects []atomic.Uint64 // device connections made per instance
 	failovers   atomic.Uint64   // devices moved to the next instance
+	httpc       *http.Client    // TransportHTTP's links share its connections
+}
+
+// wire is a finished JSON frame in the run's -format.
+func (r *runner) wire(frame []byte) []byte {
+	if r.cfg.Format == FormatCBOR {
+		return toCBOR(frame)
+	}
+	return frame
 }
 
 func (r *runner) noteGenEnd(t time.Time) {
@@ -62,6 +72,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r := &runner{
 		cfg: cfg, log: log, c: &counters{}, runID: cfg.RunID,
 		urlConnects: make([]atomic.Uint64, len(cfg.ServiceURLs)),
+		httpc:       &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
 	}
 	for _, u := range cfg.ServiceURLs {
 		r.ingestURLs = append(r.ingestURLs, wsURL(u, "/v1/ingest"))
