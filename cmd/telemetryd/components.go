@@ -150,7 +150,7 @@ func openMQTT(cfg config, r rules, devs ingest.DeviceChecker, br *bridge.Bridge,
 		return nil, err
 	}
 	return ingest.NewMQTT(ingest.MQTTConfig{
-		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
+		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: mqttClientID(cfg), ShareGroup: cfg.MQTTShareGroup,
 		Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 		Connections: cfg.MQTTConnections, Limits: payloadLimits(cfg, r),
 		Devices: devs, TLS: tlsConf,

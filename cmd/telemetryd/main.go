@@ -34,6 +34,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
+	"github.com/telemetryd/telemetryd/storage"
 )
 
 func main() {
@@ -69,6 +70,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
+	dataDir, err := storage.LockDir(cfg.DataDir) // one process per data dir: its spool and dead letters are its own
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dataDir.Unlock() }()
 	// The registry before storage: it fails fast; storage does not wait for InfluxDB (storagestart.go).
 	reg, err := openRegistry(ctx, cfg, log) // registry.go
 	if err != nil {
