@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 
 	"github.com/telemetryd/telemetryd/bridge"
@@ -20,9 +21,9 @@ func openRelay(cfg config, hub *live.Hub, log *slog.Logger) (*relay.Relay, error
 	if cfg.LiveNATSURL == "" {
 		return nil, nil
 	}
-	id, err := instanceID(cfg)
-	if err != nil {
-		return nil, err
+	id := cfg.InstanceID // the host name when not set (resolveInstanceID)
+	if id == "" {
+		return nil, errors.New("-live-nats-url needs an instance id: no host name to derive it from; set TELEMETRY_INSTANCE_ID")
 	}
 	return relay.New(relay.Config{URL: cfg.LiveNATSURL, Instance: id}, hub, log.With("component", "relay", "instance", id))
 }
