@@ -214,7 +214,7 @@ const seedChunk = 1000
 
 // apiTimeout bounds one JetStream request: a request sent just before the
 // connection is lost is never answered.
-const apiTimeout = 10 * time.Second
+const apiTimeout = 5 * time.Second
 
 // load reads every series' last value from the stream into the Hub.
 func (r *Relay) load(ctx context.Context, js jetstream.JetStream) error {
