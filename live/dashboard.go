@@ -52,6 +52,9 @@ type DashboardConfig struct {
 	// viewer is still active (a revocation may race the upgrade); if not,
 	// the socket is closed with 1008.
 	ViewerActive func(viewerID string) bool
+	// DisableCompression turns permessage-deflate off (deflate.go); by
+	// default a client that offers it gets it.
+	DisableCompression bool
 }
 
 // Dashboards serves dashboard WebSockets: clients subscribe with filters and
@@ -67,6 +70,7 @@ type Dashboards struct {
 	sseCount atomic.Int64
 	sseConns sync.Map      // *sseClient → struct{}
 	shutdown chan struct{} // closed by Run when it ends: SSE streams return
+	shared   broadcasters  // deflate.go: each shared frame compressed once
 }
 
 // NewDashboards returns the /v1/live handler; start its ping loop with Run.
@@ -89,6 +93,7 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{log},
+		PermessageDeflate:  deflateOption(cfg.DisableCompression),
 	})
 	return d
 }
@@ -141,7 +146,7 @@ func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gws has answered the client
 	}
-	c := &dashConn{d: d, conn: socket, viewer: viewer}
+	c := &dashConn{d: d, conn: socket, viewer: viewer, deflate: !d.cfg.DisableCompression && offersDeflate(r)}
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop()
 }
@@ -181,6 +186,7 @@ type dashConn struct {
 	pendingBytes atomic.Int64
 	closed       atomic.Bool
 	subs         atomic.Int32
+	deflate      bool // permessage-deflate negotiated
 }
 
 // Send implements Client: it queues frame on the socket's write queue unless
@@ -198,7 +204,7 @@ func (c *dashConn) Send(frame []byte) bool {
 		c.close(telemetry.CloseTryLater, "too slow: reconnect and resubscribe")
 		return false
 	}
-	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+	c.d.write(c, frame, func() { // deflate.go
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
 	})
@@ -290,6 +296,10 @@ type clientMessage struct {
 	Fields       []string          `json:"fields"`
 	Tags         map[string]string `json:"tags"`
 	Presence     PresenceMode      `json:"presence"`
+	// Since resumes from a position (resume.go); Persisted asks for
+	// persisted messages (persisted.go).
+	Since     *int64 `json:"since"`
+	Persisted bool   `json:"persisted"`
 }
 
 // errorMessage answers a client message: the shared error body, with the
@@ -325,10 +335,10 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: "too_many_subscriptions", Message: "at most 64 subscriptions per socket"}})
 			return
 		}
-		e.d.hub.Subscribe(ctx, c, m.ID, Filter{
+		e.d.hub.SubscribeWith(ctx, c, m.ID, Filter{
 			Devices: m.Devices, Measurements: m.Measurements, Fields: m.Fields, Tags: m.Tags, Scope: c.viewer.Scope,
 			Presence: m.Presence,
-		})
+		}, m.options())
 	case "unsubscribe":
 		c.subs.Add(-1)
 		e.d.hub.Unsubscribe(ctx, c, m.ID)

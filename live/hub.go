@@ -161,6 +161,8 @@ type HubConfig struct {
 	OfflineAfter time.Duration
 	// SweepInterval is how often silent devices are looked for (default 5s).
 	SweepInterval time.Duration
+	// Resume tunes positions, resume and the persisted watermark (resume.go).
+	Resume ResumeConfig
 }
 
 // HubStats are the Hub's counters.
@@ -187,6 +189,10 @@ type subscription struct {
 	id     string
 	filter Filter
 	key    string
+	opts   SubscribeOptions // resume.go
+	// resuming is set while the missed readings are read from history:
+	// live frames wait (in the window) until they have been sent.
+	resuming bool
 }
 
 type clientState struct {
@@ -217,6 +223,8 @@ type Hub struct {
 
 	published, dropped, deliveries, slowDropped, seriesNotRemembered atomic.Uint64
 	devicesNotTracked, presenceEvents                                atomic.Uint64
+
+	resumeHub // resume.go, persisted.go: durable events, finished history reads
 }
 
 // NewHub returns a Hub; start it with Run.
@@ -236,11 +244,13 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 5 * time.Second
 	}
+	cfg.Resume = cfg.Resume.withDefaults()
 	return &Hub{
-		cfg:   cfg,
-		log:   log,
-		inbox: make(chan []telemetry.Reading, cfg.InboxBatches),
-		ops:   make(chan hubOp, 1024),
+		cfg:       cfg,
+		log:       log,
+		inbox:     make(chan []telemetry.Reading, cfg.InboxBatches),
+		ops:       make(chan hubOp, 1024),
+		resumeHub: newResumeHub(cfg.Resume),
 	}
 }
 
@@ -259,7 +269,7 @@ func (h *Hub) Publish(rs []telemetry.Reading) {
 // Subscribe adds or replaces subscription id of client c. The Hub first sends
 // c a snapshot of the last value of every matching series, then live batches.
 func (h *Hub) Subscribe(ctx context.Context, c Client, id string, f Filter) {
-	h.op(ctx, hubOp{client: c, sub: &subscription{id: id, filter: f, key: f.key(id)}})
+	h.SubscribeWith(ctx, c, id, f, SubscribeOptions{})
 }
 
 // Unsubscribe removes subscription id of client c.
@@ -315,10 +325,11 @@ func (h *Hub) op(ctx context.Context, o hubOp) {
 // Run owns the Hub's state and does the fan-out until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {
 	s := hubState{
-		hub:     h,
-		clients: make(map[Client]*clientState),
-		last:    make(map[string]*series),
-		devices: make(map[string]*device),
+		hub:         h,
+		clients:     make(map[Client]*clientState),
+		last:        make(map[string]*series),
+		devices:     make(map[string]*device),
+		resumeState: newResumeState(h, ctx.Done()),
 	}
 	sweep := time.NewTicker(h.cfg.SweepInterval)
 	defer sweep.Stop()
@@ -330,6 +341,10 @@ func (h *Hub) Run(ctx context.Context) error {
 			s.apply(o)
 		case now := <-sweep.C:
 			s.sweep(now)
+		case evs := <-h.durableEvents:
+			s.onDurable(evs)
+		case res := <-h.historyRead:
+			s.finishResume(res)
 		case rs := <-h.inbox:
 			// Coalesce what is already waiting into one frame per
 			// subscription: under load this cuts per-frame costs without
@@ -359,6 +374,8 @@ type hubState struct {
 	keyBuf  []byte
 	frames  map[string][]byte
 	devices map[string]*device
+
+	resumeState // resume.go: positions, the window, the watermark
 }
 
 func (s *hubState) apply(o hubOp) {
@@ -377,6 +394,7 @@ func (s *hubState) apply(o hubOp) {
 		o.devices <- s.deviceList()
 	case o.detach:
 		delete(s.clients, o.client)
+		s.countPersisted()
 	case o.sub != nil:
 		cs := s.clients[o.client]
 		if cs == nil {
@@ -385,23 +403,33 @@ func (s *hubState) apply(o hubOp) {
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)
+		s.countPersisted()
+		if o.sub.opts.Resume {
+			s.startResume(o.client, o.sub) // resume.go
+			return
+		}
 		if !o.client.Send(s.snapshot(o.sub, time.Now())) {
 			s.dropSlow(o.client)
+			return
 		}
+		s.sendWatermark(o.client, o.sub) // persisted.go
 	case o.unsub != "":
 		if cs := s.clients[o.client]; cs != nil {
 			cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.unsub })
 		}
+		s.countPersisted()
 	}
 }
 
 func (s *hubState) dropSlow(c Client) {
 	delete(s.clients, c)
 	s.hub.slowDropped.Add(1)
+	s.countPersisted()
 }
 
 func (s *hubState) fanOut(rs []telemetry.Reading) {
 	now := time.Now()
+	first := s.record(rs) // resume.go: positions first+0… and the window
 	for i := range rs {
 		s.remember(&rs[i])
 		s.seen(&rs[i], now)
@@ -415,9 +443,12 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 	clear(s.frames)
 	for c, cs := range s.clients {
 		for _, sub := range cs.subs {
+			if sub.resuming {
+				continue // its replay sends these from the window
+			}
 			frame, ok := s.frames[sub.key]
 			if !ok {
-				frame = encodeFrame(nil, "readings", sub, rs)
+				frame = encodeFrame(nil, "readings", sub, rs, first, first+int64(len(rs))-1)
 				s.frames[sub.key] = frame
 			}
 			if frame == nil {
@@ -486,9 +517,9 @@ func (s *hubState) snapshot(sub *subscription, now time.Time) []byte {
 		}
 		return 0
 	})
-	frame := encodeFrame(nil, "snapshot", sub, rs)
+	frame := encodeFrame(nil, "snapshot", sub, rs, 0, s.seq)
 	if frame == nil { // nothing matched: an empty snapshot still confirms the subscription
-		frame = append(frameHead(nil, "snapshot", sub.id), "]}"...)
+		frame = append(frameHead(nil, "snapshot", sub.id, s.seq), "]}"...)
 	}
 	if sub.filter.Presence != PresenceNone {
 		frame = s.appendPresenceList(frame[:len(frame)-1], &sub.filter, now)
@@ -507,17 +538,24 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-func frameHead(dst []byte, typ, id string) []byte {
+// frameHead starts a message of readings. pos is the stream position the
+// message brings its subscriber up to (resume.go); it comes right after the
+// type, where the SSE feed reads it for the event id.
+func frameHead(dst []byte, typ, id string, pos int64) []byte {
 	dst = append(dst, `{"type":"`...)
 	dst = append(dst, typ...)
-	dst = append(dst, `","sub":`...)
+	dst = append(dst, `","pos":`...)
+	dst = strconv.AppendInt(dst, pos, 10)
+	dst = append(dst, `,"sub":`...)
 	dst = telemetry.AppendJSONString(dst, id)
 	return append(dst, `,"readings":[`...)
 }
 
 // encodeFrame encodes the readings of rs that sub matches as one frame, or
-// returns nil when none matches.
-func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Reading) []byte {
+// returns nil when none matches. first is the position of rs[0] (the
+// others follow it), 0 when the readings have none (a snapshot of last
+// values); pos is the message's own (the last it covers).
+func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Reading, first, pos int64) []byte {
 	n := 0
 	for i := range rs {
 		r := &rs[i]
@@ -525,11 +563,14 @@ func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Readi
 			continue
 		}
 		if n == 0 {
-			dst = frameHead(dst, typ, sub.id)
+			dst = frameHead(dst, typ, sub.id, pos)
 		} else {
 			dst = append(dst, ',')
 		}
 		dst = AppendReadingJSON(dst, r, &sub.filter)
+		if first > 0 {
+			dst = appendPos(dst, first+int64(i))
+		}
 		n++
 	}
 	if n == 0 {

@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		sink, durable = d, d
 	}
 
-	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
+	hub := live.NewHub(cfg.Live.hubConfig(store), log.With("component", "hub"))
 	bcfg := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
@@ -123,13 +123,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if durable != nil {
 		bcfg.DeadLetters = durable
 	}
+	bcfg.Durable = hub // the persisted watermark of the live stream
 	br := bridge.New(bcfg, sink, hub, log.With("component", "bridge"))
 	seedFieldTypes(ctx, br, store, log)
 
 	checkOrigin := originChecker(cfg.AllowedOrigins)
 	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
 	rules.applyPayload(&limits)
-	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin}), hub, log.With("component", "dashboards"))
+	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin, DisableCompression: !cfg.Live.Compression}), hub, log.With("component", "dashboards"))
 	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
 		MaxFrameSize: cfg.MaxFrameBytes,
 		Limits:       limits,
