@@ -191,8 +191,9 @@ type subscription struct {
 	key    string
 	opts   SubscribeOptions // resume.go
 	// resuming is set while the missed readings are read from history:
-	// live frames wait (in the window) until they have been sent.
+	// live frames wait in job until they have been sent.
 	resuming bool
+	job      *resumeJob
 }
 
 type clientState struct {
@@ -443,15 +444,16 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 	clear(s.frames)
 	for c, cs := range s.clients {
 		for _, sub := range cs.subs {
-			if sub.resuming {
-				continue // its replay sends these from the window
-			}
 			frame, ok := s.frames[sub.key]
 			if !ok {
 				frame = encodeFrame(nil, "readings", sub, rs, first, first+int64(len(rs))-1)
 				s.frames[sub.key] = frame
 			}
 			if frame == nil {
+				continue
+			}
+			if sub.resuming {
+				sub.job.hold(frame) // resume.go: sent after the missed readings
 				continue
 			}
 			if !c.Send(frame) {

@@ -54,6 +54,9 @@ type ResumeConfig struct {
 	// watermark then moves on with the device's next one, but a refusal in
 	// the dropped one goes unreported.
 	DurableEvents int
+	// MaxHeldFrames bounds the live frames held for one subscription while
+	// its history is read (default 4096); past it the resume ends in a reset.
+	MaxHeldFrames int
 }
 
 func (c ResumeConfig) withDefaults() ResumeConfig {
@@ -72,6 +75,9 @@ func (c ResumeConfig) withDefaults() ResumeConfig {
 	}
 	if c.DurableEvents <= 0 {
 		c.DurableEvents = 4096
+	}
+	if c.MaxHeldFrames <= 0 {
+		c.MaxHeldFrames = 4096
 	}
 	return c
 }
@@ -260,12 +266,11 @@ type historyWant struct {
 }
 
 type historyResult struct {
-	client      Client
-	sub         *subscription
-	windowFirst int64 // the window replay continues from here
-	readings    []posReading
-	wanted      int
-	err         error
+	client   Client
+	sub      *subscription
+	readings []posReading
+	wanted   int
+	err      error
 }
 
 // startResume answers a subscription that asked for the readings after
@@ -284,7 +289,7 @@ func (s *hubState) startResume(c Client, sub *subscription) {
 	}
 	wf := s.windowFirst()
 	if since+1 >= wf {
-		if s.replayWindow(c, sub, since+1, 0, 0) {
+		if s.replayWindow(c, sub, since+1) {
 			s.sendWatermark(c, sub)
 		}
 		return
@@ -311,7 +316,7 @@ func (s *hubState) startResume(c Client, sub *subscription) {
 	}
 	switch {
 	case wanted == 0:
-		if s.replayWindow(c, sub, wf, 0, 0) {
+		if s.replayWindow(c, sub, wf) {
 			s.sendWatermark(c, sub)
 		}
 		return
@@ -322,7 +327,10 @@ func (s *hubState) startResume(c Client, sub *subscription) {
 		s.reset(c, sub, "too many missed readings to replay ("+strconv.Itoa(wanted)+")")
 		return
 	}
+	// The window's part is taken now and live frames are held from now on,
+	// however long the read takes.
 	sub.resuming = true
+	sub.job = &resumeJob{window: s.windowItems(sub, wf), maxHeld: s.hub.cfg.Resume.MaxHeldFrames}
 	tags := maps.Clone(sub.filter.Tags)
 	if len(sub.filter.Scope) > 0 {
 		if tags == nil {
@@ -330,12 +338,12 @@ func (s *hubState) startResume(c Client, sub *subscription) {
 		}
 		maps.Copy(tags, sub.filter.Scope)
 	}
-	go h.readHistory(c, sub, wf, want, wanted, tags, s.stop)
+	go h.readHistory(c, sub, want, wanted, tags, s.stop)
 }
 
 // readHistory reads the missed readings back on its own goroutine and hands
 // them to the Hub's.
-func (h *Hub) readHistory(c Client, sub *subscription, wf int64, want map[string]*historyWant, wanted int, tags map[string]string, stop <-chan struct{}) {
+func (h *Hub) readHistory(c Client, sub *subscription, want map[string]*historyWant, wanted int, tags map[string]string, stop <-chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Resume.HistoryTimeout)
 	defer cancel()
 	go func() {
@@ -345,7 +353,9 @@ func (h *Hub) readHistory(c Client, sub *subscription, wf int64, want map[string
 		case <-ctx.Done():
 		}
 	}()
-	res := historyResult{client: c, sub: sub, windowFirst: wf, wanted: wanted}
+	res := historyResult{client: c, sub: sub, wanted: wanted}
+	h.log.Debug("resume: reading history", "devices", len(want), "readings", wanted)
+	defer func() { h.log.Debug("resume: history read", "found", len(res.readings), "error", res.err) }()
 	for dev, w := range want {
 		rs, err := h.cfg.Resume.History.Readings(ctx, HistoryRequest{Device: dev, From: w.from, To: w.to, Tags: tags})
 		if err != nil {
@@ -372,17 +382,19 @@ func (h *Hub) readHistory(c Client, sub *subscription, wf int64, want map[string
 func (s *hubState) finishResume(res historyResult) {
 	cs := s.clients[res.client]
 	if cs == nil || !slices.Contains(cs.subs, res.sub) {
+		s.hub.log.Debug("resume: subscription gone", "sub", res.sub.id, "client", cs != nil)
 		return // gone, or subscribed anew
 	}
 	sub := res.sub
-	sub.resuming = false
+	job := sub.job
+	sub.resuming, sub.job = false, nil
 	switch {
 	case res.err != nil:
 		s.hub.log.Warn("resume: history read failed", "sub", sub.id, "error", res.err)
 		s.reset(res.client, sub, "history unavailable")
 		return
-	case s.windowFirst() > res.windowFirst:
-		s.reset(res.client, sub, "the window moved on while history was read")
+	case job.overflow:
+		s.reset(res.client, sub, "the stream went on too fast while history was read")
 		return
 	}
 	items := res.readings[:0]
@@ -396,33 +408,66 @@ func (s *hubState) finishResume(res historyResult) {
 			items = append(items, pr)
 		}
 	}
-	if !s.sendReplay(res.client, sub, items) {
+	if !s.sendReplay(res.client, sub, items) || !s.sendReplay(res.client, sub, job.window) {
 		return
 	}
+	for _, f := range job.held {
+		if !res.client.Send(f) {
+			s.dropSlow(res.client)
+			return
+		}
+	}
 	s.hub.fromHistory.Add(uint64(len(items)))
-	if s.replayWindow(res.client, sub, res.windowFirst, len(items), res.wanted-len(res.readings)) {
+	if s.sendResumed(res.client, sub, len(items)+len(job.window), len(items), res.wanted-len(res.readings)) {
 		s.sendWatermark(res.client, sub)
 	}
 }
 
-// replayWindow sends sub the window's readings from position from on and
-// the "resumed" message; false when the client was dropped as too slow.
-func (s *hubState) replayWindow(c Client, sub *subscription, from int64, fromHistory, missing int) bool {
+// resumeJob is a resume waiting for its history read.
+type resumeJob struct {
+	window   []posReading // the window's part, taken when the resume began
+	held     [][]byte     // live frames since, in order
+	maxHeld  int
+	overflow bool // more than maxHeld frames: the resume ends in a reset
+}
+
+func (j *resumeJob) hold(frame []byte) {
+	if len(j.held) >= j.maxHeld {
+		j.overflow, j.held = true, nil
+		return
+	}
+	if !j.overflow {
+		j.held = append(j.held, frame)
+	}
+}
+
+// windowItems returns the window's readings from position from on that sub matches.
+func (s *hubState) windowItems(sub *subscription, from int64) []posReading {
 	var items []posReading
 	for p := max(from, s.windowFirst()); p <= s.seq; p++ {
 		if r := s.windowAt(p); r != nil && sub.filter.match(r) {
 			items = append(items, posReading{pos: p, r: *r})
 		}
 	}
-	if !s.sendReplay(c, sub, items) {
-		return false
-	}
-	s.hub.replayed.Add(uint64(len(items) + fromHistory))
+	return items
+}
+
+// replayWindow sends sub the window's readings from position from on and
+// the "resumed" message; false when the client was dropped as too slow.
+func (s *hubState) replayWindow(c Client, sub *subscription, from int64) bool {
+	items := s.windowItems(sub, from)
+	return s.sendReplay(c, sub, items) && s.sendResumed(c, sub, len(items), 0, 0)
+}
+
+// sendResumed tells sub it is live again: replayed readings were sent, of
+// them fromHistory read back from storage; missing were not found there.
+func (s *hubState) sendResumed(c Client, sub *subscription, replayed, fromHistory, missing int) bool {
+	s.hub.replayed.Add(uint64(replayed))
 	msg := append([]byte(`{"type":"resumed","pos":`), strconv.AppendInt(nil, s.seq, 10)...)
 	msg = append(msg, `,"sub":`...)
 	msg = telemetry.AppendJSONString(msg, sub.id)
 	msg = append(msg, `,"replayed":`...)
-	msg = strconv.AppendInt(msg, int64(len(items)+fromHistory), 10)
+	msg = strconv.AppendInt(msg, int64(replayed), 10)
 	msg = append(msg, `,"from_history":`...)
 	msg = strconv.AppendInt(msg, int64(fromHistory), 10)
 	msg = append(msg, `,"missing":`...)
