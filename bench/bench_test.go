@@ -111,7 +111,7 @@ func TestParseConfig(t *testing.T) {
 		check   func(config) bool
 	}{
 		{nil, false, func(c config) bool {
-			return len(c.Scenarios) == 9 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
+			return len(c.Scenarios) == len(allScenarios) && c.Duration == 15*time.Second && c.Overload == 30*time.Second
 		}},
 		{[]string{"-scenarios", "p3,P1,P3"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P1,P3" }},
 		{[]string{"-scenarios", "P3,p2d,P2"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P2,P2d,P3" }},
