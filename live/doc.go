@@ -32,4 +32,14 @@
 // Presence is derived from readings alone (presence.go): a device is online
 // from a reading until a silence longer than its offline timeout, and the
 // transitions are announced to subscriptions that ask for them.
+//
+// Positions, resume and the watermark (resume.go, persisted.go): every
+// reading fanned out gets a position; a subscription that gives the last
+// one it received gets what it missed — from a bounded in-memory window,
+// then from a HistorySource (storage, wired in cmd) — before live frames,
+// or a reset and a snapshot. The bridge reports completions through
+// Hub.Durable (its DurableNotifier), which never blocks; subscriptions that
+// ask get per-device "persisted" watermarks and storage's refusals.
+// WebSockets that offer permessage-deflate get it, each shared frame
+// compressed once (deflate.go).
 package live
