@@ -318,6 +318,9 @@ func TestAppendSSEEvent(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{`{"type":"readings","sub":"s"}`, "event: readings\ndata: {\"type\":\"readings\",\"sub\":\"s\"}\n\n"},
 		{`{"type":"presence"}`, "event: presence\ndata: {\"type\":\"presence\"}\n\n"},
+		// A message with a position is sent with it as the event id.
+		{`{"type":"readings","pos":1764849612000123,"sub":"s"}`, "event: readings\nid: 1764849612000123\ndata: {\"type\":\"readings\",\"pos\":1764849612000123,\"sub\":\"s\"}\n\n"},
+		{`{"type":"persisted","sub":"s","upto":{}}`, "event: persisted\ndata: {\"type\":\"persisted\",\"sub\":\"s\",\"upto\":{}}\n\n"},
 		{"{\"a\":\n1}", "data: {\"a\":\ndata: 1}\n\n"},
 		{`{"type":"Bad Type"}`, "data: {\"type\":\"Bad Type\"}\n\n"},
 	}
