@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
@@ -86,4 +88,33 @@ func (h liveHistory) Readings(ctx context.Context, q live.HistoryRequest) ([]tel
 		return 0
 	})
 	return out, nil
+}
+
+// liveProtocolMetricDefs are the metrics of compression, resume and the
+// persisted watermark.
+func liveProtocolMetricDefs() []metricDef {
+	c := prometheus.CounterValue
+	return []metricDef{
+		{"telemetryd_live_compressed_frames_total", "Distinct frames compressed for dashboards with permessage-deflate (each once, however many sockets it went to).", c, nil},
+		{"telemetryd_live_resumes_total", "Subscriptions that asked to resume from a position.", c, nil},
+		{"telemetryd_live_resume_resets_total", "Resumes answered with a reset and a snapshot (position unknown or too old, history unavailable).", c, nil},
+		{"telemetryd_live_readings_replayed_total", "Readings replayed to resuming subscriptions, from memory and from InfluxDB.", c, nil},
+		{"telemetryd_live_readings_replayed_from_history_total", "Readings replayed to resuming subscriptions that were read back from InfluxDB.", c, nil},
+		{"telemetryd_live_durable_dropped_total", "Storage completions not applied to the persisted watermark because the hub was behind.", c, nil},
+	}
+}
+
+func emitLiveProtocol(emit func(name string, v float64, labels ...string), hub *live.Hub, dash *live.Dashboards) {
+	if dash != nil {
+		emit("telemetryd_live_compressed_frames_total", float64(dash.CompressedFrames()))
+	}
+	if hub == nil {
+		return
+	}
+	s := hub.ResumeStats()
+	emit("telemetryd_live_resumes_total", float64(s.Resumes))
+	emit("telemetryd_live_resume_resets_total", float64(s.ResumeResets))
+	emit("telemetryd_live_readings_replayed_total", float64(s.ReadingsReplayed))
+	emit("telemetryd_live_readings_replayed_from_history_total", float64(s.ReadingsFromHistory))
+	emit("telemetryd_live_durable_dropped_total", float64(s.DurableDropped))
 }

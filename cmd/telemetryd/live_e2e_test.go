@@ -268,4 +268,8 @@ func TestLiveResumeAfterDisconnect(t *testing.T) {
 	}
 	checkExactlyOnce(t, "dashboard", wsGot.ns, sent)
 	checkExactlyOnce(t, "SSE stream", sseGot.ns, sent)
+	m := scrape(t, svc)
+	if m.get("telemetryd_live_resumes_total") != 2 || m.get("telemetryd_live_readings_replayed_from_history_total") < float64(resumedWS.FromHistory+resumedSSE.FromHistory) {
+		t.Fatalf("resume metrics: %v", m.names("telemetryd_live_re"))
+	}
 }
