@@ -342,6 +342,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			s.apply(o)
 		case now := <-sweep.C:
 			s.sweep(now)
+			s.purgeUnconfirmed() // persisted.go
 		case evs := <-h.durableEvents:
 			s.onDurable(evs)
 		case res := <-h.historyRead:

@@ -49,19 +49,26 @@ func (h *Hub) Durable(rs []telemetry.Reading, refused []telemetry.Rejection, err
 
 // durableEvent is one completed frame, as the Hub's goroutine gets it.
 type durableEvent struct {
-	keys    []*telemetry.Field // identifies each reading (see resumeState.fieldPos)
+	keys    []*telemetry.Field // identifies each reading (see resumeState.unconfirmed)
 	refused []telemetry.Rejection
 	failed  string
 }
 
-// refusal is a refused reading found in the window.
+// pendingDurable is a reading fanned out and not yet reported durable: its
+// position and what the filters and the refusal message need (no fields).
+type pendingDurable struct {
+	pos int64
+	r   telemetry.Reading
+}
+
+// refusal is a refused reading.
 type refusal struct {
 	pos          int64
 	r            *telemetry.Reading
 	code, reason string
 }
 
-// completed is a reading the bridge completed, found in the window.
+// completed is a reading the bridge completed.
 type completed struct {
 	pos int64
 	r   *telemetry.Reading
@@ -80,15 +87,13 @@ func (s *hubState) onDurable(ev durableEvent) {
 	var refused []refusal
 	for {
 		for i, key := range ev.keys {
-			pos, ok := s.fieldPos[key]
+			p, ok := s.unconfirmed[key]
 			if key == nil || !ok {
 				h.durableUnmatched.Add(1)
 				continue
 			}
-			r := s.windowAt(pos)
-			if r == nil {
-				continue
-			}
+			delete(s.unconfirmed, key)
+			pos, r := p.pos, &p.r
 			done = append(done, completed{pos, r})
 			if ev.failed != "" {
 				refused = append(refused, refusal{pos: pos, r: r, code: "not_stored", reason: ev.failed})
@@ -213,9 +218,21 @@ func (s *hubState) countPersisted() {
 	}
 	s.hub.persistedSubs.Store(int32(n))
 	switch {
-	case n > 0 && s.fieldPos == nil:
-		s.fieldPos = make(map[*telemetry.Field]int64, s.window.len())
+	case n > 0 && s.unconfirmed == nil:
+		s.unconfirmed = make(map[*telemetry.Field]pendingDurable)
 	case n == 0:
-		s.fieldPos = nil
+		s.unconfirmed = nil
+	}
+}
+
+// purgeUnconfirmed forgets readings older than the timeline that were
+// never reported durable (their notice was dropped, or their batch was not
+// shown live), so that the index stays bounded by what is still expected.
+func (s *hubState) purgeUnconfirmed() {
+	oldest := s.seq - int64(s.marks.len())
+	for k, p := range s.unconfirmed {
+		if p.pos <= oldest {
+			delete(s.unconfirmed, k)
+		}
 	}
 }

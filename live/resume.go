@@ -197,12 +197,15 @@ type resumeState struct {
 	seq    int64 // position of the latest reading
 	window ring[telemetry.Reading]
 	marks  ring[mark]
-	// fieldPos finds the position of a reading the bridge reports durable
-	// by the address of its first field (the same readings were
-	// published): kept for the window while anyone asks for persisted.
-	fieldPos map[*telemetry.Field]int64
-	upto     map[telemetry.DeviceID]int64 // per device: completed up to this position
-	stop     <-chan struct{}              // Run's end: history reads give up
+	// unconfirmed finds a reading the bridge reports durable by the
+	// address of its first field (the same readings were published; the
+	// key keeps that memory alive, so the address is not reused while it
+	// is here). Kept while anyone asks for persisted, from the fan-out to
+	// the durable notice, for the readings of the timeline at most
+	// (purgeUnconfirmed).
+	unconfirmed map[*telemetry.Field]pendingDurable
+	upto        map[telemetry.DeviceID]int64 // per device: completed up to this position
+	stop        <-chan struct{}              // Run's end: history reads give up
 }
 
 func newResumeState(h *Hub, stop <-chan struct{}) resumeState {
@@ -224,12 +227,10 @@ func (s *resumeState) record(rs []telemetry.Reading) int64 {
 		s.seq++
 		// The window keeps a copy of the Reading; its fields and tags are
 		// shared with the frame and never modified after publishing.
-		if old, ok := s.window.push(*r); ok && s.fieldPos != nil && len(old.Fields) > 0 {
-			delete(s.fieldPos, &old.Fields[0])
-		}
+		s.window.push(*r)
 		s.marks.push(mark{device: r.Device, measurement: r.Measurement, ts: r.Time})
-		if s.fieldPos != nil && len(r.Fields) > 0 {
-			s.fieldPos[&r.Fields[0]] = s.seq
+		if s.unconfirmed != nil && len(r.Fields) > 0 && len(s.unconfirmed) < s.marks.max {
+			s.unconfirmed[&r.Fields[0]] = pendingDurable{pos: s.seq, r: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Time: r.Time, Tags: r.Tags}}
 		}
 	}
 	return first

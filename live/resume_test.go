@@ -163,3 +163,26 @@ func TestHubPersisted(t *testing.T) {
 		t.Fatalf("persisted %s, want upto %d with %d refused", c.all()[3], pos, pos)
 	}
 }
+
+// TestHubPersistedBeyondTheWindow: a reading's durable notice is applied
+// even when the reading has left the resume window since it was fanned out.
+func TestHubPersistedBeyondTheWindow(t *testing.T) {
+	h := startHub(t, HubConfig{Resume: ResumeConfig{Window: 1}})
+	ctx := context.Background()
+	c := &fakeClient{}
+	h.SubscribeWith(ctx, c, "s", Filter{}, SubscribeOptions{Persisted: true})
+	eventually(t, "watermark", func() bool { return len(c.all()) == 2 })
+	first := []telemetry.Reading{reading("dev-1", "a", 1, fl("t", 1))}
+	h.Publish(first)
+	for i := range 3 {
+		h.Publish([]telemetry.Reading{reading("dev-2", "a", int64(10+i), fl("t", 2))})
+	}
+	eventually(t, "readings", func() bool { return strings.Contains(strings.Join(c.all(), ""), `"ts":12`) })
+	pos := msgs(t, c)[2].Readings[0].Pos
+	h.Durable(first, nil, nil)
+	eventually(t, "persisted", func() bool { return strings.Contains(strings.Join(c.all(), ""), `"upto":{"dev-1"`) })
+	all := msgs(t, c)
+	if m := all[len(all)-1]; m.Upto["dev-1"] != pos {
+		t.Fatalf("persisted %+v, want dev-1 up to %d", m, pos)
+	}
+}
