@@ -437,6 +437,11 @@ func TestBrowserDashboard(t *testing.T) {
 	svc2 := startService(t, influx, nil, tokens, "-http-addr", addr)
 	tb.waitFor("live again after the restart", `telemetryDashboard.connection().state === "live"`, 30*time.Second)
 	tb.wantTemps("the gap back-filled without duplicates", want)
+	// The new server cannot resume the old one's positions: it said so
+	// (reset), and the page took the snapshot and back-filled.
+	if st := mustEval[map[string]float64](tb, `telemetryDashboard.stats()`); st["resets"] < 1 || st["backfills"] <= after["backfills"] {
+		t.Fatalf("stats after the restart %v: want a reset and a back-fill", st)
+	}
 	dev2 := newBrowserDevice(t, svc2, "tok-dev-1")
 	ts := time.Now().Truncate(time.Millisecond)
 	dev2.send(t, envReading{ts: ts, temp: 40, status: "ok"})
