@@ -571,7 +571,7 @@ func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Readi
 			dst = append(dst, ',')
 		}
 		dst = AppendReadingJSON(dst, r, &sub.filter)
-		if first > 0 {
+		if first > 0 && sub.opts.Persisted { // what the watermark refers to (resume.go)
 			dst = appendPos(dst, first+int64(i))
 		}
 		n++

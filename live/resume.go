@@ -14,8 +14,9 @@ import (
 
 // Positions and resume. The Hub numbers every reading it fans out with a
 // position, one more than the last; every message of readings carries the
-// position it brings its subscriber up to ("pos"), and every reading its
-// own. Positions start at the Hub's start time in microseconds, so a
+// position it brings its subscriber up to ("pos"). On subscriptions that
+// ask for the persisted watermark, which refers to them, every reading
+// carries its own as well (elsewhere that would only cost bytes). Positions start at the Hub's start time in microseconds, so a
 // restarted server begins above every position it handed out before
 // (unless it averaged more than a million readings a second), and a client
 // holding an old one is told to start over rather than given wrong data.
@@ -117,7 +118,11 @@ type ResumeStats struct {
 // SubscribeWith is Subscribe with options: resume from a position, and
 // persisted messages.
 func (h *Hub) SubscribeWith(ctx context.Context, c Client, id string, f Filter, o SubscribeOptions) {
-	h.op(ctx, hubOp{client: c, sub: &subscription{id: id, filter: f, key: f.key(id), opts: o}})
+	key := f.key(id)
+	if o.Persisted {
+		key += "\x00persisted" // its frames give each reading's position too
+	}
+	h.op(ctx, hubOp{client: c, sub: &subscription{id: id, filter: f, key: key, opts: o}})
 }
 
 // resumeHub is the Hub's part of resume and the watermark: channels into
@@ -496,7 +501,9 @@ func (s *hubState) sendReplay(c Client, sub *subscription, items []posReading) b
 				frame = append(frame, ',')
 			}
 			frame = AppendReadingJSON(frame, &chunk[i].r, &sub.filter)
-			frame = appendPos(frame, chunk[i].pos)
+			if sub.opts.Persisted {
+				frame = appendPos(frame, chunk[i].pos)
+			}
 		}
 		frame = append(frame, "]}"...)
 		if !c.Send(frame) {

@@ -112,12 +112,15 @@ func TestHubResume(t *testing.T) {
 				if m.Type == "reset" {
 					got.Type = "reset"
 				}
+				if m.Type == "readings" {
+					if m.Pos <= prev {
+						t.Fatalf("message position %d after %d", m.Pos, prev)
+					}
+					prev = m.Pos
+				}
 				for _, r := range m.Readings {
-					if m.Type == "readings" {
-						if r.Pos <= prev {
-							t.Fatalf("position %d after %d", r.Pos, prev)
-						}
-						prev = r.Pos
+					if r.Pos != 0 {
+						t.Fatalf("reading position %d on a subscription without persisted", r.Pos)
 					}
 					ts = append(ts, r.TS)
 				}
