@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
+.PHONY: all build tools node run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
 
 all: build
 
@@ -27,7 +27,14 @@ docs:
 	$(GO) run ./cmd/telemetryd config-reference > docs/configuration.md
 	$(GO) run ./cmd/telemetryd config-reference -readme README.md
 
-tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose
+tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose node
+
+# Node and npm run the Node ws client of TestOversizedFrameNodeWS (it
+# installs ws@8 into cmd/telemetryd/testdata/nodews itself).
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "install nodejs and npm with your package manager" >&2; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
@@ -68,6 +75,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzFastPathAgrees$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzTemplateAgrees$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzLineProtocol$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzCBOR$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 
 # The benchmark harness (docs/performance.md): the shipped binary against
 # raw baselines in the same run; table in bench/out/results.{json,md}.

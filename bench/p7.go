@@ -141,8 +141,8 @@ type cpuSide struct {
 // process CPU time (user+system, getrusage: the bridge's writer goroutine
 // and the GC included) and allocations per op. Alternating makes drift of
 // the machine (neighbours on a shared host, clock changes) land on both
-// sides alike, where one side after the other let it land on one: P7's
-// baseline alone moved by 12 % between two runs. Each slice starts after a
+// sides alike, where one side after the other let it land on one (P7's
+// baseline alone moved noticeably between two runs). Each slice starts after a
 // full GC and ends once its side has settled, so neither side pays for
 // the other's garbage or leftover work.
 func measureCPU(d, slice time.Duration, sides ...*cpuSide) error {

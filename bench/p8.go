@@ -227,7 +227,7 @@ func runP8(ctx context.Context, e *env, r *result) error {
 	r.detail("rss_samples", len(all))
 	r.detail("rss_mib_per_second", all)
 	// The second-largest sample of each half: growth lifts several samples,
-	// while one GC-timing spike (seen once: 105 → 131 → 110 MiB) lifts one.
+	// while one GC-timing spike lifts one.
 	peak1, peak2 := secondLargest(first), secondLargest(second)
 	bounded := len(first) > 0 && len(second) > 0 && peak2-peak1 <= max(16<<20, 0.1*peak1)
 	if len(first) == 0 || len(second) == 0 {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -87,13 +89,7 @@ func (r *recorder) len() int {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 10*time.Second, what, cond)
 }
 
 func frame(dev string, done func(telemetry.Outcome), values ...float64) *telemetry.Frame {
@@ -119,25 +115,31 @@ func startBridge(t *testing.T, cfg Config, sink Sink, live Publisher) (*Bridge, 
 }
 
 func TestBridgeAcksOnlyAfterWrite(t *testing.T) {
-	sink := &fakeSink{block: make(chan struct{})}
-	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
-	var rec recorder
-	rcpt, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1, 2))
-	if err != nil || rcpt.Accepted != 2 || len(rcpt.Rejected) != 0 {
-		t.Fatalf("Consume = %+v, %v", rcpt, err)
-	}
-	time.Sleep(20 * time.Millisecond) // the write is held: no ack may appear
-	if rec.len() != 0 {
-		t.Fatal("frame acknowledged before its write completed")
-	}
-	close(sink.block)
-	eventually(t, "ack", func() bool { return rec.len() == 1 })
-	if o, _ := rec.get(0); o.Err != nil || len(o.Rejected) != 0 {
-		t.Fatalf("outcome = %+v", o)
-	}
-	if got := sink.stored(); strings.Count(got, "\n") != 2 || !strings.Contains(got, "device_id=d1") {
-		t.Fatalf("stored %q", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		sink := &fakeSink{block: make(chan struct{})}
+		b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
+		var rec recorder
+		rcpt, err := b.Consume(context.Background(), frame("d1", rec.done(0), 1, 2))
+		if err != nil || rcpt.Accepted != 2 || len(rcpt.Rejected) != 0 {
+			t.Fatalf("Consume = %+v, %v", rcpt, err)
+		}
+		// The write is held. Once every goroutine of the bubble is blocked,
+		// with the fake clock well past FlushInterval, nothing can still be on
+		// its way to an ack.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if rec.len() != 0 {
+			t.Fatal("frame acknowledged before its write completed")
+		}
+		close(sink.block)
+		eventually(t, "ack", func() bool { return rec.len() == 1 })
+		if o, _ := rec.get(0); o.Err != nil || len(o.Rejected) != 0 {
+			t.Fatalf("outcome = %+v", o)
+		}
+		if got := sink.stored(); strings.Count(got, "\n") != 2 || !strings.Contains(got, "device_id=d1") {
+			t.Fatalf("stored %q", got)
+		}
+	})
 }
 
 func TestBridgeBatchesUpToMaxLines(t *testing.T) {
@@ -420,21 +422,25 @@ func (s *gatedSink) Write(ctx context.Context, lines []byte) error {
 }
 
 func TestBridgeCompletesInArrivalOrderWithParallelWriters(t *testing.T) {
-	sink := &gatedSink{hold: "v=1 ", release: make(chan struct{})}
-	b, _, _ := startBridge(t, Config{Writers: 2, MaxBatchLines: 1, FlushInterval: time.Hour}, sink, nil)
-	var rec recorder
-	for i, v := range []float64{1, 2} {
-		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), v)); err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		sink := &gatedSink{hold: "v=1 ", release: make(chan struct{})}
+		b, _, _ := startBridge(t, Config{Writers: 2, MaxBatchLines: 1, FlushInterval: time.Hour}, sink, nil)
+		var rec recorder
+		for i, v := range []float64{1, 2} {
+			if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), v)); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	eventually(t, "the second batch written", func() bool { return strings.Contains(sink.stored(), "v=2 ") })
-	time.Sleep(20 * time.Millisecond)
-	if rec.len() != 0 {
-		t.Fatal("a later frame was acknowledged before an earlier one")
-	}
-	close(sink.release)
-	eventually(t, "both acknowledged", func() bool { return rec.len() == 2 })
+		eventually(t, "the second batch written", func() bool { return strings.Contains(sink.stored(), "v=2 ") })
+		// Every goroutine of the bubble blocked: the second frame's ack, were
+		// it not held behind the first, would have been sent by now.
+		synctest.Wait()
+		if rec.len() != 0 {
+			t.Fatal("a later frame was acknowledged before an earlier one")
+		}
+		close(sink.release)
+		eventually(t, "both acknowledged", func() bool { return rec.len() == 2 })
+	})
 }
 
 func TestEntryCache(t *testing.T) {

@@ -21,6 +21,10 @@ const (
 	CodeNoFields        = "no_fields"
 	CodeForbiddenDevice = "forbidden_device"
 	CodeStorageRejected = "storage_rejected"
+	// CodeTagFieldConflict: a tag and a field of the reading share a name,
+	// which InfluxDB 3 refuses (and which makes InfluxQL on 1.x and 2.x
+	// ambiguous).
+	CodeTagFieldConflict = "tag_field_conflict"
 )
 
 // Limits bound what one reading may contain. The zero value of a field
@@ -207,6 +211,9 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 	if rej := b.normalizeTags(r, arena); rej != nil {
 		return rej
 	}
+	if rej := tagFieldConflict(r); rej != nil {
+		return rej
+	}
 	// The type guard (typeguard.go) last: it remembers the types of
 	// readings that pass every other check.
 	switch {
@@ -226,6 +233,21 @@ func (b *Bridge) normalize(r *telemetry.Reading, sender telemetry.DeviceID, rece
 		}
 		if kinds, gen, ok := b.guard.kindsOf(r); ok {
 			b.shapes.remember(r, gen, kinds)
+		}
+	}
+	return nil
+}
+
+// tagFieldConflict refuses a reading with a tag and a field of the same
+// name (its tags complete: labels and device_id included). A reading has
+// a handful of each: comparing every pair is cheaper than a set.
+func tagFieldConflict(r *telemetry.Reading) *rejectError {
+	for i := range r.Fields {
+		name := r.Fields[i].Name
+		for j := range r.Tags {
+			if r.Tags[j].Key == name {
+				return reject(CodeTagFieldConflict, "%q is both a tag and a field; InfluxDB 3 stores neither", truncate(name))
+			}
 		}
 	}
 	return nil

@@ -77,6 +77,9 @@ func TestNormalize(t *testing.T) {
 		{name: "too many tags", in: telemetry.Reading{Measurement: "m", Tags: manyTags(32), Fields: []telemetry.Field{f("x", telemetry.Float(1))}}, wantCode: CodeInvalidTag},
 		{name: "duplicate tag", in: telemetry.Reading{Measurement: "m", Tags: []telemetry.Tag{tg("a", "1"), tg("a", "2")}, Fields: []telemetry.Field{f("x", telemetry.Float(1))}}, wantCode: CodeInvalidTag},
 		{name: "tag value with comma, space and equals is fine (escaped on encode)", in: telemetry.Reading{Measurement: "m", Tags: []telemetry.Tag{tg("site", "a, b=c")}, Fields: []telemetry.Field{f("x", telemetry.Float(1))}}},
+		{name: "tag and field of the same name", in: telemetry.Reading{Measurement: "m", Tags: []telemetry.Tag{tg("x", "a")}, Fields: []telemetry.Field{f("y", telemetry.Float(1)), f("x", telemetry.Float(1))}}, wantCode: CodeTagFieldConflict},
+		{name: "field named like device_id", in: telemetry.Reading{Measurement: "m", Fields: []telemetry.Field{f("device_id", telemetry.String("x"))}}, wantCode: CodeTagFieldConflict},
+		{name: "field named like a label", in: telemetry.Reading{Device: "labelled", Measurement: "m", Fields: []telemetry.Field{f("site", telemetry.Float(1))}}, wantCode: CodeTagFieldConflict},
 		{name: "unassigned child device", in: telemetry.Reading{Device: "other", Measurement: "m", Fields: []telemetry.Field{f("x", telemetry.Float(1))}}, wantCode: CodeForbiddenDevice},
 		{name: "assigned child device", in: telemetry.Reading{Device: "child", Measurement: "m", Fields: []telemetry.Field{f("x", telemetry.Float(1))}},
 			check: func(t *testing.T, r telemetry.Reading) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
@@ -170,25 +171,28 @@ func TestBridgeConsumeWaitsForRoom(t *testing.T) {
 	}
 
 	t.Run("room made", func(t *testing.T) {
-		sink := &fakeSink{block: make(chan struct{})}
-		release := sync.OnceFunc(func() { close(sink.block) })
-		t.Cleanup(release)
-		b, _, _ := startBridge(t, cfg, sink, nil)
-		errs := fill(t, b)
-		select {
-		case err := <-errs:
-			t.Fatalf("Consume returned %v with the queue full", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		release()
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Fatalf("Consume = %v after the writer made room", err)
+		synctest.Test(t, func(t *testing.T) {
+			sink := &fakeSink{block: make(chan struct{})}
+			release := sync.OnceFunc(func() { close(sink.block) })
+			t.Cleanup(release)
+			b, _, _ := startBridge(t, cfg, sink, nil)
+			errs := fill(t, b)
+			synctest.Wait() // every goroutine blocked: Consume waits, or has returned
+			select {
+			case err := <-errs:
+				t.Fatalf("Consume returned %v with the queue full", err)
+			default:
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Consume still waiting after the writer made room")
-		}
+			release()
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Fatalf("Consume = %v after the writer made room", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Consume still waiting after the writer made room")
+			}
+		})
 	})
 	t.Run("shutdown", func(t *testing.T) {
 		sink := &fakeSink{block: make(chan struct{})}

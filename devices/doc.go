@@ -21,7 +21,18 @@
 // once and are announced to subscribers (Subscribe), which close open
 // sockets. Tokens are never logged.
 //
+// Sharing: OpenPostgres is a SharedStore several instances use at once.
+// Each keeps serving from memory; Run follows the store's change feed
+// (LISTEN/NOTIFY, a full reload after every reconnection) and applies other
+// instances' changes with the same events, so remote revocations close
+// local sockets too. While the store is unreachable, writes fail with
+// ErrUnavailable and reads go on from memory. A Leader (PGLeader: a
+// PostgreSQL advisory lock; Solo alone) picks the one instance that does a
+// cluster-wide job such as writing the Mosquitto files. CopyStore moves a
+// registry from one store to another.
+//
 // The admin HTTP API (NewAdminAPI) exposes the registry under /api/v1,
-// guarded by the operator token. WriteMosquittoFiles renders the broker's
-// password and ACL files from the registry.
+// guarded by the operator token; devices/adminclient is its client.
+// WriteMosquittoFiles renders the broker's password and ACL files from the
+// registry, and MosquittoSync rewrites them after every device change.
 package devices

@@ -199,8 +199,17 @@ func (r *Registry) emit(e Event) {
 }
 
 // Run persists last-seen times and prunes expired credentials every
-// LastSeenInterval until ctx is done.
+// LastSeenInterval until ctx is done. On a SharedStore it also follows the
+// changes made through other processes (remote.go).
 func (r *Registry) Run(ctx context.Context) error {
+	if s, ok := r.store.(SharedStore); ok {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.watch(ctx, s)
+		}()
+		defer func() { <-done }()
+	}
 	t := time.NewTicker(r.cfg.LastSeenInterval)
 	defer t.Stop()
 	for {
@@ -855,9 +864,14 @@ func (r *Registry) flushLastSeen(ctx context.Context) error {
 // pruneExpired deletes credentials whose rotation grace has ended (they
 // are already refused; this only reclaims the space).
 func (r *Registry) pruneExpired(ctx context.Context) error {
+	now := r.cfg.Now()
+	if s, ok := r.store.(SharedStore); ok {
+		// Computed by the store, not from memory that may not have heard of
+		// another instance's rotation yet; the change feed updates memory.
+		return s.PruneExpired(ctx, now)
+	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	now := r.cfg.Now()
 	for owner, creds := range r.creds {
 		keep := slices.DeleteFunc(slices.Clone(creds), func(c Credential) bool { return c.expired(now) })
 		if len(keep) == len(creds) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -573,20 +574,13 @@ func TestLastSeenFlushedByRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.Run(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testsupport.Eventually(t, 10*time.Second, "last seen persisted", func() bool {
 		st, err := r.store.Load(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Devices[0].LastSeenAt.Equal(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("last seen not persisted: %v", st.Devices[0].LastSeenAt)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return st.Devices[0].LastSeenAt.Equal(want)
+	})
 	cancel()
 	<-done
 	r.Close()

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
@@ -43,4 +44,37 @@ type State struct {
 	Devices     []Device
 	Viewers     []Viewer
 	Credentials []Credential
+}
+
+// ErrUnavailable: the store cannot be reached now (a shared store's server
+// is down or unreachable). Nothing was changed; the same request may succeed
+// later. The admin API answers it with 503. Authentication is unaffected: it
+// is served from memory.
+var ErrUnavailable = errors.New("registry store unavailable")
+
+// SharedStore is a Store that several processes write (PostgreSQL, see
+// OpenPostgres). Each Registry on it keeps its memory in step with changes
+// made through any of them: Run watches the store and re-reads what changed.
+type SharedStore interface {
+	Store
+	// LoadOwners returns the stored state of the devices and viewers with
+	// these ids and their credentials; an id that no longer exists is absent.
+	LoadOwners(ctx context.Context, ids []string) (State, error)
+	// Watch calls apply with the changes made through any process until ctx
+	// is done. After every (re)connection, when changes may have been
+	// missed, the first call has All set. apply is never called
+	// concurrently; when it fails, the changes are handed again later.
+	Watch(ctx context.Context, apply func(ctx context.Context, c Changes) error) error
+	// PruneExpired deletes the credentials that expired before now, in one
+	// statement (other processes' rotations are never undone by it).
+	PruneExpired(ctx context.Context, now time.Time) error
+}
+
+// Changes says what to re-read from a SharedStore.
+type Changes struct {
+	// All: anything may have changed; reload everything.
+	All bool
+	// IDs are the devices and viewers that changed (their row or their
+	// credentials), when not All.
+	IDs []string
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 func TestNewTokenFormat(t *testing.T) {
@@ -80,10 +82,7 @@ func TestMosquittoHashMatchesMosquittoPasswd(t *testing.T) {
 // the installed mosquitto_passwd against our implementation. The broker
 // itself accepting our hashes is tested in cmd/telemetryd.
 func TestMosquittoPasswdAgreesWithUs(t *testing.T) {
-	bin, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skip("mosquitto_passwd not installed")
-	}
+	bin := testsupport.Binary(t, "", "it comes with mosquitto (make tools)", "mosquitto_passwd")
 	f := filepath.Join(t.TempDir(), "pw")
 	if out, err := exec.Command(bin, "-c", "-b", f, "u", "tdv_pw").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd: %v %s", err, out)

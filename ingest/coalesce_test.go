@@ -6,7 +6,10 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 // gatedConn records writes; while gate is non-nil each write first waits on it.
@@ -51,7 +54,7 @@ func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 		}
 	}
 	close(c.gate) // the first flush was stuck; everything else queued behind it
-	waitFor(t, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
+	testsupport.Eventually(t, 5*time.Second, "all bytes", func() bool { _, out := c.stats(); return len(out) == want.Len() })
 	writes, out := c.stats()
 	if out != want.String() {
 		t.Fatal("bytes reordered or corrupted")
@@ -66,15 +69,20 @@ func TestCoalescingWriterBatchesWritesInOrder(t *testing.T) {
 }
 
 func TestCoalescingWriterCloseFlushesPending(t *testing.T) {
-	c := &gatedConn{gate: make(chan struct{})}
-	w := newCoalescingWriter(c)
-	_, _ = w.Write([]byte("puback"))
-	_, _ = w.Write([]byte("disconnect"))
-	go func() { time.Sleep(10 * time.Millisecond); close(c.gate) }()
-	w.close(5 * time.Second)
-	if _, out := c.stats(); out != "pubackdisconnect" {
-		t.Fatalf("after close the connection got %q", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		c := &gatedConn{gate: make(chan struct{})}
+		w := newCoalescingWriter(c)
+		_, _ = w.Write([]byte("puback"))
+		_, _ = w.Write([]byte("disconnect"))
+		go func() {
+			synctest.Wait() // close is waiting for the flusher, stuck on the gate
+			close(c.gate)
+		}()
+		w.close(5 * time.Second)
+		if _, out := c.stats(); out != "pubackdisconnect" {
+			t.Fatalf("after close the connection got %q", out)
+		}
+	})
 }
 
 func TestCoalescingWriterErrorIsSticky(t *testing.T) {
@@ -83,30 +91,37 @@ func TestCoalescingWriterErrorIsSticky(t *testing.T) {
 	w := newCoalescingWriter(c)
 	defer w.close(time.Second)
 	_, _ = w.Write([]byte("x"))
-	waitFor(t, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
+	testsupport.Eventually(t, 5*time.Second, "the flush error", func() bool { _, err := w.Write([]byte("y")); return errors.Is(err, broken) })
 }
 
 func TestCoalescingWriterBoundsItsBuffer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) { testCoalescingWriterBoundsItsBuffer(t) })
+}
+
+func testCoalescingWriterBoundsItsBuffer(t *testing.T) {
 	c := &gatedConn{gate: make(chan struct{})}
 	w := newCoalescingWriter(c)
 	defer w.close(time.Second)
 	chunk := make([]byte, maxCoalesced/2)
 	_, _ = w.Write(chunk) // taken by the flusher, stuck on the gate
-	waitFor(t, "the flusher to take the first chunk", func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return len(w.buf) == 0
-	})
+	synctest.Wait()
+	w.mu.Lock()
+	taken := len(w.buf) == 0
+	w.mu.Unlock()
+	if !taken {
+		t.Fatal("the flusher did not take the first chunk")
+	}
 	_, _ = w.Write(chunk)
 	_, _ = w.Write(chunk) // exactly full
 	blocked := make(chan struct{})
 	go func() { _, _ = w.Write(chunk); close(blocked) }()
+	synctest.Wait() // every goroutine blocked: the Write has waited, or returned
 	select {
 	case <-blocked:
 		t.Fatal("Write past the bound did not wait")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(c.gate)
 	<-blocked
-	waitFor(t, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
+	testsupport.Eventually(t, 5*time.Second, "everything written", func() bool { _, out := c.stats(); return len(out) == 4*len(chunk) })
 }

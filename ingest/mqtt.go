@@ -39,12 +39,22 @@ type MQTTConfig struct {
 	// subscription ($share/<ClientID>/<Topic>) for throughput; per-device
 	// order is then not preserved across clients.
 	Connections int
-	// Queue bounds messages received but not yet handed to the pipeline,
-	// per connection (default 65536). It must exceed the broker's
-	// max_inflight_messages: a message that finds it full is left unacked
-	// until the next reconnect, and counted.
+	// Queue bounds, per connection, messages received but not yet handed
+	// to the pipeline, and PUBACKs due but not yet written (default 16384).
+	// It must exceed the broker's max_inflight_messages (10000 in
+	// deploy/mosquitto.conf), which bounds both: a message that finds either
+	// full is left unacked until the next session, and counted as Overflow.
+	// Its memory is bounded by the broker's max_inflight_bytes and
+	// message_size_limit.
 	Queue  int
 	Limits payload.Limits
+	// MaxMessageSize (default 256 KiB), FrameRate (messages per second per
+	// device; default 100, negative: unlimited) and FrameBurst (default
+	// 60×FrameRate: a minute of backlog): the WebSocket endpoint's limits
+	// (mqttlimits.go).
+	MaxMessageSize int
+	FrameRate      float64
+	FrameBurst     int
 	// Devices, when set, drops (and acks, and counts) messages whose topic
 	// names an unknown or revoked device.
 	Devices DeviceChecker
@@ -61,7 +71,7 @@ func (c MQTTConfig) withDefaults() MQTTConfig {
 		c.Connections = 1
 	}
 	if c.Queue <= 0 {
-		c.Queue = 65536
+		c.Queue = 16384
 	}
 	return c
 }
@@ -85,10 +95,15 @@ type MQTT struct {
 	next      telemetry.Consumer
 	log       *slog.Logger
 	devicePos int // index of the '+' segment in the topic
+	limits    *mqttLimiter
 
 	mu         sync.Mutex
 	clients    []mqtt.Client
 	subscribed atomic.Int32 // clients connected with their subscription in place
+
+	stop      chan struct{} // closed by Close: ack senders drain and exit
+	closeOnce sync.Once
+	senders   sync.WaitGroup // the ack senders, one per connection
 
 	messages, invalid, unknownDevice, overflow atomic.Uint64
 	redelivered                                atomic.Uint64
@@ -111,7 +126,7 @@ func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, 
 	if pos < 0 || strings.Contains(cfg.Topic, "#") {
 		return nil, fmt.Errorf("mqtt: topic %q must contain exactly one '+' for the device id and no '#'", cfg.Topic)
 	}
-	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos}, nil
+	return &MQTT{cfg: cfg, next: next, log: log, devicePos: pos, stop: make(chan struct{}), limits: newMQTTLimiter(cfg, log.Info)}, nil
 }
 
 // Stats returns the consumer's counters.
@@ -135,8 +150,9 @@ func (m *MQTT) Connected() bool {
 // Run connects (retrying until the broker answers), subscribes on every
 // (re)connect, and hands messages to the pipeline until ctx is done. It then
 // stops taking messages — those not yet handed over stay unacked and the
-// broker redelivers them — but keeps the connection so that acks still owed
-// can be sent; call Close after the pipeline has drained.
+// broker redelivers them — but keeps the connection, and each connection's
+// ack sender, so that acks still owed can be sent; call Close after the
+// pipeline has drained.
 func (m *MQTT) Run(ctx context.Context) error {
 	topic := m.cfg.Topic
 	if m.cfg.Connections > 1 {
@@ -154,19 +170,30 @@ func (m *MQTT) Run(ctx context.Context) error {
 		m.clients = append(m.clients, c)
 		m.mu.Unlock()
 		c.Connect() // ConnectRetry: keeps trying in the background
+		acks := &ackSequencer{m: m, due: make(chan mqtt.Message, m.cfg.Queue)}
+		m.senders.Add(1)
+		go func() {
+			defer m.senders.Done()
+			acks.send(m.stop)
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.work(ctx, inbox)
+			m.work(ctx, inbox, acks)
 		}()
 	}
 	wg.Wait()
 	return nil
 }
 
-// Close disconnects from the broker. Messages never acked are redelivered
-// to the next session with the same client id.
+// Close sends the PUBACKs already due, then disconnects from the broker.
+// Messages never acked are redelivered to the next session with the same
+// client id. Waiting for the ack senders is bounded: a PUBACK stuck on a
+// stalled socket is given up when paho's write timeout breaks the
+// connection.
 func (m *MQTT) Close() {
+	m.closeOnce.Do(func() { close(m.stop) })
+	m.senders.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.clients {
@@ -239,9 +266,8 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 }
 
 // work hands messages to the pipeline in receive order until ctx is done.
-func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message) {
+func (m *MQTT) work(ctx context.Context, inbox <-chan mqtt.Message, acks *ackSequencer) {
 	dec := payload.NewDecoder(m.cfg.Limits)
-	acks := &ackSequencer{m: m}
 	for {
 		select {
 		case <-ctx.Done():
@@ -270,10 +296,15 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 		return
 	}
 	received := time.Now()
+	if ok, _ := m.limits.admit(device, len(msg.Payload()), received); !ok {
+		drop() // refused before decoding (mqttlimits.go): acked, dropped, counted
+		return
+	}
 	pm, err := dec.Decode(msg.Payload(), received)
 	if err != nil {
 		m.invalid.Add(1)
-		m.log.Debug("invalid mqtt payload", "device", device, "error", err)
+		m.limits.count(device, CodeInvalidPayload, received)
+		m.log.Debug("invalid mqtt payload", "device", device, "error", telemetry.ClipMessage(err.Error()))
 		drop()
 		return
 	}
@@ -301,6 +332,7 @@ func (m *MQTT) handle(ctx context.Context, dec *payload.Decoder, acks *ackSequen
 	}
 	m.readingsAccepted.Add(uint64(rcpt.Accepted))
 	m.readingsRejected.Add(uint64(len(rcpt.Rejected)))
+	m.limits.countRejected(device, rcpt.Rejected, received)
 }
 
 func (m *MQTT) deviceOf(topic string) (telemetry.DeviceID, bool) {
@@ -333,9 +365,9 @@ func bufferedScheme(scheme string) bool {
 }
 
 // dialBuffered opens the broker connection behind a read buffer: paho reads
-// every packet with several small reads (fixed header, length, body), which
-// cost a fifth of the MQTT path's CPU as separate syscalls. Its writes are
-// coalesced for the same reason (coalesce.go).
+// every packet with several small reads (fixed header, length, body), each
+// a syscall without one. Its writes are coalesced for the same reason
+// (coalesce.go).
 func dialBuffered(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	d := &net.Dialer{Timeout: o.ConnectTimeout}
 	var c net.Conn
@@ -371,14 +403,21 @@ func (c *bufferedConn) Close() error {
 // ackSequencer releases PUBACKs in receive order (MQTT-4.6.0-2) even when
 // messages complete out of order (e.g. a rejected message completes at once
 // while an earlier one is still being written).
+//
+// release runs on the pipeline's completer (a Frame's Done), which must
+// never block; paho's msg.Ack() does: it hands the PUBACK to the client's
+// writer goroutine and so waits on the broker socket. So release only
+// queues the PUBACKs that are due on due, and send — this connection's own
+// goroutine — writes them, in order. due holds cfg.Queue PUBACKs, more
+// than the broker's in-flight window lets be outstanding, so it is never
+// full; if it were, the PUBACK is dropped and counted (Overflow), and the
+// broker redelivers the message to the next session: a duplicate, never a
+// blocked completer.
 type ackSequencer struct {
 	m       *MQTT
-	mu      sync.Mutex // guards pending
+	mu      sync.Mutex // guards pending, and orders sends on due
 	pending []*pendingAck
-	// sendMu keeps PUBACKs in order while they are written without holding
-	// mu, so that the worker adding new messages never waits on the socket.
-	sendMu sync.Mutex
-	ready  []mqtt.Message // guarded by sendMu
+	due     chan mqtt.Message
 }
 
 type pendingAck struct {
@@ -403,7 +442,8 @@ func (s *ackSequencer) add(p *pendingAck) {
 
 // release completes p: with send false its slot is released without a
 // PUBACK (the message is then redelivered on the next session). PUBACKs
-// leave in receive order, so p's may wait for earlier messages.
+// leave in receive order, so p's may wait for earlier messages. It never
+// blocks.
 func (s *ackSequencer) release(p *pendingAck, send bool) {
 	s.mu.Lock()
 	p.done, p.ack = true, send
@@ -415,23 +455,40 @@ func (s *ackSequencer) release(p *pendingAck, send bool) {
 		s.mu.Unlock()
 		return
 	}
-	// Take sendMu before letting go of mu: releases happen in order.
-	s.sendMu.Lock()
-	ready := s.ready[:0]
 	for _, q := range s.pending[:n] {
-		if q.ack {
-			ready = append(ready, q.msg)
+		if !q.ack {
+			continue
+		}
+		select {
+		case s.due <- q.msg:
+		default:
+			s.m.overflow.Add(1)
 		}
 	}
 	clear(s.pending[:n])
 	s.pending = s.pending[n:]
 	s.mu.Unlock()
-	for _, msg := range ready {
-		msg.Ack()
-	}
-	clear(ready)
-	s.ready = ready
-	s.sendMu.Unlock()
 	s.m.unacked.Add(-int64(n))
-	s.m.acked.Add(uint64(len(ready)))
+}
+
+// send writes the PUBACKs due, in order, until stop is closed; then those
+// already due, and returns.
+func (s *ackSequencer) send(stop <-chan struct{}) {
+	for {
+		select {
+		case msg := <-s.due:
+			msg.Ack()
+			s.m.acked.Add(1)
+		case <-stop:
+			for {
+				select {
+				case msg := <-s.due:
+					msg.Ack()
+					s.m.acked.Add(1)
+				default:
+					return
+				}
+			}
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -55,7 +57,9 @@ func (f fakeMessage) Ack()              { *f.acked = append(*f.acked, f.id) }
 func TestAckSequencerReleasesInReceiveOrder(t *testing.T) {
 	var acked []uint16
 	m := &MQTT{}
-	s := &ackSequencer{m: m}
+	s := &ackSequencer{m: m, due: make(chan mqtt.Message, 5)}
+	stop := make(chan struct{})
+	close(stop) // send writes what is due, then returns
 	ps := make([]*pendingAck, 5)
 	for i := range ps {
 		ps[i] = &pendingAck{msg: fakeMessage{id: uint16(i + 1), acked: &acked}}
@@ -74,6 +78,7 @@ func TestAckSequencerReleasesInReceiveOrder(t *testing.T) {
 	}
 	for _, st := range steps {
 		s.release(ps[st.i], st.send)
+		s.send(stop)
 		if !slices.Equal(acked, st.want) {
 			t.Fatalf("after releasing %d: PUBACKs %v, want %v", st.i+1, acked, st.want)
 		}
@@ -83,5 +88,58 @@ func TestAckSequencerReleasesInReceiveOrder(t *testing.T) {
 	}
 	if n := m.acked.Load(); n != 4 {
 		t.Errorf("acked = %d, want 4", n)
+	}
+}
+
+// blockedMessage's Ack waits, like paho's on a stalled broker socket.
+type blockedMessage struct {
+	fakeMessage
+	entered chan<- uint16
+	gate    <-chan struct{}
+}
+
+func (b blockedMessage) Ack() { b.entered <- b.id; <-b.gate }
+
+// TestAckReleaseNeverBlocks: with the sender stuck in a PUBACK, release
+// still returns at once — queueing while there is room, counting an
+// overflow (message left for redelivery) when there is not.
+func TestAckReleaseNeverBlocks(t *testing.T) {
+	m := &MQTT{}
+	s := &ackSequencer{m: m, due: make(chan mqtt.Message, 2)}
+	entered, gate := make(chan uint16), make(chan struct{})
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() { s.send(stop); close(sent) }()
+	var acked []uint16
+	ps := make([]*pendingAck, 4)
+	for i := range ps {
+		ps[i] = &pendingAck{msg: blockedMessage{fakeMessage{id: uint16(i + 1), acked: &acked}, entered, gate}}
+		s.add(ps[i])
+	}
+	s.release(ps[0], true)
+	if id := <-entered; id != 1 {
+		t.Fatalf("first PUBACK for %d", id)
+	}
+	// The sender is now inside message 1's Ack. Two fit in due, the
+	// fourth overflows; none of these calls may block.
+	for _, p := range ps[1:] {
+		s.release(p, true)
+	}
+	if n := m.overflow.Load(); n != 1 {
+		t.Fatalf("overflow = %d, want 1", n)
+	}
+	if n := m.unacked.Load(); n != 0 {
+		t.Fatalf("unacked = %d, want 0", n)
+	}
+	close(gate)
+	for _, want := range []uint16{2, 3} {
+		if id := <-entered; id != want {
+			t.Fatalf("PUBACK for %d, want %d", id, want)
+		}
+	}
+	close(stop)
+	<-sent
+	if n := m.acked.Load(); n != 3 {
+		t.Fatalf("acked = %d, want 3", n)
 	}
 }

@@ -75,6 +75,11 @@ type WSConfig struct {
 	FrameRate      float64
 	FrameBurst     int
 	RateLimitClose int
+	// DedupEntries bounds the accepted frames remembered to recognise a
+	// resend (default 65536; negative: off) and DedupWindow how long each
+	// is remembered (default 5 min). See wsdedup.go.
+	DedupEntries int
+	DedupWindow  time.Duration
 	// Devices, when set, is asked on every frame whether the device is
 	// still active; if not, the socket is closed with 1008 and the frame
 	// dropped. (Revocation also closes sockets through Disconnect; this
@@ -93,6 +98,8 @@ func DefaultWSConfig() WSConfig {
 		FrameRate:         100,
 		FrameBurst:        200, // 2×FrameRate
 		RateLimitClose:    10,
+		DedupEntries:      65536,
+		DedupWindow:       5 * time.Minute,
 	}
 }
 
@@ -122,6 +129,12 @@ func (c WSConfig) withDefaults() WSConfig {
 	if c.RateLimitClose <= 0 {
 		c.RateLimitClose = d.RateLimitClose
 	}
+	if c.DedupEntries == 0 {
+		c.DedupEntries = d.DedupEntries
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = d.DedupWindow
+	}
 	return c
 }
 
@@ -141,6 +154,9 @@ type WSStats struct {
 	// read its answers (the outgoing queue reached its bound; see
 	// maxPendingMsgs).
 	WriteQueueFull uint64
+	// Resent counts frames recognised as resends of accepted frames and
+	// answered without being stored again (wsdedup.go).
+	Resent uint64
 }
 
 // WS is the device WebSocket endpoint. It is an http.Handler for
@@ -169,6 +185,8 @@ type WS struct {
 	rateLimited, rateLimitClosed                 atomic.Uint64
 	tooBig, inactiveClosed                       atomic.Uint64
 	writeQueueFull                               atomic.Uint64
+	resent                                       atomic.Uint64
+	dedup                                        *dedup // nil: off
 }
 
 // NewWS returns the endpoint. auth may not be nil.
@@ -177,6 +195,9 @@ func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.
 	w := &WS{cfg: cfg, auth: auth, next: next, log: log, slots: make(map[telemetry.DeviceID]*deviceSlot)}
 	w.decoders.New = func() any { return payload.NewDecoder(cfg.Limits) }
 	w.corkBufs = newCorkBufs()
+	if cfg.DedupEntries > 0 {
+		w.dedup = newDedup(cfg.DedupEntries, cfg.DedupWindow)
+	}
 	w.upgrader = gws.NewUpgrader(&wsEvents{w: w}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameSize,
 		CheckUtf8Enabled:   true,
@@ -196,7 +217,7 @@ func (w *WS) Stats() WSStats {
 		DeviceConnLimited: w.deviceConnLimited.Load(), TotalConnLimited: w.totalConnLimited.Load(),
 		RateLimited: w.rateLimited.Load(), RateLimitClosed: w.rateLimitClosed.Load(),
 		TooBig: w.tooBig.Load(), InactiveClosed: w.inactiveClosed.Load(),
-		WriteQueueFull: w.writeQueueFull.Load(),
+		WriteQueueFull: w.writeQueueFull.Load(), Resent: w.resent.Load(),
 	}
 }
 
@@ -411,6 +432,10 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
+
+	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
+	ansMu   sync.Mutex
+	answers []*answerSlot
 }
 
 // close sends a close frame behind the frames already queued (acks first);
@@ -454,22 +479,26 @@ type errorFrameBody struct {
 	Rejected     []telemetry.Rejection `json:"rejected,omitempty"`
 }
 
-func (c *deviceConn) sendError(seq *uint64, code, msg string, retryAfter time.Duration, rejected []telemetry.Rejection) {
+// errorMsg is an error frame; its messages are clipped to
+// telemetry.MaxMessageLen (a parser error can repeat the input).
+func errorMsg(seq *uint64, code, msg string, retryAfter time.Duration, rejected []telemetry.Rejection) []byte {
 	b, err := json.Marshal(errorFrame{Error: errorFrameBody{
-		Seq: seq, Code: code, Message: msg, RetryAfterMS: retryAfter.Milliseconds(), Rejected: rejected,
+		Seq: seq, Code: code, Message: telemetry.ClipMessage(msg), RetryAfterMS: retryAfter.Milliseconds(),
+		Rejected: telemetry.ClipRejections(rejected),
 	}})
-	if err == nil {
-		c.send(b)
+	if err != nil {
+		return nil
 	}
+	return b
 }
 
-func (c *deviceConn) sendAck(seq uint64) {
+func (c *deviceConn) ackMsg(seq uint64) []byte {
 	b := make([]byte, 0, 32)
 	b = append(b, `{"ack":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, '}')
-	c.send(b)
 	c.w.acksSent.Add(1)
+	return b
 }
 
 type wsEvents struct {
@@ -556,9 +585,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		message.Close()
 		return
 	}
-	if message.Opcode != gws.OpcodeText {
+	// Text frames carry JSON or line protocol, binary frames CBOR (its
+	// detection, payload.IsCBOR, is what the decoder goes by).
+	if message.Opcode != gws.OpcodeText && (message.Opcode != gws.OpcodeBinary || !payload.IsCBOR(message.Bytes())) {
 		message.Close()
-		c.close(telemetry.CloseUnsupported, "send JSON in text frames")
+		c.close(telemetry.CloseUnsupported, "send JSON or line protocol in text frames, CBOR in binary frames")
 		return
 	}
 	if !e.checkActive(c) {
@@ -570,12 +601,17 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	dec := w.decoders.Get().(*payload.Decoder)
 	msg, err := dec.Decode(message.Bytes(), received)
 	w.decoders.Put(dec)
+	var dk dedupKey
+	dedupe := err == nil && msg.HasSeq && w.dedup != nil
+	if dedupe {
+		dk = w.dedup.key(c.id, msg.Seq, message.Bytes())
+	}
 	message.Close() // the decoder copied what it keeps
 	// Decoded first only to name the frame (seq) in the answer.
 	if !allowed {
 		w.rateLimited.Add(1)
 		c.limited++
-		c.sendError(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)
+		c.send(errorMsg(answerSeq(msg), CodeRateLimited, "frame rate limit exceeded; resend later", max(wait, time.Millisecond), nil)) // back-pressure: at once (wsanswers.go)
 		if c.limited >= w.cfg.RateLimitClose {
 			w.rateLimitClosed.Add(1)
 			w.log.Info("device over its frame rate; closing", "device", c.id)
@@ -590,11 +626,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if errors.Is(err, payload.ErrTooManyReadings) {
 			code = CodeTooManyReadings
 		}
-		c.sendError(answerSeq(msg), code, err.Error(), 0, nil)
+		c.answerNow(errorMsg(answerSeq(msg), code, err.Error(), 0, nil))
 		return
 	}
 	if w.draining.Load() {
-		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.send(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	}
 	wf := &wsFrame{
@@ -612,7 +648,24 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if msg.HasSeq {
 		wf.frame.Done = wf.finish
 	}
+	c.reserve(&wf.slot, msg.HasSeq)
+	if dedupe {
+		switch w.dedup.check(dk, received, func(stored bool) { c.finishResend(&wf.slot, wf.seq, stored) }) {
+		case dedupStored:
+			w.resent.Add(1)
+			c.answerFinal(&wf.slot, c.ackMsg(wf.seq))
+			return
+		case dedupWaiting:
+			w.resent.Add(1)
+			c.answerPre(&wf.slot)
+			return
+		}
+		wf.dedup, wf.dk = w.dedup, dk
+	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
+	if err != nil && wf.dedup != nil {
+		wf.dedup.done(dk, false) // nothing of it was accepted
+	}
 	wf.wait.stop()
 	// wf lives on until the ack (Done is its method); the readings' memory
 	// need not: the pipeline has encoded them and publishes its own slice.
@@ -621,16 +674,19 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	case errors.Is(err, telemetry.ErrOverloaded):
 		w.overloaded.Add(1)
 		c.overloaded++
-		c.sendError(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil)
+		c.answerFinal(&wf.slot)
+		c.send(errorMsg(answerSeq(msg), CodeOverloaded, "the service is overloaded; resend later", time.Second, nil))
 		if c.overloaded >= 3 {
 			c.close(telemetry.CloseTryLater, "overloaded")
 		}
 		return
 	case errors.Is(err, telemetry.ErrClosed):
-		c.sendError(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil)
+		c.answerFinal(&wf.slot)
+		c.send(errorMsg(answerSeq(msg), CodeShuttingDown, "server is shutting down; resend after reconnecting", 0, nil))
 		return
 	case err != nil:
 		w.log.Error("consume failed", "device", c.id, "error", err)
+		c.answerFinal(&wf.slot)
 		c.close(telemetry.CloseInternal, "internal error")
 		return
 	}
@@ -638,7 +694,9 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	w.readingsAccepted.Add(uint64(rcpt.Accepted))
 	w.readingsRejected.Add(uint64(len(rcpt.Rejected)))
 	if len(rcpt.Rejected) > 0 {
-		c.sendError(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected)
+		c.answerPre(&wf.slot, errorMsg(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected))
+	} else {
+		c.answerPre(&wf.slot)
 	}
 }
 
@@ -650,9 +708,26 @@ type wsFrame struct {
 	wait  waitBound
 	conn  *deviceConn
 	seq   uint64
+	slot  answerSlot // its place in the socket's answer order
+	dedup *dedup     // non-nil: remembered under dk (wsdedup.go)
+	dk    dedupKey
 }
 
-func (wf *wsFrame) finish(o telemetry.Outcome) { wf.conn.finish(wf.seq, o) }
+func (wf *wsFrame) finish(o telemetry.Outcome) {
+	if wf.dedup != nil {
+		wf.dedup.done(wf.dk, o.Err == nil)
+	}
+	wf.conn.finish(&wf.slot, wf.seq, o)
+}
+
+// finishResend answers a resend that waited for its original's outcome.
+func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool) {
+	if !stored {
+		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
+		return
+	}
+	c.answerPost(s, c.ackMsg(seq))
+}
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only
 // answers need it as a pointer, so only they pay for its allocation.
@@ -664,16 +739,18 @@ func answerSeq(m payload.Message) *uint64 {
 	return &seq
 }
 
-// finish answers a frame once the pipeline is done with it.
-func (c *deviceConn) finish(seq uint64, o telemetry.Outcome) {
+// finish answers a frame once the pipeline is done with it, behind the
+// answers of earlier frames.
+func (c *deviceConn) finish(s *answerSlot, seq uint64, o telemetry.Outcome) {
 	if o.Err != nil {
-		c.sendError(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)
+		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
 		return
 	}
-	c.sendAck(seq)
 	if len(o.Rejected) > 0 {
-		c.sendError(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected)
+		c.answerPost(s, c.ackMsg(seq), errorMsg(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected))
+		return
 	}
+	c.answerPost(s, c.ackMsg(seq))
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

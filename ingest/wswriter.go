@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/lxzan/gws"
 )
@@ -13,7 +15,7 @@ import (
 //
 // Why: the bridge completes a whole batch of frames at once, so a socket
 // typically owes many acks at the same instant, and one write(2) per ack
-// (gws's WriteAsync) cost about a quarter of the service's CPU. Instead, a
+// (gws's WriteAsync) was a large share of the service's CPU. Instead, a
 // socket has a pending list and at most one flush task on gws's serial
 // write queue (conn.Async). The flush task takes everything pending and
 // writes it through gws (WriteMessage: gws frames it, checks that the
@@ -131,6 +133,21 @@ func (c *deviceConn) writeBatch(msgs []outMsg) {
 	}
 }
 
+// overflow aborts the socket because one of its bounded answer lists is
+// full (the answer order, wsanswers.go): the same policy as a full
+// outgoing queue.
+func (c *deviceConn) overflow() {
+	c.outMu.Lock()
+	if c.aborted {
+		c.outMu.Unlock()
+		return
+	}
+	dropped := c.pending
+	c.pending, c.pendingBytes, c.aborted = nil, 0, true
+	c.outMu.Unlock()
+	c.abort(dropped)
+}
+
 // abort closes a socket whose device does not read its answers (the pending
 // list is full): see the bound above.
 func (c *deviceConn) abort(dropped []outMsg) {
@@ -227,9 +244,33 @@ func (w *corkConn) writeGathered() error {
 	return w.err
 }
 
+// Linger bounds: after the close frame, what a closing socket still reads
+// and discards from its device, and for how long.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 16 << 20
+)
+
 // Close writes what is gathered (gws writes its close frame, then closes),
-// then closes the connection.
+// lingers, then closes the connection.
 func (w *corkConn) Close() error {
 	w.flush()
+	w.linger()
 	return w.Conn.Close()
+}
+
+// linger half-closes the connection behind the close frame, then reads and
+// discards what the device still sends until it closes its side, up to
+// lingerBytes or lingerTime. Why: closing a socket with unread data makes
+// the kernel send a reset, and a device still writing (a 4 MiB frame over
+// MaxFrameSize, written in one call) then loses the close frame it had not
+// read yet and sees the connection dropped (1006) instead of its 1009.
+// Connections that cannot half-close (test wrappers) are closed at once.
+func (w *corkConn) linger() {
+	cw, ok := w.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = w.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, w.Conn, lingerBytes)
 }

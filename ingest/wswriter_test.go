@@ -19,6 +19,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -154,7 +155,7 @@ func newWSHarness(t *testing.T) *wsHarness {
 	h.client = client
 	go client.ReadLoop()
 	t.Cleanup(func() { client.NetConn().Close() })
-	waitFor(t, "socket open", func() bool { return h.w.Stats().Connections == 1 })
+	testsupport.Eventually(t, 5*time.Second, "socket open", func() bool { return h.w.Stats().Connections == 1 })
 	return h
 }
 
@@ -194,16 +195,6 @@ func (h *wsHarness) deviceConn() *deviceConn {
 	var c *deviceConn
 	h.w.conns.Range(func(k, _ any) bool { c = k.(*deviceConn); return false })
 	return c
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestWSAcksCoalesced: answers completed at once leave in one write, each
@@ -293,8 +284,8 @@ func TestWSWriteQueueBound(t *testing.T) {
 
 	// The first ack's flush takes it and blocks in the write; then the
 	// queue fills up, and one more overflows it.
-	c.sendAck(0)
-	waitFor(t, "the flush to take the first ack", func() bool {
+	c.send(c.ackMsg(0))
+	testsupport.Eventually(t, 5*time.Second, "the flush to take the first ack", func() bool {
 		c.outMu.Lock()
 		defer c.outMu.Unlock()
 		return len(c.pending) == 0
@@ -303,7 +294,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	go func() {
 		defer close(queued)
 		for i := range maxPendingMsgs + 1 {
-			c.sendAck(uint64(i + 1))
+			c.send(c.ackMsg(uint64(i + 1)))
 		}
 	}()
 	select {
@@ -325,11 +316,11 @@ func TestWSWriteQueueBound(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, "OnClose", func() bool { return h.w.Stats().Connections == 0 })
+	testsupport.Eventually(t, 5*time.Second, "OnClose", func() bool { return h.w.Stats().Connections == 0 })
 	if done := c.close(telemetry.CloseGoingAway, ""); done != nil {
 		t.Fatal("close after abort queued a close frame")
 	}
-	c.sendAck(1)
+	c.send(c.ackMsg(1))
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if len(c.pending) != 0 {

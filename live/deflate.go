@@ -95,18 +95,19 @@ func (c *broadcasters) get(frame []byte) *gws.Broadcaster {
 
 // write queues frame on c's socket and calls done once it is written (or
 // failed): shared through a broadcaster when c compresses.
-func (d *Dashboards) write(c *dashConn, frame []byte, done func()) {
+func (d *Dashboards) write(c *dashConn, frame []byte, done func(error)) {
 	if !c.deflate || len(frame) < compressThreshold {
-		c.conn.WriteAsync(gws.OpcodeText, frame, func(error) { done() })
+		c.conn.WriteAsync(gws.OpcodeText, frame, done)
 		return
 	}
 	if err := d.shared.get(frame).Broadcast(c.conn); err != nil {
-		done()
+		done(err)
 		return
 	}
 	// The socket's write queue runs one task at a time, in order: this
-	// runs once the broadcast frame is written.
-	c.conn.Async(done)
+	// runs once the broadcast frame is written (a failed write closes the
+	// socket, so it counts as written here).
+	c.conn.Async(func() { done(nil) })
 }
 
 // CompressedFrames is how many distinct frames were compressed for

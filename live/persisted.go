@@ -20,7 +20,11 @@ import (
 // durable, except those listed as refused (now or before). A device's frames
 // complete in the order they arrived, so its watermark only moves forward.
 // A subscription gets the watermark of every device it sees right after its
-// snapshot (or its resume), and then each change that concerns it.
+// snapshot's last chunk (or its resume), and then each change that concerns
+// it. While data is held back for it (a conflated backlog), its persisted
+// messages wait behind that data, at most maxHeldPersisted of them; past
+// that the oldest are dropped (counted as DurableDropped) and the full
+// watermark is sent instead, so only refusals in them go unreported.
 
 // Durable implements the bridge's DurableNotifier: rs are the readings of
 // one completed frame as they were published; refused index rs (storage
@@ -118,15 +122,39 @@ func (s *hubState) onDurable(ev durableEvent) {
 	}
 	for c, cs := range s.clients {
 		for _, sub := range cs.subs {
-			if !sub.opts.Persisted || sub.resuming {
+			// Without a complete snapshot or resume yet, the watermark to
+			// come covers this.
+			if !sub.opts.Persisted || sub.job != nil || !sub.snapDone || sub.wmOwed {
 				continue
 			}
-			if msg := s.persistedMessage(sub, done, refused); msg != nil && !c.Send(msg) {
-				s.dropSlow(c)
-				break
+			msg := s.persistedMessage(sub, done, refused)
+			if msg == nil {
+				continue
 			}
+			if !cs.backlog && !sub.held() {
+				if c.Send(msg) {
+					continue
+				}
+				if !s.full(c, cs) {
+					break
+				}
+			}
+			s.holdPersisted(sub, msg)
+			s.markHeld(c, cs)
 		}
 	}
+}
+
+// maxHeldPersisted bounds the persisted messages held for one subscription.
+const maxHeldPersisted = 256
+
+func (s *hubState) holdPersisted(sub *subscription, msg []byte) {
+	if len(sub.persisted) >= maxHeldPersisted {
+		s.hub.durableDropped.Add(uint64(len(sub.persisted)))
+		sub.persisted, sub.wmOwed = nil, true
+		return
+	}
+	sub.persisted = append(sub.persisted, msg)
 }
 
 // persistedMessage encodes what of done and refused concerns sub, nil when
@@ -184,12 +212,9 @@ func (s *hubState) watermarkHead(sub *subscription, devs []telemetry.DeviceID) [
 	return append(msg, '}')
 }
 
-// sendWatermark sends a subscription that asked for persisted the watermark
-// of every device it may see.
-func (s *hubState) sendWatermark(c Client, sub *subscription) {
-	if !sub.opts.Persisted {
-		return
-	}
+// watermark is the persisted message with the watermark of every device
+// sub may see.
+func (s *hubState) watermark(sub *subscription) []byte {
 	var devs []telemetry.DeviceID
 	for d := range s.upto {
 		dev := s.devices[string(d)]
@@ -200,9 +225,7 @@ func (s *hubState) sendWatermark(c Client, sub *subscription) {
 		devs = append(devs, d)
 	}
 	slices.Sort(devs)
-	if !c.Send(append(s.watermarkHead(sub, devs), `,"refused":[]}`...)) {
-		s.dropSlow(c)
-	}
+	return append(s.watermarkHead(sub, devs), `,"refused":[]}`...)
 }
 
 // countPersisted keeps Hub.persistedSubs, and the index Durable needs,

@@ -29,9 +29,21 @@ import (
 // ResumeConfig.Timeline positions, without values) remembers for each
 // position, so that exactly the missed readings come back. All of it is
 // sent from the Hub's goroutine before the next live frame of the
-// subscription: no gap, no duplicate. A position older than the timeline,
-// ahead of the Hub, or a history read that fails gets a "reset" message and
-// a snapshot, as a new subscription does.
+// subscription, paced like a snapshot (while the client's queue has Room):
+// no gap, no duplicate. A position older than the timeline, ahead of the
+// Hub, from before an inbox overflow (readings merged away there never had
+// a position), or a history read that fails gets a "reset" message and a
+// snapshot, as a new subscription does.
+//
+// Positions stay honest across conflation and gaps: a message carries a
+// position only when its subscriber has, with it, everything its filter
+// matched up to that position (every reading, or where conflated the latest
+// value of every series). Live frames carry it when sent directly; a
+// conflated backlog's values carry it on the message that empties the
+// backlog, a snapshot on its last chunk; "conflated" and "gap" notices carry
+// the position before what they announce, so a client that reconnects with
+// it gets the merged or skipped readings back from the window or history
+// (or a reset).
 
 // ResumeConfig tunes positions, resume and the persisted watermark. The zero
 // value of each field means its default.
@@ -211,6 +223,10 @@ type resumeState struct {
 	unconfirmed map[*telemetry.Field]pendingDurable
 	upto        map[telemetry.DeviceID]int64 // per device: completed up to this position
 	stop        <-chan struct{}              // Run's end: history reads give up
+	// hole is the latest position after which readings were lost without
+	// one (an inbox overflow merged or skipped them): a resume from it or
+	// before is reset.
+	hole int64
 }
 
 func newResumeState(h *Hub, stop <-chan struct{}) resumeState {
@@ -280,24 +296,28 @@ type historyResult struct {
 }
 
 // startResume answers a subscription that asked for the readings after
-// sub.opts.Since.
+// sub.opts.Since: it sets up sub.job (or a reset), which flush sends.
 func (s *hubState) startResume(c Client, sub *subscription) {
 	h := s.hub
 	h.resumes.Add(1)
+	sub.snapDone = true // no snapshot unless reset
 	since := sub.opts.Since
 	switch {
 	case since > s.seq:
-		s.reset(c, sub, "position unknown to this server (ahead of it: restarted, or another server's)")
+		s.reset(sub, "position unknown to this server (ahead of it: restarted, or another server's)")
 		return
 	case since < s.seq-int64(s.marks.len()):
-		s.reset(c, sub, "position older than the history this server keeps")
+		s.reset(sub, "position older than the history this server keeps")
+		return
+	case since <= s.hole && since < s.seq:
+		s.reset(sub, "readings after this position were merged or skipped while the live feed was overloaded")
 		return
 	}
 	wf := s.windowFirst()
+	job := &resumeJob{maxHeld: h.cfg.Resume.MaxHeldFrames}
 	if since+1 >= wf {
-		if s.replayWindow(c, sub, since+1) {
-			s.sendWatermark(c, sub)
-		}
+		job.replay = s.windowItems(sub, since+1)
+		sub.job = job
 		return
 	}
 	// Positions since+1 … wf-1 have left the window: find those the filter
@@ -322,21 +342,20 @@ func (s *hubState) startResume(c Client, sub *subscription) {
 	}
 	switch {
 	case wanted == 0:
-		if s.replayWindow(c, sub, wf) {
-			s.sendWatermark(c, sub)
-		}
+		job.replay = s.windowItems(sub, wf)
+		sub.job = job
 		return
 	case h.cfg.Resume.History == nil:
-		s.reset(c, sub, "missed readings have left the window and this server reads no history")
+		s.reset(sub, "missed readings have left the window and this server reads no history")
 		return
 	case wanted > h.cfg.Resume.MaxHistoryReadings:
-		s.reset(c, sub, "too many missed readings to replay ("+strconv.Itoa(wanted)+")")
+		s.reset(sub, "too many missed readings to replay ("+strconv.Itoa(wanted)+")")
 		return
 	}
 	// The window's part is taken now and live frames are held from now on,
 	// however long the read takes.
-	sub.resuming = true
-	sub.job = &resumeJob{window: s.windowItems(sub, wf), maxHeld: s.hub.cfg.Resume.MaxHeldFrames}
+	job.replay, job.waiting = s.windowItems(sub, wf), true
+	sub.job = job
 	tags := maps.Clone(sub.filter.Tags)
 	if len(sub.filter.Scope) > 0 {
 		if tags == nil {
@@ -383,8 +402,8 @@ func (h *Hub) readHistory(c Client, sub *subscription, want map[string]*historyW
 	}
 }
 
-// finishResume sends what the history read brought back, then the window
-// from where it started, and the subscription goes live.
+// finishResume puts what the history read brought back before the window's
+// part of the replay, and flushes.
 func (s *hubState) finishResume(res historyResult) {
 	cs := s.clients[res.client]
 	if cs == nil || !slices.Contains(cs.subs, res.sub) {
@@ -393,48 +412,42 @@ func (s *hubState) finishResume(res historyResult) {
 	}
 	sub := res.sub
 	job := sub.job
-	sub.resuming, sub.job = false, nil
-	switch {
-	case res.err != nil:
+	job.waiting = false
+	if res.err != nil {
 		s.hub.log.Warn("resume: history read failed", "sub", sub.id, "error", res.err)
-		s.reset(res.client, sub, "history unavailable")
-		return
-	case job.overflow:
-		s.reset(res.client, sub, "the stream went on too fast while history was read")
-		return
-	}
-	items := res.readings[:0]
-	for _, pr := range res.readings {
-		// Stored points carry no tags: the device's latest stand in, and
-		// the filter is applied as to live readings.
-		if d := s.devices[string(pr.r.Device)]; d != nil {
-			pr.r.Tags = d.tags
+		s.reset(sub, "history unavailable")
+	} else {
+		items := res.readings[:0]
+		for _, pr := range res.readings {
+			// Stored points carry no tags: the device's latest stand in, and
+			// the filter is applied as to live readings.
+			if d := s.devices[string(pr.r.Device)]; d != nil {
+				pr.r.Tags = d.tags
+			}
+			if sub.filter.match(&pr.r) {
+				items = append(items, pr)
+			}
 		}
-		if sub.filter.match(&pr.r) {
-			items = append(items, pr)
-		}
+		s.hub.fromHistory.Add(uint64(len(items)))
+		job.fromHistory, job.missing = len(items), res.wanted-len(res.readings)
+		job.replay = append(items, job.replay...)
 	}
-	if !s.sendReplay(res.client, sub, items) || !s.sendReplay(res.client, sub, job.window) {
-		return
-	}
-	for _, f := range job.held {
-		if !res.client.Send(f) {
-			s.dropSlow(res.client)
-			return
-		}
-	}
-	s.hub.fromHistory.Add(uint64(len(items)))
-	if s.sendResumed(res.client, sub, len(items)+len(job.window), len(items), res.wanted-len(res.readings)) {
-		s.sendWatermark(res.client, sub)
-	}
+	s.markHeld(res.client, cs)
+	s.flush(res.client, cs)
 }
 
-// resumeJob is a resume waiting for its history read.
+// resumeJob is a resume in progress: the missed readings still to send,
+// and the live frames since it began.
 type resumeJob struct {
-	window   []posReading // the window's part, taken when the resume began
-	held     [][]byte     // live frames since, in order
-	maxHeld  int
-	overflow bool // more than maxHeld frames: the resume ends in a reset
+	replay      []posReading // missed readings still to send, in order
+	replayed    int          // sent so far
+	fromHistory int          // of them read back from storage
+	missing     int          // expected from storage but not found
+	waiting     bool         // the history read is in flight
+	held        [][]byte     // live frames since the resume began, in order
+	maxHeld     int
+	overflow    bool // more than maxHeld frames: the resume ends in a reset
+	lost        bool // an inbox overflow lost readings meanwhile: a reset too
 }
 
 func (j *resumeJob) hold(frame []byte) {
@@ -445,6 +458,63 @@ func (j *resumeJob) hold(frame []byte) {
 	if !j.overflow {
 		j.held = append(j.held, frame)
 	}
+}
+
+// sendResume sends the next message of sub's resume: a chunk of missed
+// readings, a held live frame, or at the end "resumed", after which the
+// subscription is live (and owed its watermark). It reports whether c took it.
+func (s *hubState) sendResume(c Client, sub *subscription) bool {
+	j := sub.job
+	switch {
+	case j.overflow:
+		s.reset(sub, "the stream went on too fast while the missed readings were sent")
+		return true
+	case j.lost:
+		s.reset(sub, "readings were merged or skipped while the live feed was overloaded")
+		return true
+	case len(j.replay) > 0:
+		n := min(len(j.replay), replayChunk)
+		chunk := j.replay[:n]
+		frame := frameHead(nil, "readings", sub.id, chunk[n-1].pos)
+		for i := range chunk {
+			if i > 0 {
+				frame = append(frame, ',')
+			}
+			frame = AppendReadingJSON(frame, &chunk[i].r, &sub.filter)
+			if sub.opts.Persisted {
+				frame = appendPos(frame, chunk[i].pos)
+			}
+		}
+		if !c.Send(append(frame, "]}"...)) {
+			return false
+		}
+		j.replay, j.replayed = j.replay[n:], j.replayed+n
+		sub.done = chunk[n-1].pos
+	case len(j.held) > 0:
+		if !c.Send(j.held[0]) {
+			return false
+		}
+		j.held[0] = nil
+		j.held = j.held[1:]
+		s.hub.deliveries.Add(1)
+	default:
+		msg := append([]byte(`{"type":"resumed","pos":`), strconv.AppendInt(nil, s.seq, 10)...)
+		msg = append(msg, `,"sub":`...)
+		msg = telemetry.AppendJSONString(msg, sub.id)
+		msg = append(msg, `,"replayed":`...)
+		msg = strconv.AppendInt(msg, int64(j.replayed), 10)
+		msg = append(msg, `,"from_history":`...)
+		msg = strconv.AppendInt(msg, int64(j.fromHistory), 10)
+		msg = append(msg, `,"missing":`...)
+		msg = strconv.AppendInt(msg, int64(j.missing), 10)
+		if !c.Send(append(msg, '}')) {
+			return false
+		}
+		s.hub.replayed.Add(uint64(j.replayed))
+		sub.job, sub.done = nil, s.seq
+		sub.wmOwed = sub.opts.Persisted
+	}
+	return true
 }
 
 // windowItems returns the window's readings from position from on that sub matches.
@@ -458,76 +528,19 @@ func (s *hubState) windowItems(sub *subscription, from int64) []posReading {
 	return items
 }
 
-// replayWindow sends sub the window's readings from position from on and
-// the "resumed" message; false when the client was dropped as too slow.
-func (s *hubState) replayWindow(c Client, sub *subscription, from int64) bool {
-	items := s.windowItems(sub, from)
-	return s.sendReplay(c, sub, items) && s.sendResumed(c, sub, len(items), 0, 0)
-}
-
-// sendResumed tells sub it is live again: replayed readings were sent, of
-// them fromHistory read back from storage; missing were not found there.
-func (s *hubState) sendResumed(c Client, sub *subscription, replayed, fromHistory, missing int) bool {
-	s.hub.replayed.Add(uint64(replayed))
-	msg := append([]byte(`{"type":"resumed","pos":`), strconv.AppendInt(nil, s.seq, 10)...)
-	msg = append(msg, `,"sub":`...)
-	msg = telemetry.AppendJSONString(msg, sub.id)
-	msg = append(msg, `,"replayed":`...)
-	msg = strconv.AppendInt(msg, int64(replayed), 10)
-	msg = append(msg, `,"from_history":`...)
-	msg = strconv.AppendInt(msg, int64(fromHistory), 10)
-	msg = append(msg, `,"missing":`...)
-	msg = strconv.AppendInt(msg, int64(missing), 10)
-	msg = append(msg, '}')
-	if !c.Send(msg) {
-		s.dropSlow(c)
-		return false
-	}
-	return true
-}
-
 // replayChunk is the most readings one replayed message carries.
 const replayChunk = 256
 
-// sendReplay sends items as "readings" messages of at most replayChunk.
-func (s *hubState) sendReplay(c Client, sub *subscription, items []posReading) bool {
-	for len(items) > 0 {
-		n := min(len(items), replayChunk)
-		chunk := items[:n]
-		items = items[n:]
-		frame := frameHead(nil, "readings", sub.id, chunk[n-1].pos)
-		for i := range chunk {
-			if i > 0 {
-				frame = append(frame, ',')
-			}
-			frame = AppendReadingJSON(frame, &chunk[i].r, &sub.filter)
-			if sub.opts.Persisted {
-				frame = appendPos(frame, chunk[i].pos)
-			}
-		}
-		frame = append(frame, "]}"...)
-		if !c.Send(frame) {
-			s.dropSlow(c)
-			return false
-		}
-	}
-	return true
-}
-
-// reset tells sub it cannot resume, and why, and sends it a snapshot.
-func (s *hubState) reset(c Client, sub *subscription, reason string) {
+// reset tells sub it cannot resume, and why, and starts its snapshot. The
+// notice carries no position: the snapshot's last chunk does.
+func (s *hubState) reset(sub *subscription, reason string) {
 	s.hub.resets.Add(1)
-	msg := append([]byte(`{"type":"reset","pos":`), strconv.AppendInt(nil, s.seq, 10)...)
-	msg = append(msg, `,"sub":`...)
-	msg = telemetry.AppendJSONString(msg, sub.id)
+	msg := append([]byte(`{"type":"reset","sub":`), telemetry.AppendJSONString(nil, sub.id)...)
 	msg = append(msg, `,"reason":`...)
 	msg = telemetry.AppendJSONString(msg, reason)
-	msg = append(msg, '}')
-	if !c.Send(msg) || !c.Send(s.snapshot(sub, time.Now())) {
-		s.dropSlow(c)
-		return
-	}
-	s.sendWatermark(c, sub)
+	sub.notice = append(msg, '}')
+	sub.job, sub.done = nil, 0
+	s.startSnapshot(sub)
 }
 
 // appendPos adds "pos" to a reading AppendReadingJSON just encoded.

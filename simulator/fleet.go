@@ -1,21 +1,19 @@
 package simulator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/telemetryd/telemetryd/devices/adminclient"
 )
 
 // Credential is one provisioned device or gateway as the credentials file
@@ -123,92 +121,6 @@ func SaveCredentials(path string, f *CredentialsFile) error {
 	return nil
 }
 
-// adminClient calls the service's admin API.
-type adminClient struct {
-	base, token string
-	http        *http.Client
-}
-
-// apiError is the admin API's {"error":{"code","message"}}.
-type apiError struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("admin API: HTTP %d %s: %s", e.Status, e.Code, e.Message)
-}
-
-func (a *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(b, &e)
-		if e.Error.Code == "" {
-			e.Error.Message = string(bytes.TrimSpace(b[:min(len(b), 200)]))
-		}
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("admin API: %s %s: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
-type createDeviceReq struct {
-	Name    string            `json:"name"`
-	Kind    string            `json:"kind"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Gateway string            `json:"gateway,omitempty"`
-}
-
-type createDeviceResp struct {
-	Device struct {
-		ID string `json:"id"`
-	} `json:"device"`
-	Token string `json:"token"`
-}
-
-func (a *adminClient) createDevice(ctx context.Context, req createDeviceReq) (id, token string, err error) {
-	var resp createDeviceResp
-	if err := a.do(ctx, http.MethodPost, "/api/v1/devices", req, &resp); err != nil {
-		return "", "", err
-	}
-	if resp.Device.ID == "" || resp.Token == "" {
-		return "", "", errors.New("admin API: created device without id or token")
-	}
-	return resp.Device.ID, resp.Token, nil
-}
-
 // provision returns a credential for every slot of the run: from the
 // credentials file when it has one (a child only if it still belongs to
 // the same gateway), otherwise created through the admin API — gateways
@@ -234,11 +146,13 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 			missing = append(missing, s)
 		}
 	}
-	api := &adminClient{base: cfg.ServiceURL, token: cfg.AdminToken, http: &http.Client{Timeout: 30 * time.Second}}
+	// One client for both rounds (gateways, then their children), so that
+	// its connections are reused; its error matters only if a round needs it.
+	api, apiErr := adminclient.New(cfg.ServiceURL, cfg.AdminToken, nil)
 	var mu sync.Mutex
-	created := 0
+	issued := 0
 	save := func() error {
-		if cfg.CredsFile == "" || created == 0 {
+		if cfg.CredsFile == "" || issued == 0 {
 			return nil
 		}
 		file.Service = cfg.ServiceURL
@@ -260,6 +174,9 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 			}
 			return fmt.Errorf("%d devices to provision (%s) and no admin token: set TELEMETRY_ADMIN_TOKEN or -admin-token", len(batch), where)
 		}
+		if apiErr != nil {
+			return apiErr
+		}
 		log.Info("provisioning devices through the admin API", "count", len(batch), "service", cfg.ServiceURL)
 		work := make(chan slot)
 		errc := make(chan error, 1)
@@ -267,13 +184,13 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 		for range min(8, len(batch)) {
 			wg.Go(func() {
 				for s := range work {
-					req := createDeviceReq{Name: s.name, Kind: s.kind, Labels: map[string]string{"sim_fleet": cfg.Fleet}}
+					req := adminclient.NewDevice{Name: s.name, Kind: s.kind, Labels: map[string]string{"sim_fleet": cfg.Fleet}}
 					if s.gateway != "" {
 						mu.Lock()
 						req.Gateway = have[s.gateway].ID
 						mu.Unlock()
 					}
-					id, token, err := api.createDevice(ctx, req)
+					created, err := api.CreateDevice(ctx, req)
 					if err != nil {
 						select {
 						case errc <- fmt.Errorf("provision %s: %w", s.name, err):
@@ -282,8 +199,8 @@ func provision(ctx context.Context, cfg *Config, runID string, log *slog.Logger)
 						continue
 					}
 					mu.Lock()
-					have[s.name] = Credential{Slot: s.name, ID: id, Token: token, Kind: s.kind, Gateway: req.Gateway}
-					created++
+					have[s.name] = Credential{Slot: s.name, ID: created.Device.ID, Token: created.Token, Kind: s.kind, Gateway: req.Gateway}
+					issued++
 					mu.Unlock()
 				}
 			})

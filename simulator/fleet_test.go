@@ -12,7 +12,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/telemetryd/telemetryd/devices/adminclient"
 )
+
+// createDeviceReq is the body of POST /api/v1/devices, as the client sends it.
+type createDeviceReq = adminclient.NewDevice
 
 // fakeAdmin implements POST /api/v1/devices of the admin API contract.
 type fakeAdmin struct {

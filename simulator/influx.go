@@ -14,7 +14,9 @@ import (
 )
 
 // influxClient reads back what the service stored, with InfluxQL over
-// HTTP (/query): InfluxDB 1.8, or 2.x through its v1 compatibility API.
+// HTTP (GET /query): InfluxDB 1.8, 2.x through its DBRP mapping, or 3.x
+// through its v1 API. Identifiers go through quoteIdent and strings through
+// quoteString, InfluxQL's escaping rules, whatever was validated before.
 type influxClient struct {
 	base, db, rp, token string
 	http                *http.Client
@@ -98,14 +100,19 @@ func (c *influxClient) from(measurements []string) string {
 	return strings.Join(parts, ",")
 }
 
+// quoteIdent quotes an InfluxQL identifier ("…" with \ and " escaped).
 func quoteIdent(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
 }
 
+// quoteString quotes an InfluxQL string literal ('…' with \ and ' escaped).
+func quoteString(s string) string {
+	return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`).Replace(s) + `'`
+}
+
 // where selects one run's readings in a time window (ns).
 func where(runID string, from, to int64) string {
-	// The run id is validated to [A-Za-z0-9_-]: no quoting issue.
-	return fmt.Sprintf(`WHERE %s = '%s' AND time >= %d AND time <= %d`, quoteIdent(RunTag), runID, from, to)
+	return fmt.Sprintf(`WHERE %s::tag = %s AND time >= %d AND time <= %d`, quoteIdent(RunTag), quoteString(runID), from, to)
 }
 
 // count returns how many readings of the run are stored.

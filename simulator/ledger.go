@@ -14,12 +14,12 @@ var knownCodes = [numCodes]string{
 	"invalid_payload", "too_many_readings",
 	"invalid_value", "invalid_name", "invalid_tag", "invalid_timestamp", "invalid_reading",
 	"timestamp_in_future", "no_fields", "forbidden_device", "type_conflict", "storage_rejected",
-	"other",
+	"tag_field_conflict", "other",
 }
 
 const (
-	codeOther = uint8(13)
-	numCodes  = 14
+	codeOther = uint8(14)
+	numCodes  = 15
 )
 
 func codeIndex(code string) uint8 {

@@ -24,14 +24,38 @@ type DeadLetter struct {
 // per line), fsynced, so that nothing is dropped without a record. The file
 // is opened per record: dead letters are rare, and it lets `telemetryd
 // deadletters replay` move the file aside while the service runs.
+//
+// Bound and policy: the file grows to at most maxBytes. When a record
+// would pass it, the record is refused (ErrDeadLettersFull) and counted
+// (Dropped): the oldest letters are kept, as they show when and why
+// storage started refusing, and the file stays append-only. Replaying or
+// removing the file makes room again.
 type DeadLetters struct {
-	path  string
-	mu    sync.Mutex
-	count atomic.Uint64
+	path     string
+	maxBytes int64
+	mu       sync.Mutex
+	count    atomic.Uint64
+	dropped  atomic.Uint64
 }
 
-// NewDeadLetters records into path (created on first use).
-func NewDeadLetters(path string) *DeadLetters { return &DeadLetters{path: path} }
+// DefaultDeadLetterMaxBytes is the bound when none is given.
+const DefaultDeadLetterMaxBytes = 64 << 20
+
+// ErrDeadLettersFull: the dead-letter file is at its bound; the line was
+// not recorded.
+var ErrDeadLettersFull = errors.New("deadletters: file full")
+
+// NewDeadLetters records into path (created on first use), at most
+// maxBytes (<= 0: DefaultDeadLetterMaxBytes).
+func NewDeadLetters(path string, maxBytes int64) *DeadLetters {
+	if maxBytes <= 0 {
+		maxBytes = DefaultDeadLetterMaxBytes
+	}
+	return &DeadLetters{path: path, maxBytes: maxBytes}
+}
+
+// Dropped is the number of lines not recorded because the file was full.
+func (d *DeadLetters) Dropped() uint64 { return d.dropped.Load() }
 
 // Path is the dead-letter file.
 func (d *DeadLetters) Path() string { return d.path }
@@ -41,28 +65,7 @@ func (d *DeadLetters) Count() uint64 { return d.count.Load() }
 
 // Record appends one refused line with the server's reason.
 func (d *DeadLetters) Record(line []byte, reason string) error {
-	b, err := json.Marshal(DeadLetter{Time: time.Now().UTC(), Error: reason, Line: string(trimNewline(line))})
-	if err != nil {
-		return fmt.Errorf("deadletters: %w", err)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(d.path), 0o750); err != nil {
-		return fmt.Errorf("deadletters: %w", err)
-	}
-	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return fmt.Errorf("deadletters: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("deadletters: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("deadletters: %w", err)
-	}
-	d.count.Add(1)
-	return nil
+	return d.recordLetter(DeadLetter{Time: time.Now().UTC(), Error: reason, Line: string(trimNewline(line))})
 }
 
 func trimNewline(b []byte) []byte {
@@ -106,10 +109,12 @@ type ReplayResult struct {
 // ReplayDeadLetters writes every dead letter in path again through w, after
 // the operator fixed the cause (e.g. dropped a conflicting field). The file
 // is first moved aside, so a running service keeps recording into a new one;
-// lines that are refused again are recorded anew with the new reason. A
-// transient failure stops the replay and puts the unreplayed lines back.
-func ReplayDeadLetters(ctx context.Context, path string, w LineWriter) (ReplayResult, error) {
+// lines that are refused again are recorded anew with the new reason, into
+// dl (its bound applies). A transient failure stops the replay and puts the
+// unreplayed lines back.
+func ReplayDeadLetters(ctx context.Context, dl *DeadLetters, w LineWriter) (ReplayResult, error) {
 	var res ReplayResult
+	path := dl.Path()
 	aside := fmt.Sprintf("%s.replaying-%d", path, time.Now().UnixNano())
 	if err := os.Rename(path, aside); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -121,7 +126,6 @@ func ReplayDeadLetters(ctx context.Context, path string, w LineWriter) (ReplayRe
 	if err != nil {
 		return res, err
 	}
-	dl := NewDeadLetters(path)
 	for i, l := range letters {
 		err := w.Write(ctx, []byte(l.Line+"\n"))
 		switch {
@@ -151,17 +155,33 @@ func ReplayDeadLetters(ctx context.Context, path string, w LineWriter) (ReplayRe
 func (d *DeadLetters) recordLetter(l DeadLetter) error {
 	b, err := json.Marshal(l)
 	if err != nil {
-		return err
+		return fmt.Errorf("deadletters: %w", err)
 	}
+	b = append(b, '\n')
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(d.path), 0o750); err != nil {
+		return fmt.Errorf("deadletters: %w", err)
+	}
 	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("deadletters: %w", err)
 	}
 	defer f.Close()
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		return err
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("deadletters: %w", err)
 	}
-	return f.Sync()
+	if st.Size()+int64(len(b)) > d.maxBytes {
+		d.dropped.Add(1)
+		return fmt.Errorf("%w (%d bytes, limit %d)", ErrDeadLettersFull, st.Size(), d.maxBytes)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("deadletters: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("deadletters: %w", err)
+	}
+	d.count.Add(1)
+	return nil
 }

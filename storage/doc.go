@@ -7,9 +7,10 @@
 // Storage does not encode anything: the bridge encodes readings as line
 // protocol (nanosecond precision) and hands storage the bytes. One call of
 // [Influx.Write] is one HTTP request: a POST of those bytes, not copied, to
-// the v2 write endpoint through influxdb-client-go's HTTP service (the URL,
-// auth and error decoding of its WriteAPIBlocking, which would take the
-// batch as a string). There is no hidden buffering, batching or retrying, so
+// the v2 write endpoint through influxdb-client-go's HTTP service, which
+// supplies auth and error decoding (its write APIs would take the batch as a
+// string: a copy of every batch). There is no hidden buffering, batching or
+// retrying, so
 // a nil error means InfluxDB accepted every line of the batch. The caller
 // owns retries and acknowledgements.
 //
@@ -41,7 +42,8 @@
 //
 //   - measurement: the reading's measurement;
 //   - tags: device_id = the authenticated device, plus the payload's tags
-//     (and, later, the device's labels); tag values are strings;
+//     and the device's registry labels (the bridge adds them); tag values
+//     are strings;
 //   - fields: one per metric, named after it, typed by the metric's declared
 //     kind: float unless declared integer (written 5i), boolean, or string.
 //     InfluxDB fixes a field's type on first write (per shard), so a kind
@@ -59,18 +61,24 @@
 //
 // # Reading back
 //
-// [Influx.History] and [Influx.Series] read one device's points back with
-// Flux through the client's query API (InfluxDB 1.8 needs flux-enabled =
-// true). 1.8 has no bound query parameters, so the Flux text is built from
-// strictly validated values only (see history.go); anything else is refused
-// with an error matching [ErrInvalidHistoryQuery] and telemetry.ErrPermanent
-// before the server is asked. Each call is one or two HTTP requests bounded
-// by [Config.Timeout] and ctx.
+// [Influx.History] and [Influx.Series] read one device's points back, and
+// [Influx.FieldTypes] the stored field types, in InfluxQL over GET /query,
+// which 1.8, 2.x (through the bucket's DBRP mapping) and 3.x (its v1 API)
+// all answer (influxql.go). Statements are built from strictly validated
+// values only, and every identifier and string literal is quoted by the
+// InfluxQL rules anyway; anything else is refused with an error matching
+// [ErrInvalidHistoryQuery] and telemetry.ErrPermanent before the server is
+// asked. History is one or two requests, Series three or more (bounded by
+// [MaxSeries]), each bounded by [Config.Timeout] and ctx.
 //
 // # Servers
 //
-// On 1.8 the token is "user:password" (or "" without auth), the org is ""
-// and the bucket is "db/rp" or "db". [Open] creates the database with
-// CREATE DATABASE (idempotent) when it talks to a 1.x server. On 2.x the
-// token is an API token, and org and bucket must exist.
+// [Detect] asks the server which InfluxDB it is (/ping's X-Influxdb-Version,
+// else /health); [Open] calls it once and fails with [ErrUnknownServer]
+// (permanent) when the server is none it knows. On 1.8 the token is
+// "user:password" (or "" without auth), the org is "" and the bucket is
+// "db/rp" or "db"; Open creates the database with CREATE DATABASE
+// (idempotent). On 2.x the token is an API token, and org and bucket must
+// exist. On 3.x the token is a 3.x token, the org is "" and the bucket is
+// the database.
 package storage

@@ -30,7 +30,9 @@ type DurableConfig struct {
 type DurableStats struct {
 	Spool                         SpoolStats
 	Direct, Spooled, DeadLettered uint64
-	ReplayErrors                  uint64
+	// DeadLettersDropped: refused lines not recorded, the file being full.
+	DeadLettersDropped uint64
+	ReplayErrors       uint64
 }
 
 // Durable is the bridge's Sink when a spool is configured. Write returns
@@ -69,7 +71,7 @@ func NewDurable(w LineWriter, spool *Spool, dead *DeadLetters, cfg DurableConfig
 func (d *Durable) Stats() DurableStats {
 	return DurableStats{
 		Spool: d.spool.Stats(), Direct: d.direct.Load(), Spooled: d.spooled.Load(),
-		DeadLettered: d.dead.Count(), ReplayErrors: d.replayErrors.Load(),
+		DeadLettered: d.dead.Count(), DeadLettersDropped: d.dead.Dropped(), ReplayErrors: d.replayErrors.Load(),
 	}
 }
 
@@ -102,7 +104,14 @@ func (d *Durable) Write(ctx context.Context, lines []byte) error {
 
 // DeadLetter records a line InfluxDB refused for good.
 func (d *Durable) DeadLetter(line []byte, reason string) {
-	if err := d.dead.Record(line, reason); err != nil {
+	err := d.dead.Record(line, reason)
+	switch {
+	case errors.Is(err, ErrDeadLettersFull):
+		// Logged on the first drop and every 1000th, not per line.
+		if n := d.dead.Dropped(); n == 1 || n%1000 == 0 {
+			d.log.Error("dead-letter file full; refused lines are no longer recorded", "dropped", n, "error", err)
+		}
+	case err != nil:
 		d.log.Error("cannot record a dead letter", "error", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -54,24 +55,13 @@ func newTestDurable(t *testing.T, w LineWriter, cfg SpoolConfig) (*Durable, stri
 	t.Helper()
 	dir := t.TempDir()
 	sp, _ := openTestSpool(t, filepath.Join(dir, "spool"), cfg)
-	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"))
+	dl := NewDeadLetters(filepath.Join(dir, "deadletters.jsonl"), 0)
 	d := NewDurable(w, sp, dl, DurableConfig{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = d.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return d, dl.Path()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func TestDurableSpoolsThroughAnOutageAndReplaysInOrder(t *testing.T) {
@@ -92,11 +82,11 @@ func TestDurableSpoolsThroughAnOutageAndReplaysInOrder(t *testing.T) {
 	if err := d.Write(ctx, []byte("m v=4 4\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "replay", func() bool { return len(w.lines()) == 4 })
+	testsupport.Eventually(t, 10*time.Second, "replay", func() bool { return len(w.lines()) == 4 })
 	if got := strings.Join(w.lines(), ""); got != "m v=1 1\nm v=2 2\nm v=3 3\nm v=4 4\n" {
 		t.Fatalf("stored %q", got)
 	}
-	waitFor(t, "empty spool", func() bool { return d.Stats().Spool.Records == 0 })
+	testsupport.Eventually(t, 10*time.Second, "empty spool", func() bool { return d.Stats().Spool.Records == 0 })
 	// v=4 went to the spool unless the replay had already emptied it.
 	if st := d.Stats(); st.Direct+st.Spooled != 4 || st.Spooled < 2 || st.Spool.Replayed != st.Spooled {
 		t.Fatalf("stats %+v", st)
@@ -110,7 +100,7 @@ func TestDurableDeadLettersOnlyTheBadLinesOfASpooledBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.setDown(false)
-	waitFor(t, "replay", func() bool { return d.Stats().Spool.Records == 0 })
+	testsupport.Eventually(t, 10*time.Second, "replay", func() bool { return d.Stats().Spool.Records == 0 })
 	if got := strings.Join(w.lines(), ""); got != "m v=1 1\nm v=3 3\nm v=4 4\n" {
 		t.Fatalf("stored %q", got)
 	}
@@ -135,14 +125,14 @@ func TestDurableFullSpoolIsOverloadNotLoss(t *testing.T) {
 func TestReplayDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dl.jsonl")
-	dl := NewDeadLetters(path)
+	dl := NewDeadLetters(path, 0)
 	for _, l := range []string{"m v=1 1", "m bad=2 2"} {
 		if err := dl.Record([]byte(l+"\n"), "type conflict"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	w := &flakyWriter{}
-	res, err := ReplayDeadLetters(context.Background(), path, w)
+	res, err := ReplayDeadLetters(context.Background(), dl, w)
 	if err != nil || res.Replayed != 1 || res.StillRejected != 1 {
 		t.Fatalf("replay = %+v, %v", res, err)
 	}

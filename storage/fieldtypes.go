@@ -17,30 +17,20 @@ const maxSchemaResponse = 64 << 20
 
 // FieldTypes returns the type InfluxDB holds for every field of the bucket:
 // measurement → field → "float", "integer", "boolean", "string" (or
-// "unsigned"). It runs InfluxQL SHOW FIELD KEYS through /query, which 1.8
-// serves natively and 2.x serves through the bucket's (virtual) DBRP
-// mapping, whose database is the bucket's name. A field that has different
+// "unsigned"). It runs InfluxQL SHOW FIELD KEYS through GET /query, which
+// 1.8 serves natively, 2.x through the bucket's (virtual) DBRP mapping and
+// 3.x through its v1 API (the database is splitBucket's). A field that has different
 // types in different shards is reported with the first type InfluxDB lists.
 func (s *Influx) FieldTypes(ctx context.Context) (map[string]map[string]string, error) {
-	db := s.cfg.Bucket
-	if isV1(s.Version(), s.cfg.Org) {
-		db, _, _ = strings.Cut(db, "/")
-	}
 	u := s.base.JoinPath("query")
-	u.RawQuery = url.Values{"db": {db}, "q": {"SHOW FIELD KEYS"}}.Encode()
+	u.RawQuery = url.Values{"db": {s.db}, "q": {"SHOW FIELD KEYS"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("influxdb field types: %w", err)
 	}
 	req.Header.Set("User-Agent", "telemetryd")
 	req.Header.Set("Accept", "application/json")
-	if s.cfg.Token != "" {
-		if user, pass, ok := strings.Cut(s.cfg.Token, ":"); ok {
-			req.SetBasicAuth(user, pass)
-		} else {
-			req.Header.Set("Authorization", "Token "+s.cfg.Token)
-		}
-	}
+	setAuth(req, s.cfg.Token)
 	resp, err := s.httpc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("influxdb field types: %w", withContext(ctx, err))

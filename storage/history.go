@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,15 +16,10 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// History read-back. InfluxDB 1.8 (Flux v0.65) has no bound query
-// parameters (its /api/v2/query ignores "params": a query that uses them
-// fails with `undefined identifier "params"`), so the Flux text is
-// built here, and only from values this file validated and re-formatted
-// itself: names pass the allow-list the bridge applies before writing
-// ([A-Za-z0-9_.:/-]), times are re-emitted as RFC 3339 from time.Time,
-// durations as integer nanoseconds, and every string goes through
-// fluxString, a complete Flux string-literal escaper. Nothing the caller
-// passes is copied into the query unquoted.
+// History read-back, in InfluxQL (influxql.go): names pass the allow-list
+// the bridge applies before writing ([A-Za-z0-9_.:/-]) and are then quoted
+// as identifiers or string literals anyway; times and windows are
+// formatted from Go values.
 
 // History limits.
 const (
@@ -39,50 +36,6 @@ const (
 	maxTagValueLen  = 256
 	maxHistoryTags  = 32
 )
-
-// HistoryQuery selects one field of one device over a time range.
-type HistoryQuery struct {
-	// Device is the device_id tag (required).
-	Device string
-	// Measurement, when set, restricts the query to one measurement.
-	Measurement string
-	// Field is the field to read (required).
-	Field string
-	// Start is inclusive, Stop exclusive; Start must be before Stop.
-	Start, Stop time.Time
-	// Every is the aggregation window. Zero means automatic: raw points
-	// when the range is at most RawHistoryRange, else windows of about
-	// range/MaxPoints, rounded up to a round duration.
-	Every time.Duration
-	// Tags are further tag equalities every point must satisfy (a
-	// restricted viewer's scope).
-	Tags map[string]string
-	// MaxPoints is the point count automatic windows aim at (default
-	// DefaultHistoryPoints, at most MaxHistoryPoints).
-	MaxPoints int
-}
-
-// History is the answer to a HistoryQuery.
-type History struct {
-	Device, Measurement, Field string
-	// Every is the aggregation window used; 0 when the points are raw.
-	Every time.Duration
-	// Aggregate is "mean" (numbers) or "last" (booleans, strings) when
-	// Every is not 0.
-	Aggregate string
-	// Points are sorted by time. Aggregated points are stamped with the end
-	// of their window.
-	Points []HistoryPoint
-	// Truncated says raw points were left out: only the latest
-	// MaxHistoryPoints were kept.
-	Truncated bool
-}
-
-// HistoryPoint is one value at one time (Unix ns).
-type HistoryPoint struct {
-	Time  int64
-	Value telemetry.Value
-}
 
 // ErrInvalidHistoryQuery is matched (errors.Is) by every error of a query
 // refused before it reached InfluxDB; such errors match
@@ -101,71 +54,73 @@ func invalid(format string, args ...any) error {
 // History reads back the points of one field of one device. Invalid
 // queries fail with an error matching telemetry.ErrPermanent and nothing is
 // sent to InfluxDB. Aggregated queries first read one point to learn the
-// field's type (mean needs numbers), then the windows.
-func (s *Influx) History(ctx context.Context, q HistoryQuery) (History, error) {
+// field's type (mean needs numbers), then the windows. Numbers are read
+// back as floats (InfluxQL's JSON answer does not tell them apart).
+func (s *Influx) History(ctx context.Context, q telemetry.HistoryQuery) (telemetry.History, error) {
 	if s.closed.Load() {
-		return History{}, fmt.Errorf("storage: history: %w", telemetry.ErrClosed)
+		return telemetry.History{}, fmt.Errorf("storage: history: %w", telemetry.ErrClosed)
 	}
 	plan, err := planHistory(q)
 	if err != nil {
-		return History{}, err
+		return telemetry.History{}, err
 	}
-	h := History{Device: q.Device, Measurement: q.Measurement, Field: q.Field, Every: plan.every}
+	h := telemetry.History{Device: q.Device, Measurement: q.Measurement, Field: q.Field, Every: plan.every}
 	if plan.every > 0 {
-		sample, err := s.queryPoints(ctx, buildHistoryFlux(s.cfg.Bucket, q, historySample))
+		sample, err := s.queryPoints(ctx, buildHistoryQL(s.rp, q, historySample), q, historySample)
 		if err != nil {
-			return History{}, err
+			return telemetry.History{}, err
 		}
 		if len(sample) == 0 {
 			h.Every = 0
 			return h, nil
 		}
 		fn := historyLast
-		switch sample[0].Value.Kind() {
-		case telemetry.KindFloat, telemetry.KindInt:
+		if sample[0].Value.Kind() == telemetry.KindFloat {
 			fn = historyMean
 		}
 		plan.fn = fn
 		h.Aggregate = string(fn)
 	}
-	h.Points, err = s.queryPoints(ctx, buildHistoryFlux(s.cfg.Bucket, q, plan))
+	h.Points, err = s.queryPoints(ctx, buildHistoryQL(s.rp, q, plan), q, plan)
 	if err != nil {
-		return History{}, err
+		return telemetry.History{}, err
 	}
 	h.Truncated = plan.every == 0 && len(h.Points) >= MaxHistoryPoints
 	return h, nil
 }
 
-func (s *Influx) queryPoints(ctx context.Context, flux string) ([]HistoryPoint, error) {
-	res, err := s.client.QueryAPI(s.cfg.Org).Query(ctx, flux)
+// queryPoints runs one history statement and merges its series (one per
+// measurement) into time order; aggregated points are stamped with the end
+// of their window (at most q.Stop), raw answers keep the latest
+// MaxHistoryPoints.
+func (s *Influx) queryPoints(ctx context.Context, stmt string, q telemetry.HistoryQuery, p historyPlan) ([]telemetry.HistoryPoint, error) {
+	res, err := s.influxQL(ctx, stmt)
 	if err != nil {
-		return nil, fmt.Errorf("storage: history: %w", withContext(ctx, err))
+		return nil, fmt.Errorf("storage: history: %w", err)
 	}
-	defer res.Close()
-	var pts []HistoryPoint
-	for res.Next() {
-		rec := res.Record()
-		v, ok := toValue(rec.Value())
-		if !ok {
-			continue // null (an empty window) or an unknown type
-		}
-		pts = append(pts, HistoryPoint{Time: rec.Time().UnixNano(), Value: v})
-		if len(pts) > MaxHistoryPoints+1 {
-			break // the query bounds its rows; this guards against a server that does not
+	var pts []telemetry.HistoryPoint
+	for _, r := range res {
+		for _, sr := range r.Series {
+			for _, row := range sr.Values {
+				if len(row) < 2 {
+					continue
+				}
+				t, ok := qlTime(row[0])
+				v, ok2 := qlValue(row[1])
+				if !ok || !ok2 {
+					continue // null (an empty window) or an unknown type
+				}
+				if p.every > 0 {
+					t = min(t+int64(p.every), q.Stop.UnixNano())
+				}
+				pts = append(pts, telemetry.HistoryPoint{Time: t, Value: v})
+			}
 		}
 	}
-	if err := res.Err(); err != nil {
-		return nil, fmt.Errorf("storage: history: %w", withContext(ctx, err))
+	slices.SortStableFunc(pts, func(a, b telemetry.HistoryPoint) int { return cmp.Compare(a.Time, b.Time) })
+	if p.every == 0 && !p.sample && len(pts) > MaxHistoryPoints {
+		pts = pts[len(pts)-MaxHistoryPoints:]
 	}
-	slices.SortStableFunc(pts, func(a, b HistoryPoint) int {
-		switch {
-		case a.Time < b.Time:
-			return -1
-		case a.Time > b.Time:
-			return 1
-		}
-		return 0
-	})
 	return pts, nil
 }
 
@@ -187,7 +142,7 @@ type historyPlan struct {
 var historySample = historyPlan{sample: true}
 
 // planHistory validates q and chooses the window.
-func planHistory(q HistoryQuery) (historyPlan, error) {
+func planHistory(q telemetry.HistoryQuery) (historyPlan, error) {
 	if err := validateHistoryQuery(q); err != nil {
 		return historyPlan{}, err
 	}
@@ -228,8 +183,8 @@ func roundStep(d time.Duration) time.Duration {
 }
 
 // validateHistoryQuery applies the allow-lists. It (with validateSelection)
-// is the only gate between a caller's strings and the Flux text.
-func validateHistoryQuery(q HistoryQuery) error {
+// is the only gate between a caller's strings and the InfluxQL text.
+func validateHistoryQuery(q telemetry.HistoryQuery) error {
 	if err := validateSelection(q.Device, q.Start, q.Stop, q.Tags); err != nil {
 		return err
 	}
@@ -254,7 +209,7 @@ func validateSelection(device string, start, stop time.Time, tags map[string]str
 	if start.IsZero() || stop.IsZero() || !start.Before(stop) {
 		return invalid("start must be before stop")
 	}
-	// Flux times are int64 nanoseconds.
+	// InfluxDB times are int64 nanoseconds.
 	if start.Year() < 1678 || stop.Year() > 2261 {
 		return invalid("times must be between the years 1678 and 2261")
 	}
@@ -316,159 +271,128 @@ func clipQ(s string) string {
 	return s
 }
 
-// buildHistoryFlux renders a validated query. Every caller-supplied string
-// is a fluxString literal; times and durations are formatted from Go values.
-func buildHistoryFlux(bucket string, q HistoryQuery, p historyPlan) string {
+// buildHistoryQL renders a validated query as one InfluxQL statement.
+// The field is cast ::field so that a tag of the same name never answers.
+func buildHistoryQL(rp string, q telemetry.HistoryQuery, p historyPlan) string {
 	var b strings.Builder
-	cond := "r._field == " + fluxString(q.Field)
-	if q.Measurement != "" {
-		cond += " and r._measurement == " + fluxString(q.Measurement)
+	field := quoteIdent(q.Field) + "::field"
+	b.WriteString("SELECT ")
+	if p.every > 0 {
+		b.WriteString(string(p.fn))
+		b.WriteString("(")
+		b.WriteString(field)
+		b.WriteString(")")
+	} else {
+		b.WriteString(field)
 	}
-	writeSelection(&b, bucket, q.Device, q.Start, q.Stop, q.Tags, cond)
+	b.WriteString(" FROM ")
+	b.WriteString(qlFrom(rp, q.Measurement))
+	b.WriteString(qlWhere(q.Device, q.Start, q.Stop, q.Tags))
 	switch {
 	case p.sample:
-		b.WriteString("  |> limit(n: 1)\n  |> group()\n  |> limit(n: 1)\n")
+		b.WriteString(" LIMIT 1")
 	case p.every > 0:
-		// One series per device and field, whatever its other tags.
-		b.WriteString("  |> group()\n  |> aggregateWindow(every: ")
-		b.WriteString(fluxDuration(p.every))
-		b.WriteString(", fn: ")
-		b.WriteString(string(p.fn))
-		b.WriteString(", createEmpty: false)\n  |> sort(columns: [\"_time\"])\n")
+		// One series per measurement, whatever its other tags; windows
+		// without points are left out.
+		b.WriteString(" GROUP BY time(")
+		b.WriteString(qlDuration(p.every))
+		b.WriteString(") fill(none)")
 	default:
-		b.WriteString("  |> group()\n  |> sort(columns: [\"_time\"])\n  |> tail(n: ")
+		b.WriteString(" ORDER BY time DESC LIMIT ")
 		b.WriteString(strconv.Itoa(MaxHistoryPoints))
-		b.WriteString(")\n")
 	}
-	b.WriteString(`  |> keep(columns: ["_time", "_value"])`)
 	return b.String()
 }
-
-// writeSelection writes from |> range |> filter for one device, its tag
-// filters and the extra condition cond (already rendered from validated
-// names).
-func writeSelection(b *strings.Builder, bucket, device string, start, stop time.Time, tags map[string]string, cond string) {
-	b.WriteString("from(bucket: ")
-	b.WriteString(fluxString(bucket))
-	b.WriteString(")\n  |> range(start: ")
-	b.WriteString(fluxTime(start))
-	b.WriteString(", stop: ")
-	// InfluxDB 1.8 returns points stamped exactly at stop (and windows them
-	// wrongly); stopping 1ns earlier makes stop exclusive on every version.
-	b.WriteString(fluxTime(stop.Add(-1)))
-	b.WriteString(")\n  |> filter(fn: (r) => ")
-	if cond != "" {
-		b.WriteString(cond)
-		b.WriteString(" and ")
-	}
-	b.WriteString("r.device_id == ")
-	b.WriteString(fluxString(device))
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		b.WriteString(" and r[")
-		b.WriteString(fluxString(k))
-		b.WriteString("] == ")
-		b.WriteString(fluxString(tags[k]))
-	}
-	b.WriteString(")\n")
-}
-
-// fluxString quotes s as a Flux string literal. Flux strings escape \ and ";
-// $ (which could start an interpolation) and control bytes are written as
-// \xNN, except newline, carriage return and tab, which have short escapes.
-// Every other UTF-8 sequence stands for itself; invalid UTF-8 is replaced
-// (the validators reject it before it gets here).
-func fluxString(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		switch {
-		case r == '\\' || r == '"':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r == '$':
-			// Flux v0.65's scanner knows "\${" but not "\$", and reads "$"
-			// followed by any character but "{" as two characters (so "$\""
-			// would end the literal); a byte escape is read the same by
-			// every version.
-			b.WriteString(`\x24`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-// fluxTime formats t as a Flux date-time literal.
-func fluxTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// fluxDuration formats d as a Flux duration literal.
-func fluxDuration(d time.Duration) string { return strconv.FormatInt(int64(d), 10) + "ns" }
 
 // MaxSeries bounds the series one SeriesQuery returns.
 const MaxSeries = 1000
 
-// SeriesQuery asks which series a device has points in over [Start, Stop).
-type SeriesQuery struct {
-	Device      string
-	Start, Stop time.Time
-	// Tags are further tag equalities (a restricted viewer's scope).
-	Tags map[string]string
-}
-
-// SeriesInfo is one measurement and field of a device with its latest
-// point in the range.
-type SeriesInfo struct {
-	Measurement, Field string
-	Last               HistoryPoint
-}
+// seriesPerRequest bounds the statements sent in one /query request (the
+// query travels in the URL).
+const seriesPerRequest = 50
 
 // Series lists the measurements and fields a device has points in over
 // the range, sorted, at most MaxSeries, each with its latest point (series
-// that differ only in other tags are merged). Invalid queries fail as in
+// that differ only in other tags are merged). It asks which measurements
+// hold the device (SHOW MEASUREMENTS), their fields (SHOW FIELD KEYS),
+// then each field's last point in the range. Invalid queries fail as in
 // History.
-func (s *Influx) Series(ctx context.Context, q SeriesQuery) ([]SeriesInfo, error) {
+func (s *Influx) Series(ctx context.Context, q telemetry.SeriesQuery) ([]telemetry.SeriesInfo, error) {
 	if s.closed.Load() {
 		return nil, fmt.Errorf("storage: series: %w", telemetry.ErrClosed)
 	}
 	if err := validateSelection(q.Device, q.Start, q.Stop, q.Tags); err != nil {
 		return nil, err
 	}
-	res, err := s.client.QueryAPI(s.cfg.Org).Query(ctx, buildSeriesFlux(s.cfg.Bucket, q))
+	res, err := s.influxQL(ctx, buildMeasurementsQL(q))
 	if err != nil {
-		return nil, fmt.Errorf("storage: series: %w", withContext(ctx, err))
+		return nil, fmt.Errorf("storage: series: %w", err)
 	}
-	defer res.Close()
-	found := map[[2]string]SeriesInfo{}
-	for res.Next() {
-		rec := res.Record()
-		v, ok := toValue(rec.Value())
-		if !ok {
-			continue
-		}
-		k := [2]string{rec.Measurement(), rec.Field()}
-		p := HistoryPoint{Time: rec.Time().UnixNano(), Value: v}
-		if old, seen := found[k]; !seen || p.Time > old.Last.Time {
-			if !seen && len(found) >= MaxSeries {
-				continue
+	var measurements []string
+	for _, r := range res {
+		for _, sr := range r.Series {
+			for _, row := range sr.Values {
+				if len(row) > 0 {
+					if m, ok := row[0].(string); ok && ValidName(m) {
+						measurements = append(measurements, m)
+					}
+				}
 			}
-			found[k] = SeriesInfo{Measurement: k[0], Field: k[1], Last: p}
 		}
 	}
-	if err := res.Err(); err != nil {
-		return nil, fmt.Errorf("storage: series: %w", withContext(ctx, err))
+	if len(measurements) == 0 {
+		return nil, nil
 	}
-	out := slices.Collect(maps.Values(found))
-	slices.SortFunc(out, func(a, b SeriesInfo) int {
+	res, err = s.influxQL(ctx, buildFieldKeysQL(s.rp, measurements))
+	if err != nil {
+		return nil, fmt.Errorf("storage: series: %w", err)
+	}
+	var pairs [][2]string
+	var integer []bool // per pair: stored as integer (the answer's numbers do not say)
+	for _, r := range res {
+		for _, sr := range r.Series {
+			for _, row := range sr.Values {
+				if len(row) > 0 && len(pairs) < MaxSeries {
+					if f, ok := row[0].(string); ok && ValidName(f) && ValidName(sr.Name) {
+						pairs = append(pairs, [2]string{sr.Name, f})
+						typ, _ := row[len(row)-1].(string)
+						integer = append(integer, typ == "integer")
+					}
+				}
+			}
+		}
+	}
+	var out []telemetry.SeriesInfo
+	for start := 0; start < len(pairs); start += seriesPerRequest {
+		chunk := pairs[start:min(start+seriesPerRequest, len(pairs))]
+		res, err := s.influxQL(ctx, buildLastQL(s.rp, q, chunk))
+		if err != nil {
+			return nil, fmt.Errorf("storage: series: %w", err)
+		}
+		for i, r := range res {
+			if i >= len(chunk) {
+				break
+			}
+			for _, sr := range r.Series {
+				for _, row := range sr.Values {
+					if len(row) < 2 {
+						continue
+					}
+					t, ok := qlTime(row[0])
+					v, ok2 := qlValue(row[1])
+					if n, isNum := row[1].(json.Number); isNum && integer[start+i] {
+						if x, err := n.Int64(); err == nil {
+							v = telemetry.Int(x)
+						}
+					}
+					if ok && ok2 {
+						out = append(out, telemetry.SeriesInfo{Measurement: chunk[i][0], Field: chunk[i][1], Last: telemetry.HistoryPoint{Time: t, Value: v}})
+					}
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b telemetry.SeriesInfo) int {
 		if c := strings.Compare(a.Measurement, b.Measurement); c != 0 {
 			return c
 		}
@@ -477,27 +401,52 @@ func (s *Influx) Series(ctx context.Context, q SeriesQuery) ([]SeriesInfo, error
 	return out, nil
 }
 
-func buildSeriesFlux(bucket string, q SeriesQuery) string {
+// buildMeasurementsQL lists the measurements holding the device (and the
+// scope's tags), whatever the time.
+func buildMeasurementsQL(q telemetry.SeriesQuery) string {
 	var b strings.Builder
-	writeSelection(&b, bucket, q.Device, q.Start, q.Stop, q.Tags, "")
-	b.WriteString(`  |> last()
-  |> keep(columns: ["_time", "_value", "_measurement", "_field"])`)
+	b.WriteString("SHOW MEASUREMENTS WHERE ")
+	b.WriteString(quoteIdent("device_id"))
+	b.WriteString(" = ")
+	b.WriteString(quoteString(q.Device))
+	for _, k := range sortedKeys(q.Tags) {
+		b.WriteString(" AND ")
+		b.WriteString(quoteIdent(k))
+		b.WriteString(" = ")
+		b.WriteString(quoteString(q.Tags[k]))
+	}
 	return b.String()
 }
 
-// toValue converts a Flux value; ok is false for null and unknown types.
-func toValue(x any) (telemetry.Value, bool) {
-	switch x := x.(type) {
-	case float64:
-		return telemetry.Float(x), true
-	case int64:
-		return telemetry.Int(x), true
-	case uint64:
-		return telemetry.Float(float64(x)), true
-	case bool:
-		return telemetry.Bool(x), true
-	case string:
-		return telemetry.String(x), true
+// buildFieldKeysQL lists the fields of the measurements.
+func buildFieldKeysQL(rp string, measurements []string) string {
+	var b strings.Builder
+	b.WriteString("SHOW FIELD KEYS FROM ")
+	for i, m := range measurements {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(qlFrom(rp, m))
 	}
-	return telemetry.Value{}, false
+	return b.String()
 }
+
+// buildLastQL asks for the last point of each measurement and field, one
+// statement each (a single selector answers with its point's time).
+func buildLastQL(rp string, q telemetry.SeriesQuery, pairs [][2]string) string {
+	var b strings.Builder
+	where := qlWhere(q.Device, q.Start, q.Stop, q.Tags)
+	for i, p := range pairs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString("SELECT last(")
+		b.WriteString(quoteIdent(p[1]))
+		b.WriteString("::field) FROM ")
+		b.WriteString(qlFrom(rp, p[0]))
+		b.WriteString(where)
+	}
+	return b.String()
+}
+
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

@@ -14,42 +14,42 @@ var (
 	t1 = t0.Add(15 * time.Minute)
 )
 
-func baseQuery() HistoryQuery {
-	return HistoryQuery{Device: "dev-1", Measurement: "environment", Field: "temperature", Start: t0, Stop: t1}
+func baseQuery() telemetry.HistoryQuery {
+	return telemetry.HistoryQuery{Device: "dev-1", Measurement: "environment", Field: "temperature", Start: t0, Stop: t1}
 }
 
 func TestHistoryQueryValidation(t *testing.T) {
 	tests := []struct {
 		name string
-		edit func(q *HistoryQuery)
+		edit func(q *telemetry.HistoryQuery)
 	}{
-		{"no device", func(q *HistoryQuery) { q.Device = "" }},
-		{"quote in device", func(q *HistoryQuery) { q.Device = `dev" or r._field != "x` }},
-		{"flux pipe in device", func(q *HistoryQuery) { q.Device = `d") |> drop(columns: ["x"]) //` }},
-		{"interpolation in device", func(q *HistoryQuery) { q.Device = "${secret}" }},
-		{"space in device", func(q *HistoryQuery) { q.Device = "dev 1" }},
-		{"newline in device", func(q *HistoryQuery) { q.Device = "dev\n1" }},
-		{"backslash in device", func(q *HistoryQuery) { q.Device = `dev\` }},
-		{"unicode in device", func(q *HistoryQuery) { q.Device = "dév" }},
-		{"device too long", func(q *HistoryQuery) { q.Device = strings.Repeat("d", 257) }},
-		{"no field", func(q *HistoryQuery) { q.Field = "" }},
-		{"field _value", func(q *HistoryQuery) { q.Field = "_value" }},
-		{"field time", func(q *HistoryQuery) { q.Field = "time" }},
-		{"quote in field", func(q *HistoryQuery) { q.Field = `t"` }},
-		{"paren in measurement", func(q *HistoryQuery) { q.Measurement = "m)" }},
-		{"measurement _m", func(q *HistoryQuery) { q.Measurement = "_m" }},
-		{"no times", func(q *HistoryQuery) { q.Start, q.Stop = time.Time{}, time.Time{} }},
-		{"start after stop", func(q *HistoryQuery) { q.Start, q.Stop = q.Stop, q.Start }},
-		{"empty range", func(q *HistoryQuery) { q.Stop = q.Start }},
-		{"year 3000", func(q *HistoryQuery) { q.Stop = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC) }},
-		{"negative every", func(q *HistoryQuery) { q.Every = -time.Second }},
-		{"tiny every", func(q *HistoryQuery) { q.Every = time.Microsecond }},
-		{"too many windows", func(q *HistoryQuery) { q.Every = 10 * time.Millisecond }},
-		{"bad tag key", func(q *HistoryQuery) { q.Tags = map[string]string{`site"]`: "x"} }},
-		{"tag key _measurement", func(q *HistoryQuery) { q.Tags = map[string]string{"_measurement": "x"} }},
-		{"control char in tag value", func(q *HistoryQuery) { q.Tags = map[string]string{"site": "a\x00b"} }},
-		{"empty tag value", func(q *HistoryQuery) { q.Tags = map[string]string{"site": ""} }},
-		{"invalid utf-8 tag value", func(q *HistoryQuery) { q.Tags = map[string]string{"site": "\xff"} }},
+		{"no device", func(q *telemetry.HistoryQuery) { q.Device = "" }},
+		{"quote in device", func(q *telemetry.HistoryQuery) { q.Device = `dev" or r._field != "x` }},
+		{"flux pipe in device", func(q *telemetry.HistoryQuery) { q.Device = `d") |> drop(columns: ["x"]) //` }},
+		{"interpolation in device", func(q *telemetry.HistoryQuery) { q.Device = "${secret}" }},
+		{"space in device", func(q *telemetry.HistoryQuery) { q.Device = "dev 1" }},
+		{"newline in device", func(q *telemetry.HistoryQuery) { q.Device = "dev\n1" }},
+		{"backslash in device", func(q *telemetry.HistoryQuery) { q.Device = `dev\` }},
+		{"unicode in device", func(q *telemetry.HistoryQuery) { q.Device = "dév" }},
+		{"device too long", func(q *telemetry.HistoryQuery) { q.Device = strings.Repeat("d", 257) }},
+		{"no field", func(q *telemetry.HistoryQuery) { q.Field = "" }},
+		{"field _value", func(q *telemetry.HistoryQuery) { q.Field = "_value" }},
+		{"field time", func(q *telemetry.HistoryQuery) { q.Field = "time" }},
+		{"quote in field", func(q *telemetry.HistoryQuery) { q.Field = `t"` }},
+		{"paren in measurement", func(q *telemetry.HistoryQuery) { q.Measurement = "m)" }},
+		{"measurement _m", func(q *telemetry.HistoryQuery) { q.Measurement = "_m" }},
+		{"no times", func(q *telemetry.HistoryQuery) { q.Start, q.Stop = time.Time{}, time.Time{} }},
+		{"start after stop", func(q *telemetry.HistoryQuery) { q.Start, q.Stop = q.Stop, q.Start }},
+		{"empty range", func(q *telemetry.HistoryQuery) { q.Stop = q.Start }},
+		{"year 3000", func(q *telemetry.HistoryQuery) { q.Stop = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC) }},
+		{"negative every", func(q *telemetry.HistoryQuery) { q.Every = -time.Second }},
+		{"tiny every", func(q *telemetry.HistoryQuery) { q.Every = time.Microsecond }},
+		{"too many windows", func(q *telemetry.HistoryQuery) { q.Every = 10 * time.Millisecond }},
+		{"bad tag key", func(q *telemetry.HistoryQuery) { q.Tags = map[string]string{`site"]`: "x"} }},
+		{"tag key _measurement", func(q *telemetry.HistoryQuery) { q.Tags = map[string]string{"_measurement": "x"} }},
+		{"control char in tag value", func(q *telemetry.HistoryQuery) { q.Tags = map[string]string{"site": "a\x00b"} }},
+		{"empty tag value", func(q *telemetry.HistoryQuery) { q.Tags = map[string]string{"site": ""} }},
+		{"invalid utf-8 tag value", func(q *telemetry.HistoryQuery) { q.Tags = map[string]string{"site": "\xff"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,17 +69,17 @@ func TestHistoryQueryValidation(t *testing.T) {
 func TestHistoryPlan(t *testing.T) {
 	tests := []struct {
 		name  string
-		edit  func(q *HistoryQuery)
+		edit  func(q *telemetry.HistoryQuery)
 		every time.Duration
 	}{
-		{"15 minutes is raw", func(q *HistoryQuery) {}, 0},
-		{"30 minutes is raw", func(q *HistoryQuery) { q.Stop = q.Start.Add(30 * time.Minute) }, 0},
-		{"1 hour: 3.6s rounds up to 5s", func(q *HistoryQuery) { q.Stop = q.Start.Add(time.Hour) }, 5 * time.Second},
-		{"1 day: 86.4s rounds up to 2m", func(q *HistoryQuery) { q.Stop = q.Start.Add(24 * time.Hour) }, 2 * time.Minute},
-		{"5 years: whole days", func(q *HistoryQuery) { q.Stop = q.Start.Add(5 * 365 * 24 * time.Hour) }, 2 * 24 * time.Hour},
-		{"max points 100", func(q *HistoryQuery) { q.Stop = q.Start.Add(time.Hour); q.MaxPoints = 100 }, time.Minute},
-		{"explicit every", func(q *HistoryQuery) { q.Every = 7 * time.Second }, 7 * time.Second},
-		{"explicit every on a short range", func(q *HistoryQuery) { q.Every = time.Minute }, time.Minute},
+		{"15 minutes is raw", func(q *telemetry.HistoryQuery) {}, 0},
+		{"30 minutes is raw", func(q *telemetry.HistoryQuery) { q.Stop = q.Start.Add(30 * time.Minute) }, 0},
+		{"1 hour: 3.6s rounds up to 5s", func(q *telemetry.HistoryQuery) { q.Stop = q.Start.Add(time.Hour) }, 5 * time.Second},
+		{"1 day: 86.4s rounds up to 2m", func(q *telemetry.HistoryQuery) { q.Stop = q.Start.Add(24 * time.Hour) }, 2 * time.Minute},
+		{"5 years: whole days", func(q *telemetry.HistoryQuery) { q.Stop = q.Start.Add(5 * 365 * 24 * time.Hour) }, 2 * 24 * time.Hour},
+		{"max points 100", func(q *telemetry.HistoryQuery) { q.Stop = q.Start.Add(time.Hour); q.MaxPoints = 100 }, time.Minute},
+		{"explicit every", func(q *telemetry.HistoryQuery) { q.Every = 7 * time.Second }, 7 * time.Second},
+		{"explicit every on a short range", func(q *telemetry.HistoryQuery) { q.Every = time.Minute }, time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,46 +96,99 @@ func TestHistoryPlan(t *testing.T) {
 	}
 }
 
-func TestBuildHistoryFlux(t *testing.T) {
-	q := baseQuery()
-	q.Tags = map[string]string{"site": `plant "3" $x \ ü`, "device_id": "dev-1"}
-	got := buildHistoryFlux("telemetry/autogen", q, historyPlan{every: 5 * time.Second, fn: historyMean})
-	want := `from(bucket: "telemetry/autogen")
-  |> range(start: 2025-11-22T10:00:00Z, stop: 2025-11-22T10:14:59.999999999Z)
-  |> filter(fn: (r) => r._field == "temperature" and r._measurement == "environment" and r.device_id == "dev-1" and r["device_id"] == "dev-1" and r["site"] == "plant \"3\" \x24x \\ ü")
-  |> group()
-  |> aggregateWindow(every: 5000000000ns, fn: mean, createEmpty: false)
-  |> sort(columns: ["_time"])
-  |> keep(columns: ["_time", "_value"])`
-	if got != want {
-		t.Fatalf("flux:\n%s\nwant:\n%s", got, want)
+func TestBuildHistoryQL(t *testing.T) {
+	tests := []struct {
+		name string
+		rp   string
+		edit func(q *telemetry.HistoryQuery)
+		plan historyPlan
+		want string
+	}{
+		{"raw", "autogen", func(*telemetry.HistoryQuery) {}, historyPlan{},
+			`SELECT "temperature"::field FROM "autogen"."environment" WHERE "device_id"::tag = 'dev-1' AND time >= 1763805600000000000 AND time < 1763806500000000000 ORDER BY time DESC LIMIT 10000`},
+		{"mean over every measurement", "", func(q *telemetry.HistoryQuery) { q.Measurement = "" }, historyPlan{every: 5 * time.Second, fn: historyMean},
+			`SELECT mean("temperature"::field) FROM /.*/ WHERE "device_id"::tag = 'dev-1' AND time >= 1763805600000000000 AND time < 1763806500000000000 GROUP BY time(5000000000ns) fill(none)`},
+		{"last", "", func(*telemetry.HistoryQuery) {}, historyPlan{every: time.Minute, fn: historyLast},
+			`SELECT last("temperature"::field) FROM "environment" WHERE "device_id"::tag = 'dev-1' AND time >= 1763805600000000000 AND time < 1763806500000000000 GROUP BY time(60000000000ns) fill(none)`},
+		{"sample", "", func(*telemetry.HistoryQuery) {}, historySample,
+			`SELECT "temperature"::field FROM "environment" WHERE "device_id"::tag = 'dev-1' AND time >= 1763805600000000000 AND time < 1763806500000000000 LIMIT 1`},
+		{"scope tags sorted and quoted", "", func(q *telemetry.HistoryQuery) {
+			q.Tags = map[string]string{"site": `plant "3" $x \ ü`, "device_id": "dev-1", "zone": `a'b`}
+		}, historySample,
+			`SELECT "temperature"::field FROM "environment" WHERE "device_id"::tag = 'dev-1' AND "device_id"::tag = 'dev-1' AND "site"::tag = 'plant "3" $x \\ ü' AND "zone"::tag = 'a\'b' AND time >= 1763805600000000000 AND time < 1763806500000000000 LIMIT 1`},
+		{"injection through a tag value stays a literal", "", func(q *telemetry.HistoryQuery) {
+			q.Tags = map[string]string{"site": `x' OR '1'='1`}
+		}, historySample,
+			`SELECT "temperature"::field FROM "environment" WHERE "device_id"::tag = 'dev-1' AND "site"::tag = 'x\' OR \'1\'=\'1' AND time >= 1763805600000000000 AND time < 1763806500000000000 LIMIT 1`},
+		{"backslash before a quote cannot end the literal", "", func(q *telemetry.HistoryQuery) {
+			q.Tags = map[string]string{"site": `x\' ; DROP DATABASE "d" ; '`}
+		}, historySample,
+			`SELECT "temperature"::field FROM "environment" WHERE "device_id"::tag = 'dev-1' AND "site"::tag = 'x\\\' ; DROP DATABASE "d" ; \'' AND time >= 1763805600000000000 AND time < 1763806500000000000 LIMIT 1`},
 	}
-	raw := buildHistoryFlux("db", baseQuery(), historyPlan{})
-	if !strings.Contains(raw, "|> tail(n: 10000)") || strings.Contains(raw, "aggregateWindow") {
-		t.Fatalf("raw flux:\n%s", raw)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := baseQuery()
+			tt.edit(&q)
+			if err := validateHistoryQuery(q); err != nil {
+				t.Fatal(err)
+			}
+			if got := buildHistoryQL(tt.rp, q, tt.plan); got != tt.want {
+				t.Fatalf("got:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
 	}
 }
 
-func TestFluxString(t *testing.T) {
-	tests := map[string]string{
-		``:                 `""`,
-		`plain`:            `"plain"`,
-		`a"b`:              `"a\"b"`,
-		`a\b`:              `"a\\b"`,
-		`${x}`:             `"\x24{x}"`,
-		"l1\nl2\r\t":       `"l1\nl2\r\t"`,
-		"nul\x00":          `"nul\x00"`,
-		"del\x7f":          `"del\x7f"`,
-		"ü€":               `"ü€"`,
-		"bad\xff":          "\"bad\uFFFD\"",
-		`") |> yield() //`: `"\") |> yield() //"`,
-		`$"`:               `"\x24\""`,
-		`$\`:               `"\x24\\"`,
+func TestQuoteIdentAndString(t *testing.T) {
+	idents := map[string]string{
+		`plain`:          `"plain"`,
+		`a"b`:            `"a\"b"`,
+		`a\b`:            `"a\\b"`,
+		`a\"b`:           `"a\\\"b"`,
+		"l1\nl2":         `"l1\nl2"`,
+		`" ; DROP "x`:    `"\" ; DROP \"x"`,
+		`it's`:           `"it's"`,
+		`ü`:              `"ü"`,
+		`trailing\`:      `"trailing\\"`,
+		`"::tag OR 1=1 `: `"\"::tag OR 1=1 "`,
 	}
-	for in, want := range tests {
-		if got := fluxString(in); got != want {
-			t.Errorf("fluxString(%q) = %s, want %s", in, got, want)
+	for in, want := range idents {
+		if got := quoteIdent(in); got != want {
+			t.Errorf("quoteIdent(%q) = %s, want %s", in, got, want)
 		}
+	}
+	strs := map[string]string{
+		``:             `''`,
+		`plain`:        `'plain'`,
+		`a'b`:          `'a\'b'`,
+		`a\b`:          `'a\\b'`,
+		`a\'b`:         `'a\\\'b'`,
+		`"`:            `'"'`,
+		"l1\nl2":       `'l1\nl2'`,
+		`' OR ''='`:    `'\' OR \'\'=\''`,
+		`trailing\`:    `'trailing\\'`,
+		`$x ${y} /re/`: `'$x ${y} /re/'`,
+	}
+	for in, want := range strs {
+		if got := quoteString(in); got != want {
+			t.Errorf("quoteString(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestBuildSeriesQL(t *testing.T) {
+	q := telemetry.SeriesQuery{Device: "dev-1", Start: t0, Stop: t1, Tags: map[string]string{"site": `a'b`}}
+	if got, want := buildMeasurementsQL(q), `SHOW MEASUREMENTS WHERE "device_id" = 'dev-1' AND "site" = 'a\'b'`; got != want {
+		t.Errorf("measurements:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := buildFieldKeysQL("autogen", []string{"env", "power"}), `SHOW FIELD KEYS FROM "autogen"."env", "autogen"."power"`; got != want {
+		t.Errorf("field keys:\n%s\nwant:\n%s", got, want)
+	}
+	got := buildLastQL("", q, [][2]string{{"env", "temp"}, {"power", "kwh"}})
+	want := `SELECT last("temp"::field) FROM "env" WHERE "device_id"::tag = 'dev-1' AND "site"::tag = 'a\'b' AND time >= 1763805600000000000 AND time < 1763806500000000000; ` +
+		`SELECT last("kwh"::field) FROM "power" WHERE "device_id"::tag = 'dev-1' AND "site"::tag = 'a\'b' AND time >= 1763805600000000000 AND time < 1763806500000000000`
+	if got != want {
+		t.Errorf("last:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -150,17 +203,5 @@ func TestRoundStep(t *testing.T) {
 		if got := roundStep(in); got != want {
 			t.Errorf("roundStep(%s) = %s, want %s", in, got, want)
 		}
-	}
-}
-
-func TestBuildSeriesFlux(t *testing.T) {
-	got := buildSeriesFlux("telemetry/autogen", SeriesQuery{Device: "dev-1", Start: t0, Stop: t1, Tags: map[string]string{"site": `a"b`}})
-	want := `from(bucket: "telemetry/autogen")
-  |> range(start: 2025-11-22T10:00:00Z, stop: 2025-11-22T10:14:59.999999999Z)
-  |> filter(fn: (r) => r.device_id == "dev-1" and r["site"] == "a\"b")
-  |> last()
-  |> keep(columns: ["_time", "_value", "_measurement", "_field"])`
-	if got != want {
-		t.Fatalf("flux:\n%s\nwant:\n%s", got, want)
 	}
 }

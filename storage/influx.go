@@ -35,12 +35,14 @@ const maxMessage = 1024
 type Config struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8086.
 	URL string
-	// Token is "user:password" (or "" without auth) on 1.8, an API token on 2.x.
-	// It is never logged.
+	// Token is "user:password" (or "" without auth) on 1.8, an API token
+	// on 2.x and 3.x. It is never logged.
 	Token string
-	// Org is "" on 1.8, the organization's name on 2.x.
+	// Org is the organization's name on 2.x, "" on 1.8 and 3.x.
 	Org string
-	// Bucket is "db/rp" (or "db") on 1.8, the bucket's name on 2.x.
+	// Bucket is "db/rp" (or "db") on 1.8, the bucket's name on 2.x (its
+	// InfluxQL queries go through the DBRP mapping of the same name, which
+	// 2.x creates virtually for every bucket), the database's name on 3.x.
 	Bucket string
 	// Timeout bounds each HTTP request, including reading the response.
 	// Zero means DefaultTimeout.
@@ -60,24 +62,22 @@ type Influx struct {
 	httpc  *http.Client
 	client influxdb2.Client
 	// Writes go through the client's HTTP service (its auth, user agent
-	// and error decoding) to the URL its WriteAPIBlocking would use: that
-	// API takes the batch as a string, a copy of every batch, which was
-	// an eighth of all the bytes telemetryd allocated in the benchmark.
+	// and error decoding) to the client's write URL, not through its write
+	// APIs: they take the batch as a string, a copy of every batch.
 	http     influxhttp.Service
 	writeURL string
 	closed   atomic.Bool
 	once     sync.Once
-	version  atomic.Pointer[string]
+	server   Server // set by Open
+	db, rp   string // InfluxQL database and retention policy ("": default)
 }
 
-// Open creates the client and checks the server once with /ping. When the
-// server is InfluxDB 1.x it creates the bucket's database (CREATE DATABASE
-// is idempotent). It does not retry: the caller decides whether to try again.
-//
-// A 1.x server is recognised by its X-Influxdb-Version header starting with
-// "1.". influxd 1.8 built with plain `go install` reports "unknown"; a
-// server whose version is neither 1.x nor 2.x or later is treated as 1.x
-// when Org is empty (2.x always needs an org).
+// Open creates the client and asks the server which InfluxDB it is
+// (Detect). On InfluxDB 1.x it creates the bucket's database (CREATE
+// DATABASE is idempotent); 2.x buckets and 3.x databases are made by their
+// operator or, on 3.x, by the first write. It does not retry: the caller
+// decides whether to try again, and an error matching telemetry.ErrPermanent
+// (a server that is no known InfluxDB, a refused token) will not change.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -132,36 +132,32 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
 		client.Close()
 		return nil, fmt.Errorf("storage: open influxdb: %w", err)
 	}
-	if err := s.Ping(ctx); err != nil {
+	srv, err := Detect(ctx, httpc, base, cfg.Token)
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
 	}
-	version := s.Version()
-	if isV1(version, cfg.Org) {
-		db, _, _ := strings.Cut(cfg.Bucket, "/")
-		if err := s.createDatabase(ctx, db); err != nil {
+	s.server = srv
+	s.db, s.rp = splitBucket(cfg.Bucket)
+	version := srv.Version
+	if srv.Major == 1 {
+		if err := s.createDatabase(ctx, s.db); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
 		}
 	}
-	log.Info("influxdb connected", "url", base.Redacted(), "version", version,
+	log.Info("influxdb connected", "url", base.Redacted(), "version", version, "major", srv.Major,
 		"org", cfg.Org, "bucket", cfg.Bucket, "gzip", cfg.Gzip, "timeout", cfg.Timeout)
 	return s, nil
 }
 
-// isV1 reports whether a server reporting version speaks InfluxDB 1.x.
-func isV1(version, org string) bool {
-	v := strings.TrimPrefix(version, "v")
-	if strings.HasPrefix(v, "1.") {
-		return true
-	}
-	if i := strings.IndexByte(v, '.'); i > 0 {
-		major := v[:i]
-		if strings.Trim(major, "0123456789") == "" {
-			return false // 2.x, 3.x, ...
-		}
-	}
-	return org == ""
+// splitBucket returns the InfluxQL database and retention policy a bucket
+// stands for: "db/rp" on 1.x; on 2.x the same rule gives the bucket's
+// virtual DBRP mapping ("telemetry" → database "telemetry", default
+// policy); on 3.x the bucket is the database.
+func splitBucket(bucket string) (db, rp string) {
+	db, rp, _ = strings.Cut(bucket, "/")
+	return db, rp
 }
 
 // Write sends one batch of newline-separated line protocol (nanosecond
@@ -200,7 +196,7 @@ func writeURL(apiURL, org, bucket string) (string, error) {
 	return u.String(), nil
 }
 
-// newWriteError classifies an error returned by WriteAPIBlocking.
+// newWriteError classifies an error returned by the HTTP service's write.
 func newWriteError(ctx context.Context, err error) *WriteError {
 	var he *influxhttp.Error
 	if !errors.As(err, &he) {
@@ -275,18 +271,14 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// Ping reports whether InfluxDB answers /ping. On success it records the
-// server's version (see Version).
+// Ping reports whether InfluxDB answers /ping.
 func (s *Influx) Ping(ctx context.Context) error {
 	u := s.base.JoinPath("ping")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return fmt.Errorf("influxdb ping: %w", err)
 	}
-	if s.cfg.Token != "" {
-		// "Token user:password" is accepted by 1.8 as well as 2.x.
-		req.Header.Set("Authorization", "Token "+s.cfg.Token)
-	}
+	setAuth(req, s.cfg.Token)
 	req.Header.Set("User-Agent", "telemetryd")
 	resp, err := s.httpc.Do(req)
 	if err != nil {
@@ -301,19 +293,16 @@ func (s *Influx) Ping(ctx context.Context) error {
 		}
 		return fmt.Errorf("influxdb ping: status %d: %s", resp.StatusCode, msg)
 	}
-	v := resp.Header.Get("X-Influxdb-Version")
-	s.version.Store(&v)
 	return nil
 }
 
-// Version is the server version from the last successful ping, for example
-// "1.8.10" (or "unknown" for an influxd built without version information).
-func (s *Influx) Version() string {
-	if v := s.version.Load(); v != nil {
-		return *v
-	}
-	return ""
-}
+// Version is the server's version as Open detected it, for example
+// "1.8.10" (or "unknown" for an influxd 1.x built without version
+// information).
+func (s *Influx) Version() string { return s.server.Version }
+
+// Major is the server's major version (1, 2 or 3) as Open detected it.
+func (s *Influx) Major() int { return s.server.Major }
 
 // Close releases idle connections. Writes after Close fail with an error
 // matching telemetry.ErrClosed. Close is idempotent.
@@ -338,13 +327,7 @@ func (s *Influx) createDatabase(ctx context.Context, db string) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "telemetryd")
-	if s.cfg.Token != "" {
-		if user, pass, ok := strings.Cut(s.cfg.Token, ":"); ok {
-			req.SetBasicAuth(user, pass)
-		} else {
-			req.Header.Set("Authorization", "Token "+s.cfg.Token)
-		}
-	}
+	setAuth(req, s.cfg.Token)
 	resp, err := s.httpc.Do(req)
 	if err != nil {
 		return fmt.Errorf("create database: %w", withContext(ctx, err))
@@ -385,11 +368,6 @@ func (s *Influx) createDatabase(ctx context.Context, db string) error {
 		return fmt.Errorf("create database %q: %s", db, msg)
 	}
 	return nil
-}
-
-// quoteIdent quotes an InfluxQL identifier the way influxql.QuoteIdent does.
-func quoteIdent(s string) string {
-	return `"` + strings.NewReplacer("\n", `\n`, `\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 // WriteError is the error returned by Write.

@@ -146,10 +146,11 @@ func TestOpenVersionDetection(t *testing.T) {
 	}{
 		{"1.8.10", "", true},
 		{"1.8.10", "someorg", true},
-		{"unknown", "", true}, // go-installed influxd 1.8
-		{"unknown", "acme", false},
+		{"unknown", "", true},     // go-installed influxd 1.8
+		{"unknown", "acme", true}, // the server decides, not the org
 		{"v2.7.4", "acme", false},
 		{"2.7.4", "", false},
+		{"3.0.1", "", false},
 	} {
 		f, srv := startFake(t, tc.version)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -7,6 +7,10 @@
 // so every other package can share its vocabulary (including the error
 // sentinels used to classify failures) without importing each other.
 //
+// history.go holds the read-back vocabulary (HistoryQuery, History,
+// SeriesQuery, SeriesInfo) that the dashboard's API asks and the store
+// answers, so that the two share one definition.
+//
 // Histogram is shared machinery: a lock-free latency histogram that
 // pipeline stages keep for metrics without importing a metrics library.
 //

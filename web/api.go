@@ -16,46 +16,11 @@ import (
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// HistoryQuery asks for one field of one device over [Start, Stop).
-type HistoryQuery struct {
-	Device, Measurement, Field string // Measurement "" means any
-	Start, Stop                time.Time
-	Every                      time.Duration     // 0: chosen by the reader
-	Tags                       map[string]string // equalities every point must meet (the viewer's scope)
-}
-
-// History is a HistoryReader's answer.
-type History struct {
-	Every     time.Duration // window of aggregation, 0 for raw points
-	Aggregate string        // "mean" or "last" when aggregated
-	Points    []Point       // sorted by time
-	Truncated bool          // the oldest raw points were left out
-}
-
-// Point is one value at one time (Unix ns).
-type Point struct {
-	Time  int64
-	Value telemetry.Value
-}
-
-// SeriesQuery asks which series a device has points in over [Start, Stop).
-type SeriesQuery struct {
-	Device      string
-	Start, Stop time.Time
-	Tags        map[string]string // the viewer's scope
-}
-
-// SeriesInfo is one measurement and field with its latest point.
-type SeriesInfo struct {
-	Measurement, Field string
-	Last               Point
-}
-
 // HistoryReader reads stored points. Errors matching telemetry.ErrPermanent
 // are the caller's fault (400); others are the store's (502/504).
 type HistoryReader interface {
-	History(ctx context.Context, q HistoryQuery) (History, error)
-	Series(ctx context.Context, q SeriesQuery) ([]SeriesInfo, error)
+	History(ctx context.Context, q telemetry.HistoryQuery) (telemetry.History, error)
+	Series(ctx context.Context, q telemetry.SeriesQuery) ([]telemetry.SeriesInfo, error)
 }
 
 // Device is one entry of the fleet list.
@@ -225,7 +190,7 @@ func (a *API) serveSeries(w http.ResponseWriter, r *http.Request) {
 		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
 		return
 	}
-	q := SeriesQuery{Device: vals.Get("device"), Tags: v.Scope}
+	q := telemetry.SeriesQuery{Device: vals.Get("device"), Tags: v.Scope}
 	if q.Device == "" {
 		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, "device is required")
 		return
@@ -272,12 +237,12 @@ func writeJSON(w http.ResponseWriter, b []byte) {
 // parseHistory reads device, measurement, field, since, until and every.
 // Names are checked by the reader (whose rules decide what may reach the
 // store); here only their presence and length.
-func (a *API) parseHistory(r *http.Request) (HistoryQuery, error) {
+func (a *API) parseHistory(r *http.Request) (telemetry.HistoryQuery, error) {
 	vals, err := singleValues(r)
 	if err != nil {
-		return HistoryQuery{}, err
+		return telemetry.HistoryQuery{}, err
 	}
-	q := HistoryQuery{Device: vals.Get("device"), Measurement: vals.Get("measurement"), Field: vals.Get("field")}
+	q := telemetry.HistoryQuery{Device: vals.Get("device"), Measurement: vals.Get("measurement"), Field: vals.Get("field")}
 	if q.Device == "" || q.Field == "" {
 		return q, errors.New("device and field are required")
 	}

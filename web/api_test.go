@@ -18,19 +18,19 @@ import (
 var now = time.Date(2025, 11, 22, 12, 0, 0, 0, time.UTC)
 
 type fakeHistory struct {
-	got    HistoryQuery
-	gotSer SeriesQuery
-	h      History
-	series []SeriesInfo
+	got    telemetry.HistoryQuery
+	gotSer telemetry.SeriesQuery
+	h      telemetry.History
+	series []telemetry.SeriesInfo
 	err    error
 }
 
-func (f *fakeHistory) History(_ context.Context, q HistoryQuery) (History, error) {
+func (f *fakeHistory) History(_ context.Context, q telemetry.HistoryQuery) (telemetry.History, error) {
 	f.got = q
 	return f.h, f.err
 }
 
-func (f *fakeHistory) Series(_ context.Context, q SeriesQuery) ([]SeriesInfo, error) {
+func (f *fakeHistory) Series(_ context.Context, q telemetry.SeriesQuery) ([]telemetry.SeriesInfo, error) {
 	f.gotSer = q
 	return f.series, f.err
 }
@@ -78,7 +78,7 @@ func apiErrorCode(t *testing.T, rec *httptest.ResponseRecorder) string {
 }
 
 func TestHistoryEndpoint(t *testing.T) {
-	fh := &fakeHistory{h: History{Every: 5 * time.Second, Aggregate: "mean", Points: []Point{
+	fh := &fakeHistory{h: telemetry.History{Every: 5 * time.Second, Aggregate: "mean", Points: []telemetry.HistoryPoint{
 		{Time: 1, Value: telemetry.Float(1.5)}, {Time: 2, Value: telemetry.Int(-3)},
 		{Time: 3, Value: telemetry.Bool(true)}, {Time: 4, Value: telemetry.String("a\"</script>")},
 	}}}
@@ -87,7 +87,7 @@ func TestHistoryEndpoint(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
-	want := HistoryQuery{Device: "d1", Measurement: "env", Field: "temp", Start: now.Add(-time.Hour), Stop: now, Every: 5 * time.Second}
+	want := telemetry.HistoryQuery{Device: "d1", Measurement: "env", Field: "temp", Start: now.Add(-time.Hour), Stop: now, Every: 5 * time.Second}
 	if fmt.Sprint(fh.got) != fmt.Sprint(want) {
 		t.Fatalf("query %+v\nwant  %+v", fh.got, want)
 	}
@@ -110,7 +110,7 @@ func TestHistoryEndpoint(t *testing.T) {
 	}
 
 	// Defaults: the last 15 minutes up to a minute ahead, automatic window.
-	fh.h = History{}
+	fh.h = telemetry.History{}
 	rec = get(t, api, "/api/v1/history?device=d1&field=temp", nil)
 	if rec.Code != http.StatusOK || !fh.got.Start.Equal(now.Add(-15*time.Minute)) || !fh.got.Stop.Equal(now.Add(time.Minute)) || fh.got.Every != 0 ||
 		!strings.Contains(rec.Body.String(), `"every":null,"truncated":false,"points":[]`) {
@@ -137,7 +137,7 @@ func TestHistoryEndpointRejects(t *testing.T) {
 		"device=d1&device=d2&field=temp",
 		"device=" + strings.Repeat("d", 300) + "&field=temp",
 	} {
-		fh.got = HistoryQuery{}
+		fh.got = telemetry.HistoryQuery{}
 		rec := get(t, api, "/api/v1/history?"+q, nil)
 		if rec.Code != http.StatusBadRequest || apiErrorCode(t, rec) != "invalid_request" {
 			t.Errorf("%s: %d %s", q, rec.Code, rec.Body)
@@ -232,9 +232,9 @@ func TestAPIAuthAndScope(t *testing.T) {
 }
 
 func TestSeriesEndpoint(t *testing.T) {
-	fh := &fakeHistory{series: []SeriesInfo{
-		{Measurement: "env", Field: "temp", Last: Point{Time: 7, Value: telemetry.Float(21.5)}},
-		{Measurement: "env", Field: "door", Last: Point{Time: 8, Value: telemetry.Bool(false)}},
+	fh := &fakeHistory{series: []telemetry.SeriesInfo{
+		{Measurement: "env", Field: "temp", Last: telemetry.HistoryPoint{Time: 7, Value: telemetry.Float(21.5)}},
+		{Measurement: "env", Field: "door", Last: telemetry.HistoryPoint{Time: 8, Value: telemetry.Bool(false)}},
 	}}
 	api := newTestAPI(fh, nil, false)
 	rec := get(t, api, "/api/v1/series?device=d1&since=-1h", nil)

@@ -50,7 +50,7 @@ func listenAdmin(addr string, log *slog.Logger) (net.Addr, func(), error) {
 	}()
 	log.Info("admin server (pprof) listening", "addr", ln.Addr().String())
 	return ln.Addr(), func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,26 +10,19 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/telemetryd/telemetryd/devices"
+	"github.com/telemetryd/telemetryd/devices/adminclient"
 )
 
 // The operator commands `telemetryd devices …` and `telemetryd viewers …`
 // talk to the admin API of a running service, so that an operator never
 // needs curl; `telemetryd mosquitto-auth` renders the broker's files from
 // the registry database directly.
-
-// adminClient calls the admin API.
-type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
 
 // cliFlags are the flags every devices/viewers command takes.
 type cliFlags struct {
@@ -72,13 +64,9 @@ func (c *cliFlags) parse(args []string) ([]string, error) {
 	}
 }
 
-func (c *cliFlags) client() (*adminClient, error) {
+func (c *cliFlags) client() (*adminclient.Client, error) {
 	if c.token == "" {
 		return nil, errors.New("no admin token: set TELEMETRY_ADMIN_TOKEN or -admin-token")
-	}
-	u, err := url.Parse(c.url)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("-url %q: want http(s)://host:port", c.url)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.ca != "" {
@@ -88,62 +76,11 @@ func (c *cliFlags) client() (*adminClient, error) {
 		}
 		tr.TLSClientConfig = t
 	}
-	return &adminClient{base: strings.TrimSuffix(c.url, "/"), token: c.token, http: &http.Client{Timeout: 30 * time.Second, Transport: tr}}, nil
-}
-
-// apiError is an admin API error answer.
-type apiError struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
-}
-
-// do sends a request and decodes a 2xx JSON answer into out (when not nil).
-func (a *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	api, err := adminclient.New(c.url, c.token, &http.Client{Timeout: adminclient.DefaultTimeout, Transport: tr})
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("-url %q: want http(s)://host:port", c.url)
 	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(raw, &e) != nil || e.Error.Code == "" {
-			return &apiError{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(raw))}
-		}
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-	}
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("admin API answer: %w", err)
-		}
-	}
-	return nil
+	return api, nil
 }
 
 // labelFlag collects repeated -label k=v flags.
@@ -165,16 +102,6 @@ func (l *labelFlag) Set(s string) error {
 	l.m[k] = v
 	l.set = true
 	return nil
-}
-
-type deviceTokenAnswer struct {
-	Device devices.DeviceJSON `json:"device"`
-	Token  string             `json:"token"`
-}
-
-type deviceListAnswer struct {
-	Devices    []devices.DeviceJSON `json:"devices"`
-	NextCursor string               `json:"next_cursor"`
 }
 
 const devicesUsage = `devices <command> [flags]
@@ -216,7 +143,7 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		f.fs.StringVar(&name, "name", "", "new name")
 		f.fs.Var(&labels, "label", "label key=value; the labels given replace all labels (repeatable)")
 		f.fs.BoolVar(&clearLabels, "clear-labels", false, "remove every label")
-		f.fs.StringVar(&gateway, "gateway", "\x00", `assign to this gateway ("" unassigns)`)
+		f.fs.StringVar(&gateway, "gateway", noGateway, `assign to this gateway ("" unassigns)`)
 	case "rotate":
 		f.fs.StringVar(&grace, "grace", "", "how long the old token keeps working, e.g. 10m or 0s (default: the server's -token-rotation-grace)")
 	case "get", "revoke", "delete":
@@ -224,33 +151,23 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		fmt.Fprintf(stderr, "telemetryd devices: unknown command %q\nusage: telemetryd %s\n", verb, devicesUsage)
 		return flag.ErrHelp
 	}
-	api, path, id, err := f.target(args[1:], verb, "/api/v1/devices")
+	api, id, err := f.target(args[1:], verb)
 	if err != nil {
 		return err
 	}
 	switch verb {
 	case "create":
-		var out deviceTokenAnswer
-		if err := api.do(ctx, "POST", path, map[string]any{"name": name, "kind": kind, "labels": labels.m, "gateway": gateway}, &out); err != nil {
+		out, err := api.CreateDevice(ctx, adminclient.NewDevice{Name: name, Kind: kind, Labels: labels.m, Gateway: gateway})
+		if err != nil {
 			return err
 		}
 		return printDeviceToken(stdout, stderr, f.asJSON, out)
 	case "list":
-		q := url.Values{}
-		for _, k := range slices.Sorted(maps.Keys(labels.m)) {
-			q.Add("label", k+"="+labels.m[k])
-		}
-		if kind != "" {
-			q.Set("kind", kind)
-		}
-		if gateway != "" {
-			q.Set("gateway", gateway)
-		}
-		q.Set("limit", fmt.Sprint(limit))
-		var list deviceListAnswer
+		filter := adminclient.DeviceFilter{Labels: labels.m, Kind: kind, Gateway: gateway, Limit: limit}
+		var list adminclient.DevicePage
 		for {
-			var page deviceListAnswer
-			if err := api.do(ctx, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
+			page, err := api.ListDevices(ctx, filter)
+			if err != nil {
 				return err
 			}
 			list.Devices = append(list.Devices, page.Devices...)
@@ -258,10 +175,10 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 			if !all || page.NextCursor == "" {
 				break
 			}
-			q.Set("cursor", page.NextCursor)
+			filter.Cursor = page.NextCursor
 		}
 		if list.Devices == nil {
-			list.Devices = []devices.DeviceJSON{}
+			list.Devices = []adminclient.Device{} // JSON [], not null
 		}
 		if f.asJSON {
 			return json.NewEncoder(stdout).Encode(list)
@@ -274,49 +191,49 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		}
 		return nil
 	case "get", "update", "revoke":
-		var out struct {
-			Device devices.DeviceJSON `json:"device"`
-		}
+		var d adminclient.Device
 		var err error
 		switch verb {
 		case "get":
-			err = api.do(ctx, "GET", path, nil, &out)
+			d, err = api.Device(ctx, id)
 		case "revoke":
-			err = api.do(ctx, "POST", path+"/revoke", nil, &out)
+			d, err = api.RevokeDevice(ctx, id)
 		case "update":
-			body := map[string]any{}
+			var ch adminclient.DeviceChange
 			if name != "" {
-				body["name"] = name
+				ch.Name = &name
 			}
 			if labels.set {
-				body["labels"] = labels.m
+				ch.Labels = labels.m
 			} else if clearLabels {
-				body["labels"] = map[string]string{}
+				ch.Labels = map[string]string{}
 			}
-			if gateway != "\x00" {
-				body["gateway"] = gateway
+			if gateway != noGateway {
+				ch.Gateway = &gateway
 			}
-			err = api.do(ctx, "PATCH", path, body, &out)
+			d, err = api.UpdateDevice(ctx, id, ch)
 		}
 		if err != nil {
 			return err
 		}
 		if f.asJSON {
-			return json.NewEncoder(stdout).Encode(out)
+			return json.NewEncoder(stdout).Encode(map[string]adminclient.Device{"device": d})
 		}
-		return printDevices(stdout, []devices.DeviceJSON{out.Device})
+		return printDevices(stdout, []adminclient.Device{d})
 	case "rotate":
-		body := map[string]any{}
+		g := time.Duration(-1) // the server's -token-rotation-grace
 		if grace != "" {
-			body["grace"] = grace
+			if g, err = time.ParseDuration(grace); err != nil {
+				return fmt.Errorf("-grace: %w", err)
+			}
 		}
-		var out deviceTokenAnswer
-		if err := api.do(ctx, "POST", path+"/rotate", body, &out); err != nil {
+		out, err := api.RotateDevice(ctx, id, g)
+		if err != nil {
 			return err
 		}
 		return printDeviceToken(stdout, stderr, f.asJSON, out)
 	default: // delete
-		if err := api.do(ctx, "DELETE", path, nil, nil); err != nil {
+		if err := api.DeleteDevice(ctx, id); err != nil {
 			return err
 		}
 		if !f.asJSON {
@@ -326,11 +243,11 @@ func devicesCommand(ctx context.Context, args []string, lookupEnv func(string) (
 	}
 }
 
-func printDeviceToken(stdout, stderr io.Writer, asJSON bool, out deviceTokenAnswer) error {
+func printDeviceToken(stdout, stderr io.Writer, asJSON bool, out adminclient.DeviceToken) error {
 	if asJSON {
 		return json.NewEncoder(stdout).Encode(out)
 	}
-	if err := printDevices(stdout, []devices.DeviceJSON{out.Device}); err != nil {
+	if err := printDevices(stdout, []adminclient.Device{out.Device}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\ntoken: %s\n", out.Token)
@@ -338,7 +255,7 @@ func printDeviceToken(stdout, stderr io.Writer, asJSON bool, out deviceTokenAnsw
 	return nil
 }
 
-func printDevices(w io.Writer, ds []devices.DeviceJSON) error {
+func printDevices(w io.Writer, ds []adminclient.Device) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tNAME\tGATEWAY\tLABELS\tLAST SEEN\tREVOKED")
 	for _, d := range ds {
@@ -378,11 +295,6 @@ commands:
   revoke ID                        ends access now and closes open dashboards
   delete ID`
 
-type viewerTokenAnswer struct {
-	Viewer devices.ViewerJSON `json:"viewer"`
-	Token  string             `json:"token"`
-}
-
 // viewersCommand is `telemetryd viewers …`.
 func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
@@ -402,45 +314,41 @@ func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		fmt.Fprintf(stderr, "telemetryd viewers: unknown command %q\nusage: telemetryd %s\n", verb, viewersUsage)
 		return flag.ErrHelp
 	}
-	api, path, id, err := f.target(args[1:], verb, "/api/v1/viewers")
+	api, id, err := f.target(args[1:], verb)
 	if err != nil {
 		return err
 	}
-	var one struct {
-		Viewer devices.ViewerJSON `json:"viewer"`
-	}
+	var one adminclient.Viewer
 	switch verb {
 	case "create":
-		var out viewerTokenAnswer
-		if err := api.do(ctx, "POST", path, map[string]any{"name": name, "scope": scope.m}, &out); err != nil {
+		out, err := api.CreateViewer(ctx, name, scope.m)
+		if err != nil {
 			return err
 		}
 		if f.asJSON {
 			return json.NewEncoder(stdout).Encode(out)
 		}
-		if err := printViewers(stdout, []devices.ViewerJSON{out.Viewer}); err != nil {
+		if err := printViewers(stdout, []adminclient.Viewer{out.Viewer}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "\ntoken: %s\n", out.Token)
 		fmt.Fprintln(stderr, "Store the token now: it is not kept and cannot be shown again.")
 		return nil
 	case "list":
-		var out struct {
-			Viewers []devices.ViewerJSON `json:"viewers"`
-		}
-		if err := api.do(ctx, "GET", path, nil, &out); err != nil {
+		list, err := api.Viewers(ctx)
+		if err != nil {
 			return err
 		}
 		if f.asJSON {
-			return json.NewEncoder(stdout).Encode(out)
+			return json.NewEncoder(stdout).Encode(map[string][]adminclient.Viewer{"viewers": list})
 		}
-		return printViewers(stdout, out.Viewers)
+		return printViewers(stdout, list)
 	case "get":
-		err = api.do(ctx, "GET", path, nil, &one)
+		one, err = api.Viewer(ctx, id)
 	case "revoke":
-		err = api.do(ctx, "POST", path+"/revoke", nil, &one)
+		one, err = api.RevokeViewer(ctx, id)
 	default: // delete
-		if err := api.do(ctx, "DELETE", path, nil, nil); err != nil {
+		if err := api.DeleteViewer(ctx, id); err != nil {
 			return err
 		}
 		if !f.asJSON {
@@ -452,12 +360,12 @@ func viewersCommand(ctx context.Context, args []string, lookupEnv func(string) (
 		return err
 	}
 	if f.asJSON {
-		return json.NewEncoder(stdout).Encode(one)
+		return json.NewEncoder(stdout).Encode(map[string]adminclient.Viewer{"viewer": one})
 	}
-	return printViewers(stdout, []devices.ViewerJSON{one.Viewer})
+	return printViewers(stdout, []adminclient.Viewer{one})
 }
 
-func printViewers(w io.Writer, vs []devices.ViewerJSON) error {
+func printViewers(w io.Writer, vs []adminclient.Viewer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tREVOKED")
 	for _, v := range vs {
@@ -524,11 +432,12 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	store, err := devices.OpenSQLite(ctx, registryPath(cfg))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, where, err := openRegistryStore(ctx, cfg, log) // registrystore.go
 	if err != nil {
 		return err
 	}
-	reg, err := devices.Open(ctx, store, devices.Config{}, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	reg, err := devices.Open(ctx, store, devices.Config{}, log)
 	if err != nil {
 		store.Close()
 		return err
@@ -538,30 +447,32 @@ flags:`)
 		return err
 	}
 	st := reg.Stats()
-	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, registryPath(cfg), st.Devices)
+	fmt.Fprintf(stdout, "wrote %s and %s from %s (%d registered devices); reload Mosquitto with kill -HUP <pid>\n", pwFile, aclFile, where, st.Devices)
 	return nil
 }
 
 // target parses a subcommand's flags and positional arguments and returns
-// the API client and the resource path: the collection for create and list,
-// the one named item (exactly one argument) for every other verb.
-// The id is returned too ("" for the collection).
-func (f *cliFlags) target(args []string, verb, collection string) (api *adminClient, path, id string, err error) {
+// the API client and the named id: exactly one argument for every verb but
+// create and list, which take none ("" then).
+func (f *cliFlags) target(args []string, verb string) (api *adminclient.Client, id string, err error) {
 	pos, err := f.parse(args)
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", err
 	}
 	wantID := verb != "create" && verb != "list"
 	if wantID && len(pos) != 1 || !wantID && len(pos) != 0 {
 		f.fs.Usage()
-		return nil, "", "", flag.ErrHelp
+		return nil, "", flag.ErrHelp
 	}
 	if api, err = f.client(); err != nil {
-		return nil, "", "", err
+		return nil, "", err
 	}
 	if wantID {
 		id = pos[0]
-		collection += "/" + url.PathEscape(id)
 	}
-	return api, collection, id, nil
+	return api, id, nil
 }
+
+// noGateway is -gateway's default for update: not given, as opposed to ""
+// (unassign).
+const noGateway = "\x00"

@@ -9,7 +9,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
 
@@ -33,19 +33,8 @@ import (
 // the test is skipped, or fails when CI=true.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{os.Getenv("TELEMETRY_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (run make tools)")
-	}
-	t.Skip("chromium not found (run make tools); skipping the browser test")
-	return ""
+	return testsupport.Binary(t, "TELEMETRY_CHROMIUM", "run make tools, or set TELEMETRY_CHROMIUM",
+		"chromium", "chromium-browser", "google-chrome")
 }
 
 // artifactDir is where screenshots go: $TELEMETRY_ARTIFACTS, else a

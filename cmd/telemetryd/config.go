@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/live"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -32,6 +34,9 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
+	MQTTFrameBurst  int           // per-device bucket of MQTT messages (ingest/mqttlimits.go)
+	AuthMaxFailures int           // authguard: failed authentications per address and minute before a block
+	AuthBlock       time.Duration // authguard: how long a blocked address gets 429
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -50,8 +55,13 @@ type config struct {
 	AdminAddr       string // opt-in pprof listener (admin.go)
 	Spool           bool
 	SpoolMaxBytes   int
-	SpoolAfter      time.Duration
-	Sec             securityConfig // registry.go: identity, TLS, limits
+	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
+	DeadLetterMaxBytes int
+	SpoolAfter         time.Duration
+	LiveSlowPolicy     string // live.SlowPolicy
+	LiveQueueBytes     int
+	Sec                securityConfig // identity, TLS, limits
+	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -142,6 +152,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.int(&c.AuthMaxFailures, "auth-max-failures", "TELEMETRY_AUTH_MAX_FAILURES", 10, "failed authentications (device, viewer or admin token) from one client address within a minute before that address gets 429 with Retry-After; -1: never throttle (behind a proxy every client shares its address)")
+	e.dur(&c.AuthBlock, "auth-block", "TELEMETRY_AUTH_BLOCK", time.Minute, "how long an address over -auth-max-failures is answered 429")
+	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
@@ -153,15 +166,19 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.dur(&c.FlushInterval, "flush-interval", "TELEMETRY_FLUSH_INTERVAL", bridge.DefaultConfig().FlushInterval, "how long a batch's first reading waits for more before a free writer takes it; while all writers are busy, batches grow up to -batch-lines")
 	e.int(&c.QueueFrames, "queue-frames", "TELEMETRY_QUEUE_FRAMES", bridge.DefaultConfig().QueueFrames, "frames waiting for storage before devices are slowed down")
 	e.dur(&c.MaxClockSkew, "max-clock-skew", "TELEMETRY_MAX_CLOCK_SKEW", bridge.DefaultLimits().MaxClockSkew, "how far in the future a device timestamp may be")
-	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame from a device")
+	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame or MQTT message from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
 	registerLiveFlags(e, &c.Live) // live.go
+	e.str(&c.RegistryURL, "registry-url", "TELEMETRY_REGISTRY_URL", "", "postgres://user:password@host:port/db of a device registry shared by several instances (cluster mode, docs/cluster.md); empty: the SQLite file under -data-dir")
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
+	e.int(&c.DeadLetterMaxBytes, "dead-letter-max-bytes", "TELEMETRY_DEAD_LETTER_MAX_BYTES", 64<<20, "dead-letter file size limit; when full, further refused lines are not recorded (counted in telemetryd_dead_letters_dropped_total)")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
+	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
+	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}
@@ -173,6 +190,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err
+	}
+	if !live.SlowPolicy(c.LiveSlowPolicy).Valid() {
+		return c, fs, fmt.Errorf(`-live-slow-policy: %q is not "conflate" or "disconnect"`, c.LiveSlowPolicy)
 	}
 	return c, fs, nil
 }
@@ -216,4 +236,62 @@ func (e *envFlags) mqttURL(p *string) {
 func mustGzip(c config) bool {
 	gz, _ := gzipWrites(c.InfluxGzip, c.InfluxURL)
 	return gz
+}
+
+// securityConfig is the identity, transport-security and limit settings.
+type securityConfig struct {
+	AdminToken            string
+	RotationGrace         time.Duration
+	MaxLabels             int
+	TLSCert, TLSKey       string
+	MQTTCA, InfluxCA      string
+	MosquittoPasswordFile string
+	MosquittoACLFile      string
+	MosquittoPIDFile      string
+	MaxConnsPerDevice     int
+	MaxConns              int
+	FrameRate             int
+	FrameBurst            int
+	RateLimitClose        int
+	ReadHeaderTimeout     time.Duration
+	WSPingInterval        time.Duration
+}
+
+func registerSecurityFlags(e *envFlags, c *securityConfig) {
+	e.str(&c.AdminToken, "admin-token", "TELEMETRY_ADMIN_TOKEN", "", "operator token for /api/v1 (devices, viewers) and an unrestricted viewer; empty disables the admin API. At least 16 characters")
+	e.dur(&c.RotationGrace, "token-rotation-grace", "TELEMETRY_TOKEN_ROTATION_GRACE", time.Hour, "how long a rotated device token keeps working when the rotation names no grace")
+	e.int(&c.MaxLabels, "max-labels", "TELEMETRY_MAX_LABELS", 16, "most labels per device (and pairs per viewer scope)")
+	e.str(&c.TLSCert, "tls-cert", "TELEMETRY_TLS_CERT", "", "PEM certificate (chain) for HTTPS/wss on -http-addr; with -tls-key")
+	e.str(&c.TLSKey, "tls-key", "TELEMETRY_TLS_KEY", "", "PEM private key for -tls-cert")
+	e.str(&c.MQTTCA, "mqtt-ca", "TELEMETRY_MQTT_CA", "", "PEM CA bundle trusted for ssl:// broker URLs (default: system roots)")
+	e.str(&c.InfluxCA, "influx-ca", "TELEMETRY_INFLUX_CA", "", "PEM CA bundle trusted for https:// InfluxDB URLs (default: system roots)")
+	e.str(&c.MosquittoPasswordFile, "mosquitto-password-file", "TELEMETRY_MOSQUITTO_PASSWORD_FILE", "", "rewrite this Mosquitto password_file from the registry at start and on every change (with -mosquitto-acl-file)")
+	e.str(&c.MosquittoACLFile, "mosquitto-acl-file", "TELEMETRY_MOSQUITTO_ACL_FILE", "", "rewrite this Mosquitto acl_file from the registry at start and on every change")
+	e.str(&c.MosquittoPIDFile, "mosquitto-pid-file", "TELEMETRY_MOSQUITTO_PID_FILE", "", "send SIGHUP to the pid in this file after rewriting the Mosquitto files (reload)")
+	e.int(&c.MaxConnsPerDevice, "max-conns-per-device", "TELEMETRY_MAX_CONNS_PER_DEVICE", ingest.DefaultWSConfig().MaxConnsPerDevice, "simultaneous WebSockets per device; more get HTTP 429 too_many_connections")
+	e.int(&c.MaxConns, "max-conns", "TELEMETRY_MAX_CONNS", ingest.DefaultWSConfig().MaxConns, "simultaneous device WebSockets in total; more get HTTP 503 server_busy")
+	e.int(&c.FrameRate, "device-frame-rate", "TELEMETRY_DEVICE_FRAME_RATE", int(ingest.DefaultWSConfig().FrameRate), "frames per second per device over WebSocket and MQTT (token bucket); excess gets rate_limited (MQTT: acked and dropped); -1: unlimited")
+	e.int(&c.FrameBurst, "device-frame-burst", "TELEMETRY_DEVICE_FRAME_BURST", ingest.DefaultWSConfig().FrameBurst, "frame bucket size per device (burst above -device-frame-rate)")
+	e.int(&c.RateLimitClose, "rate-limit-close", "TELEMETRY_RATE_LIMIT_CLOSE", ingest.DefaultWSConfig().RateLimitClose, "consecutive rate_limited frames after which the socket is closed with 1013")
+	e.dur(&c.ReadHeaderTimeout, "read-header-timeout", "TELEMETRY_READ_HEADER_TIMEOUT", 10*time.Second, "longest time to receive a request's headers (WebSocket handshake included): slow-loris bound")
+	e.dur(&c.WSPingInterval, "ws-ping-interval", "TELEMETRY_WS_PING_INTERVAL", ingest.DefaultWSConfig().PingInterval, "server ping interval on device WebSockets; a socket silent for two intervals is closed")
+}
+
+// check refuses settings that would otherwise fail late: at the first
+// admin request, the first registry change, the first TLS handshake or
+// the first broker connection.
+func (sec securityConfig) check() error {
+	if sec.AdminToken != "" && len(sec.AdminToken) < 16 {
+		return errors.New("the admin token (TELEMETRY_ADMIN_TOKEN) must have at least 16 characters")
+	}
+	if (sec.MosquittoPasswordFile == "") != (sec.MosquittoACLFile == "") {
+		return errors.New("set both -mosquitto-password-file and -mosquitto-acl-file, or neither")
+	}
+	if err := checkTLSFiles(sec.TLSCert, sec.TLSKey); err != nil {
+		return err
+	}
+	if _, err := mqttTLS(sec); err != nil {
+		return err
+	}
+	return nil
 }

@@ -58,15 +58,16 @@ func deadlettersCommand(ctx context.Context, args []string, lookupEnv func(strin
 		return tw.Flush()
 	default:
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		store, err := storage.Open(ctx, storage.Config{
-			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg),
-		}, log)
+		scfg, err := storageConfig(cfg)
+		if err != nil {
+			return err
+		}
+		store, err := storage.Open(ctx, scfg, log)
 		if err != nil {
 			return err
 		}
 		defer store.Close()
-		res, err := storage.ReplayDeadLetters(ctx, path, store)
+		res, err := storage.ReplayDeadLetters(ctx, newDeadLetters(cfg), store)
 		fmt.Fprintf(stdout, "replayed %d, still rejected %d (kept in %s)\n", res.Replayed, res.StillRejected, path)
 		if err == nil && res.StillRejected > 0 {
 			err = errors.New("some lines are still rejected")
@@ -76,3 +77,23 @@ func deadlettersCommand(ctx context.Context, args []string, lookupEnv func(strin
 }
 
 func deadLetterPath(cfg config) string { return filepath.Join(cfg.DataDir, "deadletters.jsonl") }
+
+// newDeadLetters is the dead-letter file with its bound, as the service
+// and the subcommand both use it.
+func newDeadLetters(cfg config) *storage.DeadLetters {
+	return storage.NewDeadLetters(deadLetterPath(cfg), int64(cfg.DeadLetterMaxBytes))
+}
+
+// storageConfig is how the service reaches InfluxDB — URL, token, org,
+// bucket, timeout, gzip and TLS (-influx-ca) — the one definition that
+// the service and `deadletters replay` share.
+func storageConfig(cfg config) (storage.Config, error) {
+	tlsConf, err := influxTLS(cfg.Sec) // clienttls.go: -influx-ca
+	if err != nil {
+		return storage.Config{}, err
+	}
+	return storage.Config{
+		URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
+		Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
+	}, nil
+}

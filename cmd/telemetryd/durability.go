@@ -23,7 +23,7 @@ func openDurable(cfg config, store *storage.Influx, log *slog.Logger) (*storage.
 		log.Warn("spool recovered records from the previous run; replaying them",
 			"records", rep.Records, "bytes", rep.Bytes, "corrupt_records", rep.CorruptRecords, "corrupt_bytes", rep.CorruptBytes)
 	}
-	dead := storage.NewDeadLetters(deadLetterPath(cfg))
+	dead := newDeadLetters(cfg) // deadletters.go
 	d := storage.NewDurable(store, sp, dead, storage.DurableConfig{DirectTimeout: cfg.SpoolAfter}, log)
 	return d, func() { _ = sp.Close() }, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/telemetryd/telemetryd/ingest/mqtttest"
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/storage/influxtest"
 )
 
@@ -232,11 +233,5 @@ func (c *wsClient) closeCode(t *testing.T) uint16 {
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsupport.Eventually(t, timeout, what, cond)
 }

@@ -29,11 +29,9 @@ func registerLiveFlags(e *envFlags, c *liveConfig) {
 	e.int(&c.ResumeTimeline, "live-resume-timeline", "TELEMETRY_LIVE_RESUME_TIMELINE", 262144, "latest positions remembered (device, measurement, time) so that a resuming dashboard's older missed readings are read back from InfluxDB")
 }
 
-// hubConfig wires the live hub's resume to storage's history.
-func (c liveConfig) hubConfig(store *storage.Influx) live.HubConfig {
-	return live.HubConfig{Resume: live.ResumeConfig{
-		Window: c.ResumeWindow, Timeline: c.ResumeTimeline, History: liveHistory{store},
-	}}
+// resumeConfig wires the live hub's resume to storage's history.
+func (c liveConfig) resumeConfig(store *storage.Influx) live.ResumeConfig {
+	return live.ResumeConfig{Window: c.ResumeWindow, Timeline: c.ResumeTimeline, History: liveHistory{store}}
 }
 
 // liveHistory reads a device's stored readings back for a resuming
@@ -46,7 +44,7 @@ func (h liveHistory) Readings(ctx context.Context, q live.HistoryRequest) ([]tel
 	if stop.Sub(start) > storage.RawHistoryRange {
 		return nil, fmt.Errorf("live history: %s is wider than raw history (%s)", stop.Sub(start), storage.RawHistoryRange)
 	}
-	series, err := h.s.Series(ctx, storage.SeriesQuery{Device: q.Device, Start: start, Stop: stop, Tags: q.Tags})
+	series, err := h.s.Series(ctx, telemetry.SeriesQuery{Device: q.Device, Start: start, Stop: stop, Tags: q.Tags})
 	if err != nil {
 		return nil, fmt.Errorf("live history: %w", err)
 	}
@@ -57,7 +55,7 @@ func (h liveHistory) Readings(ctx context.Context, q live.HistoryRequest) ([]tel
 	at := map[key]int{}
 	var out []telemetry.Reading
 	for _, sr := range series {
-		hist, err := h.s.History(ctx, storage.HistoryQuery{
+		hist, err := h.s.History(ctx, telemetry.HistoryQuery{
 			Device: q.Device, Measurement: sr.Measurement, Field: sr.Field,
 			Start: start, Stop: stop, Tags: q.Tags, MaxPoints: storage.MaxHistoryPoints,
 		})

@@ -2,10 +2,17 @@
 // writes it to InfluxDB and rebroadcasts it live to dashboards.
 //
 // It is the only place that reads flags and the environment and the only
-// place that knows every package: it builds each stage with its downstream
-// (storage → bridge → transports) and runs them until a signal, then shuts
-// down in order: ingest stops, the bridge drains and flushes, owed acks go
-// out, transports close, dashboards close.
+// place that knows every package: run builds each stage with its
+// downstream (storage → bridge → live, transports) and runs them until a
+// signal, then shuts down in order: ingest stops, the bridge drains and
+// flushes, owed acks go out, transports close, dashboards close.
+//
+// Where the pieces are: config.go the settings; components.go each
+// component's configuration; registry.go identity (device and viewer
+// authentication, revocation, the Mosquitto file sync); server.go the
+// public HTTP listener (TLS, connection counting); web.go the dashboard
+// page and its API; metrics.go /metrics; admin.go the pprof listener;
+// admin_cli.go the operator commands, through devices/adminclient.
 package main
 
 import (
@@ -15,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -24,20 +30,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
-	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
-	"github.com/telemetryd/telemetryd/ingest/payload"
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
-)
-
-// Interface guards: the packages meet only here.
-var (
-	_ bridge.Sink          = (*storage.Influx)(nil)
-	_ telemetry.Consumer   = (*bridge.Bridge)(nil)
-	_ ingest.Authenticator = (*devices.StaticTokens)(nil)
 )
 
 func main() {
@@ -69,182 +67,115 @@ var errHelp = errors.New("help requested")
 // complete. ready, when not nil, receives the HTTP listener's address once
 // the service is serving (tests use it with -http-addr 127.0.0.1:0).
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer, ready chan<- string) error {
-	cfg, err := parseConfig(args, lookupEnv, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return err
-	}
-	log, err := newLogger(cfg, stderr)
+	cfg, rules, log, err := setup(args, lookupEnv, stderr) // components.go
 	if err != nil {
 		return err
 	}
-	rules, err := loadRules(cfg.ConfigFile)
+	// The registry before storage: it fails fast, storage waits for InfluxDB.
+	reg, err := openRegistry(ctx, cfg, log) // registry.go
 	if err != nil {
 		return err
 	}
+	defer closeRegistry(reg, log)
+	auth, err := newDeviceAuth(reg, cfg.DeviceTokens)
+	if err != nil {
+		return err
+	}
+	mosquitto, err := openMosquittoSync(reg, cfg, log) // nil: not configured
+	if err != nil {
+		return err
+	}
+	store, sink, durable, closeStore, err := openStore(ctx, cfg, log) // durable nil: -spool=false
+	if err != nil {
+		return err
+	}
+	defer closeStore()
 
-	ident, err := openIdentity(ctx, cfg, log) // registry.go
-	if err != nil {
-		return err
-	}
-	defer ident.Close()
-	store, err := openStorage(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+	// The live side: the hub rebroadcasts what the bridge normalized.
+	hub := live.NewHub(hubConfig(cfg, store), log.With("component", "hub"))
+	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 
-	// The bridge writes through the disk spool (when enabled), which
-	// replays to InfluxDB in the background.
-	var sink bridge.Sink = store
-	var durable *storage.Durable
-	if cfg.Spool {
-		d, closeSpool, err := openDurable(cfg, store, log.With("component", "spool"))
-		if err != nil {
-			return err
-		}
-		defer closeSpool()
-		sink, durable = d, d
-	}
-
-	hub := live.NewHub(cfg.Live.hubConfig(store), log.With("component", "hub"))
-	bcfg := bridge.Config{
-		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
-		QueueFrames:   cfg.QueueFrames,
-		MaxBatchLines: cfg.BatchLines,
-		Writers:       cfg.InfluxWriters,
-		FlushInterval: cfg.FlushInterval,
-		DrainTimeout:  max(cfg.ShutdownGrace-2*time.Second, time.Second),
-	}
-	rules.applyBridge(&bcfg)
-	ident.configureBridge(&bcfg)
-	if durable != nil {
-		bcfg.DeadLetters = durable
-	}
-	bcfg.Durable = hub // the persisted watermark of the live stream
-	br := bridge.New(bcfg, sink, hub, log.With("component", "bridge"))
+	br := bridge.New(bridgeConfig(cfg, rules, reg, durable, hub), sink, hub, log.With("component", "bridge"))
 	seedFieldTypes(ctx, br, store, log)
-
-	checkOrigin := originChecker(cfg.AllowedOrigins)
-	limits := payload.Limits{MaxReadings: cfg.MaxReadings}
-	rules.applyPayload(&limits)
-	dash := live.NewDashboards(ident.dashboardConfig(live.DashboardConfig{CheckOrigin: checkOrigin, DisableCompression: !cfg.Live.Compression}), hub, log.With("component", "dashboards"))
-	ws := ingest.NewWS(ident.wsConfig(ingest.WSConfig{
-		MaxFrameSize: cfg.MaxFrameBytes,
-		Limits:       limits,
-		CheckOrigin:  checkOrigin,
-	}), ident, br, log.With("component", "ws"))
-	ident.attach(ws, dash)
-	var mq *ingest.MQTT
-	if cfg.MQTTURL != "" {
-		mq, err = ingest.NewMQTT(ident.mqttConfig(ingest.MQTTConfig{
-			URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
-			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
-			Connections: cfg.MQTTConnections, Limits: limits,
-		}), br, log.With("component", "mqtt"))
-		if err != nil {
-			return err
-		}
+	ws := ingest.NewWS(wsConfig(cfg, rules, auth), auth, br, log.With("component", "ws"))
+	mq, err := openMQTT(cfg, rules, auth, br, log) // nil: MQTT off
+	if err != nil {
+		return err
 	}
-
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/ingest", ws)
-	mux.Handle("GET /v1/live", dash)
-	// web.go: the dashboard page, its API and /v1/live/sse.
-	mountWeb(mux, webDeps{dash: dash, hub: hub, store: store, registered: ident.reg.Devices, log: log.With("component", "web")})
-	ident.mount(mux) // /api/v1/: admin API
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.Handle("GET /readyz", readiness(store, mq))
-	mux.Handle("GET /metrics", metricsHandler(metricSources{bridge: br, hub: hub, dash: dash, ws: ws, mqtt: mq, registry: ident.reg, incompleteRequests: ident.IncompleteRequests, durable: durable, build: currentBuild()}, log))
+	closeOnRevoke(reg, ws, dash)
 
 	stopAdmin, err := startAdmin(cfg.AdminAddr, log.With("component", "admin"))
 	if err != nil {
 		return err
 	}
 	defer stopAdmin()
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := ident.httpServer(&http.Server{ // registry.go: handshake timeout, counter
-		Handler:           mux,
-		ReadHeaderTimeout: cfg.Sec.ReadHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	})
-
-	// Each stage runs under its own context so that shutdown can stop them
-	// one after another: ingest, then the bridge, then the live side.
-	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
-	bridgeCtx, stopBridge := context.WithCancel(context.WithoutCancel(ctx))
-	liveCtx, stopLive := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopIngest()
-	defer stopBridge()
-	defer stopLive()
-
-	var liveDone, bridgeDone, ingestDone, replayDone sync.WaitGroup
-	replayCtx, stopReplay := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopReplay()
-	if durable != nil {
-		replayDone.Go(func() {
-			if err := durable.Run(replayCtx); err != nil {
-				log.Error("spool replay stopped", "error", err)
-			}
-		})
-	}
-	liveDone.Go(func() { _ = hub.Run(liveCtx) })
-	liveDone.Go(func() { _ = dash.Run(liveCtx) })
-	liveDone.Go(func() { _ = ident.Run(liveCtx) })
-	bridgeDone.Go(func() { _ = br.Run(bridgeCtx) })
-	ingestDone.Go(func() { _ = ws.Run(ingestCtx) })
-	if mq != nil {
-		ingestDone.Go(func() { _ = mq.Run(ingestCtx) })
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- ident.serve(srv, ln) }() // TLS when configured
-
-	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", ln.Addr().String(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
-	if ready != nil {
-		ready <- ln.Addr().String()
+	guard := authguard.New(authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock})
+	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
+	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
+		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
+		return err
 	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		log.Error("http server failed", "error", err)
-	}
+	// Start downstream first; each stage stops on its own, in reverse order.
+	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
+	stopBridge := start(ctx, br.Run)
+	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
+	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
+	srv.serveUntil(ctx, ready) // the signal, or the server failing, starts the shutdown
 
-	start := time.Now()
+	began := time.Now()
 	log.Info("shutting down", "grace", cfg.ShutdownGrace)
-	// 1. Stop ingest: no new sockets or frames, no new MQTT messages.
-	ws.Drain()
+	ws.Drain() // 1. ingest: no new sockets or frames, no new MQTT messages
 	stopIngest()
-	ingestDone.Wait()
-	// 2. Drain the bridge: everything accepted is written (or given up at
-	//    the grace deadline) and every owed ack is sent.
-	stopBridge()
-	bridgeDone.Wait()
-	stopReplay() // what is still spooled is replayed after the next start
-	replayDone.Wait()
-	// 3. Close the transports: devices see 1001; the MQTT session keeps
-	//    anything unacked for redelivery.
-	ws.Close()
+	stopBridge() // 2. all accepted is written (or given up at the grace deadline), owed acks sent
+	stopReplay() //    what is still spooled is replayed after the next start
+	ws.Close()   // 3. transports: devices see 1001; MQTT keeps what is unacked for redelivery
 	if mq != nil {
 		mq.Close()
 	}
-	// 4. Close dashboards, then the HTTP server.
-	stopLive()
-	liveDone.Wait()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
-	log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	stopLive() // 4. dashboards, then the HTTP server
+	srv.shutdown()
+	log.Info("stopped", "took", time.Since(began).Round(time.Millisecond))
 	return nil
+}
+
+// start runs each fn (nil ones skipped) in its own goroutine under a
+// context of its own: detached from ctx, whose end starts the ordered
+// shutdown rather than stopping everything at once. stop cancels that
+// context and waits for every fn to return.
+func start(ctx context.Context, fns ...func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for _, fn := range fns {
+		if fn != nil {
+			wg.Go(func() { _ = fn(ctx) })
+		}
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// when is fn if cond holds, else nil (start skips it): for optional
+// components, whose nil pointer must not be run.
+func when(cond bool, fn func(context.Context) error) func(context.Context) error {
+	if !cond {
+		return nil
+	}
+	return fn
+}
+
+// logged runs fn and logs the error it ends with.
+func logged(log *slog.Logger, msg string, fn func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := fn(ctx)
+		if err != nil {
+			log.Error(msg, "error", err)
+		}
+		return err
+	}
 }
 
 func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
@@ -267,16 +198,16 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
 	delay := 500 * time.Millisecond
 	for {
-		tlsConf, err := influxTLS(cfg) // registry.go: -influx-ca
+		scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
 		if err != nil {
 			return nil, err
 		}
-		store, err := storage.Open(ctx, storage.Config{
-			URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket,
-			Timeout: cfg.InfluxTimeout, Gzip: mustGzip(cfg), TLS: tlsConf,
-		}, log.With("component", "storage"))
+		store, err := storage.Open(ctx, scfg, log.With("component", "storage"))
 		if err == nil {
 			return store, nil
+		}
+		if errors.Is(err, telemetry.ErrPermanent) {
+			return nil, err // not an InfluxDB, or a refused token: retrying changes nothing
 		}
 		log.Warn("InfluxDB not reachable yet; retrying", "url", cfg.InfluxURL, "retry_in", delay, "error", err)
 		select {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/telemetryd/telemetryd/authguard"
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
@@ -33,14 +34,16 @@ type metricSources struct {
 	dash   *live.Dashboards
 	ws     *ingest.WS
 	mqtt   *ingest.MQTT
-	// registry: auth failures and sizes (registry.go).
+	// registry: auth failures and sizes.
 	registry *devices.Registry
 	// incompleteRequests counts HTTP connections closed before a complete
 	// request (slow handshakes cut by -read-header-timeout among them).
 	incompleteRequests func() uint64
 	// durable is the disk spool and dead letters (nil when -spool=false).
 	durable *storage.Durable
-	build   buildInfo
+	// guard: credential-guessing throttle (authguard.go).
+	guard *authguard.Guard
+	build buildInfo
 }
 
 // metricsHandler serves GET /metrics from a private registry: the
@@ -71,9 +74,14 @@ func metricDefs() []metricDef {
 	c, g := prometheus.CounterValue, prometheus.GaugeValue
 	return []metricDef{
 		{"telemetryd_build_info", "Build of the running binary (always 1).", g, []string{"version", "revision", "goversion"}},
+		{"telemetryd_auth_throttled_total", "Requests answered 429 because their address failed authentication too often.", c, nil},
+		{"telemetryd_auth_tracked_addresses", "Client addresses the guessing throttle tracks (bounded).", g, nil},
+		{"telemetryd_auth_tracking_evicted_total", "Tracked addresses forgotten to keep the throttle's table bounded.", c, nil},
 		// Transports.
 		{"telemetryd_ws_connections", "Open device WebSocket connections.", g, nil},
+		{"telemetryd_mqtt_refused_total", "MQTT refusals by device and reason: messages too_big, rate_limited or invalid_payload (acked and dropped), readings by rejection code; device \"\" beyond 1024 devices.", c, []string{"device", "reason"}},
 		{"telemetryd_ws_upgrades_total", "Device WebSocket connections accepted.", c, nil},
+		{"telemetryd_ws_resent_frames_total", "Device frames recognised as resends of accepted frames (same device, seq and bytes) and acked without being stored again.", c, nil},
 		{"telemetryd_ws_handshakes_rejected_total", "Device WebSocket upgrades refused, by reason (unauthorized, origin, too_many_connections, server_busy).", c, []string{"reason"}},
 		{"telemetryd_ws_policy_closes_total", "Device WebSockets closed by a limit or policy, by reason (frame_too_big 1009, rate_limited 1013, inactive_device 1008, not_reading: aborted, its answers queue full).", c, []string{"reason"}},
 		{"telemetryd_auth_failures_total", "Credentials refused by the registry, by kind (device, viewer, admin).", c, []string{"kind"}},
@@ -109,6 +117,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_spool_replay_errors_total", "Failed replay attempts (retried with backoff).", c, nil},
 		{"telemetryd_spool_corrupt_records_total", "Damaged spool records skipped at start-up (torn or corrupt tail).", c, nil},
 		{"telemetryd_dead_letters_total", "Lines InfluxDB refused for good, recorded in the dead-letter file.", c, nil},
+		{"telemetryd_dead_letters_dropped_total", "Lines InfluxDB refused for good and NOT recorded: the dead-letter file was at -dead-letter-max-bytes.", c, nil},
 		{"telemetryd_units_converted_total", "Field values converted to their canonical (or configured) unit.", c, nil},
 		{"telemetryd_typeguard_fields", "Measurement/field types remembered by the field-type guard.", g, nil},
 		{"telemetryd_typeguard_coerced_total", "Values converted to their field's stored type (integer to float, integral float to integer).", c, nil},
@@ -119,9 +128,13 @@ func metricDefs() []metricDef {
 		{"telemetryd_live_subscriptions", "Dashboard subscriptions.", g, nil},
 		{"telemetryd_live_series", "Series in the last-value cache used for snapshots.", g, nil},
 		{"telemetryd_live_published_batches_total", "Batches of readings handed to the live fan-out.", c, nil},
-		{"telemetryd_live_dropped_batches_total", "Batches not shown live because the fan-out was behind (they are still stored).", c, nil},
+		{"telemetryd_live_inbox_full_batches_total", "Batches that found the live fan-out's inbox full: merged to the latest value per series, the dashboards told (they are stored as usual).", c, nil},
+		{"telemetryd_live_conflated_readings_total", "Readings merged away to the latest value per series, by stage (inbox: the fan-out was behind; dashboard: a slow dashboard's queue was full); the dashboards are told.", c, []string{"stage"}},
+		{"telemetryd_live_gap_readings_total", "Readings not shown live even merged (a bound was reached); the dashboards get a gap message.", c, nil},
+		{"telemetryd_live_backlogged_clients", "Dashboard clients the fan-out holds data back for (a snapshot in chunks, conflated values).", g, nil},
+		{"telemetryd_live_snapshot_chunks_total", "Snapshot messages (chunks) sent to dashboards.", c, nil},
 		{"telemetryd_live_deliveries_total", "Frames delivered to dashboard clients.", c, nil},
-		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind.", c, nil},
+		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind (-live-slow-policy=disconnect).", c, nil},
 		{"telemetryd_live_series_not_remembered_total", "Series not cached for snapshots because the cache was full.", c, nil},
 	}
 }
@@ -155,6 +168,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	b := c.src.build
 	emit("telemetryd_build_info", 1, b.Version, b.Revision, b.GoVersion)
+	if g := c.src.guard; g != nil {
+		s := g.Stats()
+		emit("telemetryd_auth_throttled_total", float64(s.Throttled))
+		emit("telemetryd_auth_tracked_addresses", float64(s.Tracked))
+		emit("telemetryd_auth_tracking_evicted_total", float64(s.Evicted))
+	}
 
 	if d := c.src.durable; d != nil {
 		s := d.Stats()
@@ -169,12 +188,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_spool_replay_errors_total", float64(s.ReplayErrors))
 		emit("telemetryd_spool_corrupt_records_total", float64(s.Spool.CorruptRecords))
 		emit("telemetryd_dead_letters_total", float64(s.DeadLettered))
+		emit("telemetryd_dead_letters_dropped_total", float64(s.DeadLettersDropped))
 	}
 
 	if ws := c.src.ws; ws != nil {
 		s := ws.Stats()
 		emit("telemetryd_ws_connections", float64(s.Connections))
 		emit("telemetryd_ws_upgrades_total", float64(s.Upgrades))
+		emit("telemetryd_ws_resent_frames_total", float64(s.Resent))
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.Unauthorized), "unauthorized")
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.OriginRejected), "origin")
 		emit("telemetryd_ws_handshakes_rejected_total", float64(s.DeviceConnLimited), "too_many_connections")
@@ -195,6 +216,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_mqtt_connected", float64(s.Connected))
 		emit("telemetryd_mqtt_unacked_messages", float64(s.Unacked))
 		emit("telemetryd_mqtt_redelivered_total", float64(s.Redelivered))
+		for _, r := range mq.Refused() {
+			emit("telemetryd_mqtt_refused_total", float64(r.Count), string(r.Device), r.Reason)
+		}
 		emit("telemetryd_frames_received_total", float64(s.Messages), "mqtt")
 		emit("telemetryd_frames_rejected_total", float64(s.InvalidMessages), "mqtt", "invalid_payload")
 		emit("telemetryd_frames_rejected_total", float64(s.UnknownDevice), "mqtt", "unknown_device")
@@ -245,7 +269,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_live_subscriptions", float64(s.Subscriptions))
 		emit("telemetryd_live_series", float64(s.Series))
 		emit("telemetryd_live_published_batches_total", float64(s.Published))
-		emit("telemetryd_live_dropped_batches_total", float64(s.DroppedBatches))
+		emit("telemetryd_live_inbox_full_batches_total", float64(s.InboxFullBatches))
+		emit("telemetryd_live_conflated_readings_total", float64(s.InboxConflated), "inbox")
+		emit("telemetryd_live_conflated_readings_total", float64(s.Conflated), "dashboard")
+		emit("telemetryd_live_gap_readings_total", float64(s.GapReadings))
+		emit("telemetryd_live_backlogged_clients", float64(s.Backlogged))
+		emit("telemetryd_live_snapshot_chunks_total", float64(s.SnapshotChunks))
 		emit("telemetryd_live_deliveries_total", float64(s.Deliveries))
 		emit("telemetryd_live_slow_clients_dropped_total", float64(s.SlowClientsDropped))
 		emit("telemetryd_live_series_not_remembered_total", float64(s.SeriesNotRemembered))

@@ -80,16 +80,15 @@ func (m metrics) names(prefix string) []string {
 func waitMetric(t *testing.T, svc *service, what string, ok func(float64) bool, name string, labels ...string) {
 	t.Helper()
 	var last float64
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if last = scrape(t, svc).get(name, labels...); ok(last) {
-			return
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s%v was %v", name, labels, last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s%v = %v after 15s", what, name, labels, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	eventually(t, 15*time.Second, fmt.Sprintf("%s: %s%v", what, name, labels), func() bool {
+		last = scrape(t, svc).get(name, labels...)
+		return ok(last)
+	})
 }
 
 func eq(want float64) func(float64) bool { return func(v float64) bool { return v == want } }

@@ -21,25 +21,11 @@ import (
 
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 const repoRoot = "../.."
-
-// needTool returns the path of an external tool, skipping the test when it
-// is missing, except under CI (CI=true), where a missing tool fails it:
-// `make tools` installs it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (CI=true): install it with make tools", name)
-		}
-		t.Skipf("%s not found; make tools installs it", name)
-	}
-	return p
-}
 
 func TestConfigReferenceIsUpToDate(t *testing.T) {
 	var b bytes.Buffer
@@ -264,9 +250,10 @@ func TestAdminListenerServesPprofOnly(t *testing.T) {
 // TestDockerComposeConfig validates docker-compose.yml with docker-compose
 // itself (no Docker engine needed), with and without the simulator profile.
 func TestDockerComposeConfig(t *testing.T) {
-	dc := needTool(t, "docker-compose")
+	dc := testsupport.Binary(t, "", "make tools installs it", "docker-compose")
 	file := filepath.Join(repoRoot, "docker-compose.yml")
-	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"}, {"config", "--services"}} {
+	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"},
+		{"--profile", "influxdb3", "config", "-q"}, {"--profile", "influxdb1", "config", "-q"}, {"config", "--services"}} {
 		cmd := exec.Command(dc, append([]string{"-f", file, "--project-directory", repoRoot}, args...)...)
 		cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME=telemetryd-test")
 		out, err := cmd.CombinedOutput()
@@ -275,7 +262,7 @@ func TestDockerComposeConfig(t *testing.T) {
 		}
 		if args[1] == "--services" {
 			got := strings.Fields(string(out))
-			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "grafana"} {
+			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "prometheus", "grafana"} {
 				if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
 					t.Errorf("service %s missing: %v", want, got)
 				}
@@ -299,7 +286,7 @@ func TestDockerComposeConfig(t *testing.T) {
 // itself expands it), except for the output directory; and the builder's
 // Go is go.mod's.
 func TestDockerfileBuildsLikeMakefile(t *testing.T) {
-	mk := needTool(t, "make")
+	mk := testsupport.Binary(t, "", "make tools installs it", "make")
 	out, err := exec.Command(mk, "-s", "-n", "-C", repoRoot, "build", "GO=go", "VERSION=v1.2.3", "REVISION=abc123").CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n build: %v\n%s", err, out)
@@ -363,7 +350,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	uid := regexp.MustCompile(`uid: (\S+)`).FindStringSubmatch(string(ds))
-	if uid == nil || !strings.Contains(string(ds), "version: Flux") {
+	if uid == nil || !strings.Contains(string(ds), "version: InfluxQL") || strings.Contains(string(ds), "version: Flux") {
 		t.Fatalf("data source:\n%s", ds)
 	}
 	dash, err := os.ReadFile(filepath.Join(repoRoot, "deploy/grafana/dashboards/telemetry.json"))
@@ -385,12 +372,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if err := json.Unmarshal(dash, &d); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
-	if d.UID == "" || len(d.Panels) == 0 {
+	if d.UID == "" || len(d.Panels) == 0 || !strings.Contains(string(dash), `"value": "`+uid[1]+`"`) {
 		t.Fatalf("dashboard %+v", d)
 	}
 	for _, p := range d.Panels {
-		if p.Datasource.UID != uid[1] || len(p.Targets) == 0 || !strings.Contains(p.Targets[0].Query, "from(bucket:") {
-			t.Errorf("panel %q: data source %q (want %q), targets %+v", p.Title, p.Datasource.UID, uid[1], p.Targets)
+		// The data source is the dashboard's variable, whose default is uid.
+		if p.Datasource.UID != "${datasource}" || len(p.Targets) == 0 || !strings.HasPrefix(p.Targets[0].Query, "SELECT ") {
+			t.Errorf("panel %q: data source %q (want ${datasource}), targets %+v", p.Title, p.Datasource.UID, p.Targets)
 		}
 	}
 }
@@ -406,9 +394,9 @@ func TestComposeMosquittoEntrypoint(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, like the container's entrypoint")
 	}
-	needTool(t, "mosquitto")
-	pub := needTool(t, "mosquitto_pub")
-	pw := needTool(t, "mosquitto_passwd")
+	testsupport.Binary(t, "", "make tools installs it", "mosquitto")
+	pub := testsupport.Binary(t, "", "make tools installs it", "mosquitto_pub")
+	pw := testsupport.Binary(t, "", "make tools installs it", "mosquitto_passwd")
 	if err := exec.Command("id", "mosquitto").Run(); err != nil {
 		t.Skip("no mosquitto user")
 	}

@@ -17,6 +17,8 @@ func subcommands() map[string]subcommandFunc {
 		"devices":        devicesCommand,
 		"viewers":        viewersCommand,
 		"mosquitto-auth": mosquittoAuthCommand,
+		// Cluster (registrystore.go).
+		"registry-migrate": registryMigrateCommand,
 		// Operations (version.go, healthcheck.go, configref.go).
 		"version":          versionCommand,
 		"healthcheck":      healthcheckCommand,

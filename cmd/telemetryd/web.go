@@ -14,7 +14,7 @@ import (
 
 // Interface guards for the dashboard's adapters.
 var (
-	_ web.HistoryReader = historyAdapter{}
+	_ web.HistoryReader = (*storage.Influx)(nil)
 	_ web.DeviceLister  = fleetAdapter{}
 )
 
@@ -37,41 +37,11 @@ func mountWeb(mux *http.ServeMux, d webDeps) {
 	mux.Handle("GET /static/", page)
 	mux.Handle("GET /v1/live/sse", d.dash.SSE())
 	api := web.NewAPI(web.APIConfig{
-		History:      historyAdapter{d.store},
+		History:      d.store,
 		Devices:      fleetAdapter{hub: d.hub, registered: d.registered},
 		Authenticate: d.dash.Authenticate,
 	}, d.log)
 	api.Register(mux)
-}
-
-// historyAdapter reads history from storage for the web API.
-type historyAdapter struct{ s *storage.Influx }
-
-func (a historyAdapter) History(ctx context.Context, q web.HistoryQuery) (web.History, error) {
-	h, err := a.s.History(ctx, storage.HistoryQuery{
-		Device: q.Device, Measurement: q.Measurement, Field: q.Field,
-		Start: q.Start, Stop: q.Stop, Every: q.Every, Tags: q.Tags,
-	})
-	if err != nil {
-		return web.History{}, err
-	}
-	out := web.History{Every: h.Every, Aggregate: h.Aggregate, Truncated: h.Truncated, Points: make([]web.Point, len(h.Points))}
-	for i, p := range h.Points {
-		out.Points[i] = web.Point{Time: p.Time, Value: p.Value}
-	}
-	return out, nil
-}
-
-func (a historyAdapter) Series(ctx context.Context, q web.SeriesQuery) ([]web.SeriesInfo, error) {
-	list, err := a.s.Series(ctx, storage.SeriesQuery{Device: q.Device, Start: q.Start, Stop: q.Stop, Tags: q.Tags})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]web.SeriesInfo, len(list))
-	for i, s := range list {
-		out[i] = web.SeriesInfo{Measurement: s.Measurement, Field: s.Field, Last: web.Point{Time: s.Last.Time, Value: s.Last.Value}}
-	}
-	return out, nil
 }
 
 // fleetAdapter lists the registered devices (names, labels) merged with

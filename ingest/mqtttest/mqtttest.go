@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 // ReadyTimeout bounds how long Start and Restart wait for the listener.
@@ -240,37 +242,12 @@ func (b *Broker) stop(t testing.TB, sig syscall.Signal) {
 	}
 }
 
+// findBinary locates mosquitto: TELEMETRY_MOSQUITTO, Debian's, then PATH.
 func findBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("TELEMETRY_MOSQUITTO"); p != "" {
-		if err := isExecutable(p); err != nil {
-			t.Fatalf("mqtttest: TELEMETRY_MOSQUITTO=%s: %v", p, err)
-		}
-		return p
-	}
-	if p := "/usr/sbin/mosquitto"; isExecutable(p) == nil {
-		return p
-	}
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p
-	}
-	const msg = "mqtttest: mosquitto (2.0.x) not found: run `make tools` (installs it with apt-get install mosquitto) or set TELEMETRY_MOSQUITTO"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func isExecutable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
+	return testsupport.Binary(t, "TELEMETRY_MOSQUITTO",
+		"mosquitto 2.0.x: run `make tools` (installs it with apt-get install mosquitto) or set TELEMETRY_MOSQUITTO",
+		"/usr/sbin/mosquitto", "mosquitto")
 }
 
 func freePort(t testing.TB) int {

@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telemetryd/telemetryd/ingest/mqtttest"
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 const waitTimeout = 10 * time.Second
@@ -109,13 +110,7 @@ func TestKillAndRestart(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	c, _ := connect(t, b, "c", true, "", "")
 	b.Kill(t)
-	deadline := time.Now().Add(waitTimeout)
-	for c.IsConnectionOpen() {
-		if time.Now().After(deadline) {
-			t.Fatal("client still connected after the broker was killed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.Eventually(t, waitTimeout, "the client to see the killed broker gone", func() bool { return !c.IsConnectionOpen() })
 	b.Restart(t)
 	sub, msgs := connect(t, b, "c2", true, "", "")
 	wait(t, "subscribe", sub.Subscribe("a/b", 1, nil))
@@ -128,10 +123,7 @@ func TestPasswordFileAndReload(t *testing.T) {
 	pwfile := filepath.Join(dir, "passwd")
 	// Mosquitto needs hashed passwords: mosquitto_passwd -U hashes a
 	// plain-text file in place.
-	pwTool, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Skipf("mosquitto_passwd not found: %v", err)
-	}
+	pwTool := testsupport.Binary(t, "", "it comes with mosquitto (make tools)", "mosquitto_passwd")
 	if err := os.WriteFile(pwfile, []byte("dev-1:secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

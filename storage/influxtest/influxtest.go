@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 )
 
 // ReadyTimeout bounds how long Start and Restart wait for /ping.
@@ -61,10 +63,10 @@ type process struct {
 // Start starts influxd with a configuration in t.TempDir() and waits until
 // it answers /ping. The server is killed when the test ends.
 //
-// Flux is enabled, which makes every start (and Restart) cost about 2.7 s of
-// CPU (Flux's standard library is compiled at start-up; without Flux influxd
-// is ready in milliseconds). Share one server between subtests, each in its
-// own database, where a test does not kill or freeze it.
+// Flux is off: telemetryd reads only through InfluxQL, and Flux's standard
+// library would cost seconds of CPU at every start. Share one server
+// between subtests, each in its own database, where a test does not kill or
+// freeze it.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := findBinary(t)
@@ -80,7 +82,7 @@ func Start(t testing.TB) *Server {
 		url:     "http://127.0.0.1:" + strconv.Itoa(port),
 		httpc:   &http.Client{Timeout: 30 * time.Second},
 	}
-	conf := Config(dir, port, rpcPort, true)
+	conf := Config(dir, port, rpcPort, false)
 	// [[graphite]], [[collectd]], [[opentsdb]] and [[udp]] are disabled by
 	// default and are left out.
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
@@ -394,59 +396,13 @@ func (s *Server) stop(t testing.TB, sig syscall.Signal) {
 	}
 }
 
-// findBinary locates influxd or skips (fails on CI) the test.
+// findBinary locates influxd: TELEMETRY_INFLUXD, then the one `make tools`
+// installs, then PATH.
 func findBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("TELEMETRY_INFLUXD"); p != "" {
-		if err := isExecutable(p); err != nil {
-			t.Fatalf("influxtest: TELEMETRY_INFLUXD=%s: %v", p, err)
-		}
-		return p
-	}
-	if root, err := moduleRoot(); err == nil {
-		p := filepath.Join(root, ".tools", "bin", "influxd")
-		if isExecutable(p) == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("influxd"); err == nil {
-		return p
-	}
-	const msg = "influxtest: influxd (InfluxDB OSS 1.8.10) not found: run `make tools` (installs .tools/bin/influxd) or set TELEMETRY_INFLUXD"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func isExecutable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
-}
-
-// moduleRoot walks up from the working directory to the directory holding go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found")
-		}
-		dir = parent
-	}
+	return testsupport.Binary(t, "TELEMETRY_INFLUXD",
+		"InfluxDB OSS 1.8.10: run `make tools` (installs .tools/bin/influxd) or set TELEMETRY_INFLUXD",
+		".tools/bin/influxd", "influxd")
 }
 
 // hermeticEnv is the environment without INFLUXDB_* variables, which
@@ -498,8 +454,8 @@ func tail(path string, n int64) string {
 // Config is the influxd configuration Start uses, for other harnesses that
 // run influxd themselves (bench): state under dir, HTTP and the RPC service
 // on the given loopback ports, every other listener and background service
-// off. Flux costs about 2.7 s of CPU at start; leave it off unless a test
-// queries with Flux.
+// off. Flux costs seconds of CPU at start and nothing of telemetryd
+// queries with it.
 func Config(dir string, httpPort, rpcPort int, flux bool) string {
 	return fmt.Sprintf(`reporting-disabled = true
 bind-address = "127.0.0.1:%d"
