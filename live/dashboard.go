@@ -398,11 +398,11 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	var m clientMessage
 	if err := json.Unmarshal(message.Bytes(), &m); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: "message is not valid JSON: " + err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: telemetry.ClipMessage("message is not valid JSON: " + err.Error())}})
 		return
 	}
 	if err := m.validate(); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: telemetry.ClipMessage(err.Error())}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

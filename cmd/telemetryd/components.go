@@ -49,13 +49,18 @@ func setup(args []string, lookupEnv func(string) (string, bool), stderr io.Write
 	return cfg, r, log, cfg.Sec.check()
 }
 
-// openStore connects to InfluxDB (openStorage) and returns where the
-// bridge writes: through the disk spool (when enabled), which replays to
-// InfluxDB in the background, or straight to InfluxDB. durable is nil
-// without the spool; closeStore closes both.
+// openStore builds the InfluxDB client, tries it once (connectAtStart:
+// only a permanent failure ends the start; storageJob connects later) and
+// returns where the bridge writes: through the disk spool (when enabled),
+// which replays to InfluxDB in the background, or straight to InfluxDB.
+// durable is nil without the spool; closeStore closes both.
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (store *storage.Influx, sink bridge.Sink, durable *storage.Durable, closeStore func(), err error) {
-	store, err = openStorage(ctx, cfg, log)
+	store, err = newStorage(cfg, log) // storagestart.go
 	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if err := connectAtStart(ctx, store, cfg, log); err != nil {
+		store.Close()
 		return nil, nil, nil, nil, err
 	}
 	if !cfg.Spool {
@@ -150,7 +155,7 @@ func openMQTT(cfg config, r rules, devs ingest.DeviceChecker, br *bridge.Bridge,
 		return nil, err
 	}
 	return ingest.NewMQTT(ingest.MQTTConfig{
-		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
+		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: mqttClientID(cfg), ShareGroup: cfg.MQTTShareGroup,
 		Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 		Connections: cfg.MQTTConnections, Limits: payloadLimits(cfg, r),
 		Devices: devs, TLS: tlsConf,
@@ -171,6 +176,7 @@ type endpoints struct {
 	reg     *devices.Registry
 	guard   *authguard.Guard // authguard.go: credential guessing throttled
 	server  *server
+	ready   *readiness // health.go
 }
 
 // routes is every public endpoint.
@@ -186,7 +192,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.Handle("GET /readyz", readiness(e.store, e.mqtt))
+	mux.Handle("GET /readyz", e.ready)
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
 		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg,
 		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),
