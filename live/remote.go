@@ -54,11 +54,17 @@ func (s *hubState) seed(rs []telemetry.Reading) {
 			srs = append(srs, sr)
 		}
 	}
-	if len(newer) > 0 {
-		s.deliver(newer, srs)
-	} else {
+	if len(newer) == 0 {
 		s.srs = srs
+		return
 	}
+	// Numbered like published readings, so resuming subscriptions replay
+	// them too (resume.go).
+	first := s.record(newer)
+	for i, sr := range srs {
+		sr.pos = first + int64(i)
+	}
+	s.deliver(newer, srs, first, first+int64(len(newer))-1)
 }
 
 func (s *hubState) setNotice(frame []byte, standing bool) {

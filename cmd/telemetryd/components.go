@@ -76,8 +76,9 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (store *storag
 }
 
 // bridgeConfig: the registry authorizes gateways and labels readings; the
-// durable store (nil without the spool) keeps what InfluxDB refuses.
-func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.Durable) bridge.Config {
+// durable store (nil without the spool) keeps what InfluxDB refuses; the
+// hub hears of completed frames for the persisted watermark.
+func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.Durable, hub *live.Hub) bridge.Config {
 	c := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
@@ -88,6 +89,7 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 		DrainTimeout: max(cfg.ShutdownGrace-shutdownTimeout, time.Second),
 		Children:     reg,
 		Labels:       reg,
+		Durable:      hub,
 	}
 	r.applyBridge(&c)
 	if durable != nil { // a nil *Durable in the interface would not be nil
@@ -96,12 +98,13 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 	return c
 }
 
-// hubConfig: the slow-dashboard policy, and snapshot chunks well under the
-// dashboards' queue bound.
-func hubConfig(cfg config) live.HubConfig {
+// hubConfig: the slow-dashboard policy, snapshot chunks well under the
+// dashboards' queue bound, and resume reading storage's history (live.go).
+func hubConfig(cfg config, store *storage.Influx) live.HubConfig {
 	return live.HubConfig{
 		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
 		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4),
+		Resume:             cfg.Live.resumeConfig(store),
 	}
 }
 
@@ -112,6 +115,8 @@ func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 		Viewers:         reg,
 		ViewerActive:    reg.ViewerActive,
 		MaxPendingBytes: cfg.LiveQueueBytes,
+		// permessage-deflate for dashboards that offer it (live.go)
+		DisableCompression: !cfg.Live.Compression,
 	}
 }
 

@@ -51,6 +51,7 @@ type config struct {
 	InfluxWriters   int
 	FlushInterval   time.Duration
 	QueueFrames     int
+	Live            liveConfig // live.go
 	MaxClockSkew    time.Duration
 	MaxFrameBytes   int
 	MaxReadings     int
@@ -176,6 +177,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame or MQTT message from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
+	registerLiveFlags(e, &c.Live) // live.go
 	e.str(&c.RegistryURL, "registry-url", "TELEMETRY_REGISTRY_URL", "", "postgres://user:password@host:port/db of a device registry shared by several instances (cluster mode, docs/cluster.md); empty: the SQLite file under -data-dir")
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")

@@ -96,14 +96,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer closeStore()
 
 	// The live side: the hub rebroadcasts what the bridge normalized.
-	hub := live.NewHub(hubConfig(cfg), log.With("component", "hub"))
+	hub := live.NewHub(hubConfig(cfg, store), log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 	rel, err := openRelay(cfg, hub, log) // cluster.go; nil: this process only
 	if err != nil {
 		return err
 	}
 
-	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, livePublisher(hub, rel), log.With("component", "bridge"))
+	br := bridge.New(bridgeConfig(cfg, rules, reg, durable, hub), sink, livePublisher(hub, rel), log.With("component", "bridge"))
 	storageUp := storageJob(ctx, store, br, durable, log) // storagestart.go: connect, seed the type guard, replay
 	ws := ingest.NewWS(wsConfig(cfg, rules, auth), auth, br, log.With("component", "ws"))
 	mq, err := openMQTT(cfg, rules, auth, br, log) // nil: MQTT off

@@ -166,7 +166,7 @@ type collector struct {
 
 func newCollector(src metricSources) *collector {
 	c := &collector{src: src, descs: map[string]*prometheus.Desc{}, types: map[string]prometheus.ValueType{}}
-	for _, d := range metricDefs() {
+	for _, d := range append(metricDefs(), liveProtocolMetricDefs()...) { // live.go
 		c.descs[d.name] = prometheus.NewDesc(d.name, d.help, d.labels, nil)
 		c.types[d.name] = d.typ
 	}
@@ -323,6 +323,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_live_slow_clients_dropped_total", float64(s.SlowClientsDropped))
 		emit("telemetryd_live_series_not_remembered_total", float64(s.SeriesNotRemembered))
 	}
+	emitLiveProtocol(emit, c.src.hub, c.src.dash) // live.go
 }
 
 // constHistogram converts a telemetry histogram (per-bucket counts, in
