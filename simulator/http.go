@@ -36,14 +36,16 @@ type httpLink struct {
 
 var errLinkClosed = errors.New("http link closed")
 
-func (r *runner) dialHTTP(_ context.Context, s *sender, gen uint64, token string) (link, error) {
+// dialHTTP returns a link posting to base's /v1/ingest (line protocol:
+// its /api/v2/write).
+func (r *runner) dialHTTP(_ context.Context, s *sender, gen uint64, base, token string) (link, error) {
 	path := "/v1/ingest"
 	if r.cfg.Format == FormatLP {
 		path = "/api/v2/write?org=sim&bucket=sim&precision=ns"
 	}
 	return &httpLink{
 		s: s, gen: gen, token: token, client: r.httpc,
-		url:     strings.TrimSuffix(r.cfg.ServiceURL, "/") + path,
+		url:     strings.TrimSuffix(base, "/") + path,
 		cancels: make(map[*http.Request]context.CancelFunc),
 	}, nil
 }
