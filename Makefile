@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools node run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
+.PHONY: all build tools apt-lists node run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
 
 all: build
 
@@ -27,22 +27,36 @@ docs:
 	$(GO) run ./cmd/telemetryd config-reference > docs/configuration.md
 	$(GO) run ./cmd/telemetryd config-reference -readme README.md
 
-tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose node
-
-# Node and npm run the Node ws client of TestOversizedFrameNodeWS (it
-# installs ws@8 into cmd/telemetryd/testdata/nodews itself).
-node:
-	@command -v node >/dev/null && command -v npm >/dev/null || { \
-		command -v apt-get >/dev/null || { echo "install nodejs and npm with your package manager" >&2; exit 1; }; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+# What the tests and `make run` / `make run-cluster` need besides Go:
+# InfluxDB 1.8.10 built from the module proxy; from apt Mosquitto, Chromium
+# (browser tests), docker-compose (compose files validated), PostgreSQL 15
+# (shared registry), nats-server (live relay across instances), HAProxy
+# (run-cluster's balancer), Node.js and npm (the Node ws client tests).
+APT_TOOLS := /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose /usr/lib/postgresql/15/bin/initdb /usr/sbin/nats-server /usr/sbin/haproxy
+tools: $(INFLUXD) $(APT_TOOLS) node
 
 $(INFLUXD):
 	GOBIN=$(TOOLS) $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10
 
-/usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose:
-	@command -v apt-get >/dev/null || { echo "install mosquitto, chromium and docker-compose with your package manager" >&2; exit 1; }
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+apt-lists:
+	@command -v apt-get >/dev/null || { echo "install mosquitto, chromium, docker-compose, postgresql, nats-server, haproxy, nodejs and npm with your package manager" >&2; exit 1; }
 	@test -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" || apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients chromium docker-compose >/dev/null
+
+/usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose: | apt-lists
+	$(APT_GET) mosquitto mosquitto-clients chromium docker-compose >/dev/null
+
+/usr/lib/postgresql/15/bin/initdb: | apt-lists
+	$(APT_GET) postgresql >/dev/null
+
+/usr/sbin/nats-server: | apt-lists
+	$(APT_GET) nats-server >/dev/null
+
+/usr/sbin/haproxy: | apt-lists
+	$(APT_GET) haproxy >/dev/null
+
+node: | apt-lists
+	@command -v node >/dev/null && command -v npm >/dev/null || $(APT_GET) nodejs npm >/dev/null
 
 run: tools build
 	./deploy/run-local.sh
