@@ -212,9 +212,14 @@ func (g *Guard) Run(ctx context.Context) error {
 }
 
 // HasCredential reports whether r carries a credential: an Authorization
-// header or a token query parameter.
+// header (Bearer, Token or Basic), a token query parameter, or the password
+// parameter of the InfluxDB 1.x write API (/write?p=).
 func HasCredential(r *http.Request) bool {
-	return r.Header.Get("Authorization") != "" || r.URL.Query().Get("token") != ""
+	if r.Header.Get("Authorization") != "" {
+		return true
+	}
+	q := r.URL.Query()
+	return q.Get("token") != "" || q.Get("p") != ""
 }
 
 // Wrap guards next: a request with a credential from a blocked address is

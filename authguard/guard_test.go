@@ -124,3 +124,30 @@ func TestWrap(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+func TestHasCredential(t *testing.T) {
+	tests := []struct {
+		name string
+		req  func() *http.Request
+		want bool
+	}{
+		{"none", func() *http.Request { return httptest.NewRequest("GET", "/v1/live", nil) }, false},
+		{"bearer", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/ingest", nil)
+			r.Header.Set("Authorization", "Bearer x")
+			return r
+		}, true},
+		{"basic", func() *http.Request {
+			r := httptest.NewRequest("POST", "/write", nil)
+			r.SetBasicAuth("u", "p")
+			return r
+		}, true},
+		{"token query", func() *http.Request { return httptest.NewRequest("GET", "/v1/live/sse?token=x", nil) }, true},
+		{"influx v1 password", func() *http.Request { return httptest.NewRequest("POST", "/write?db=x&u=d&p=secret", nil) }, true},
+	}
+	for _, tt := range tests {
+		if got := HasCredential(tt.req()); got != tt.want {
+			t.Errorf("%s: HasCredential = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
