@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools node run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
+.PHONY: all build tools cluster-tools node run run-cluster test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
 
 all: build
 
@@ -27,7 +27,16 @@ docs:
 	$(GO) run ./cmd/telemetryd config-reference > docs/configuration.md
 	$(GO) run ./cmd/telemetryd config-reference -readme README.md
 
-tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose node
+tools: $(INFLUXD) /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose node cluster-tools
+
+# The cluster's servers (make run-cluster and the cluster tests in
+# cmd/telemetryd): PostgreSQL 15, NATS, HAProxy.
+PG_BIN ?= /usr/lib/postgresql/15/bin
+cluster-tools: $(PG_BIN)/postgres /usr/sbin/nats-server /usr/sbin/haproxy
+$(PG_BIN)/postgres /usr/sbin/nats-server /usr/sbin/haproxy:
+	@command -v apt-get >/dev/null || { echo "install postgresql, nats-server and haproxy with your package manager" >&2; exit 1; }
+	@test -n "$$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" || apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql nats-server haproxy >/dev/null
 
 # Node and npm run the Node ws client of TestOversizedFrameNodeWS (it
 # installs ws@8 into cmd/telemetryd/testdata/nodews itself).
@@ -46,6 +55,11 @@ $(INFLUXD):
 
 run: tools build
 	./deploy/run-local.sh
+
+# Three instances on PostgreSQL, NATS, Mosquitto and InfluxDB behind
+# HAProxy, with the demo fleet (docs/cluster.md, "Running it").
+run-cluster: tools build
+	PG_BIN=$(PG_BIN) ./deploy/run-cluster.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
