@@ -72,7 +72,7 @@ func TestRunClusterSmoke(t *testing.T) {
 	requireFeature(t, "live-nats-url", "the NATS live fan-out")
 	testsupport.Binary(t, "", "make tools installs it", "/usr/sbin/haproxy", "haproxy")
 	testsupport.Binary(t, "", "make tools installs it", "/usr/sbin/nats-server", "nats-server")
-	influxd := testsupport.Binary(t, "TELEMETRY_INFLUXD", "make tools installs it", filepath.Join(repoRoot, ".tools/bin/influxd"), "influxd")
+	influxd := testsupport.Binary(t, "TELEMETRY_INFLUXD", "make tools installs it", ".tools/bin/influxd", "influxd")
 	telemetryd := telemetrydBinary(t)
 	simulator := filepath.Join(filepath.Dir(telemetryd), "simulator")
 	if out, err := exec.Command("go", "build", "-o", simulator, "../simulator").CombinedOutput(); err != nil {
