@@ -3,11 +3,9 @@ package authguard
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +16,7 @@ import (
 // Config tunes the guard. The zero value of each field means its default.
 type Config struct {
 	// MaxFailures within Window (defaults 10 and 1 min) block the address
-	// for Block (default 1 min).
+	// for Block (default 1 min). A negative MaxFailures turns the guard off.
 	MaxFailures int
 	Window      time.Duration
 	Block       time.Duration
@@ -29,7 +27,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.MaxFailures <= 0 {
+	if c.MaxFailures == 0 {
 		c.MaxFailures = 10
 	}
 	if c.Window <= 0 {
@@ -223,6 +221,9 @@ func HasCredential(r *http.Request) bool {
 // answered 429 with Retry-After; one that next answers 401 counts as a
 // failure of its address.
 func (g *Guard) Wrap(next http.Handler) http.Handler {
+	if g.cfg.MaxFailures < 0 {
+		return next // guard off
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !HasCredential(r) {
 			next.ServeHTTP(w, r)
@@ -230,15 +231,8 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		}
 		if blocked, wait := g.Blocked(r.RemoteAddr); blocked {
 			g.throttled.Add(1)
-			secs := int((wait + time.Second - 1) / time.Second)
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusTooManyRequests)
-			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
-				"code":           CodeTooManyFailures,
-				"message":        telemetry.ClipMessage("too many failed authentications from this address; retry later"),
-				"retry_after_ms": wait.Milliseconds(),
-			}})
+			telemetry.WriteHTTPRetry(w, http.StatusTooManyRequests, CodeTooManyFailures,
+				"too many failed authentications from this address; retry later", wait)
 			return
 		}
 		rec := &recorder{ResponseWriter: w}

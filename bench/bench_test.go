@@ -109,7 +109,7 @@ func TestParseConfig(t *testing.T) {
 		check   func(config) bool
 	}{
 		{nil, false, func(c config) bool {
-			return len(c.Scenarios) == 9 && c.Duration == 15*time.Second && c.Overload == 30*time.Second
+			return len(c.Scenarios) == len(allScenarios) && c.Duration == 15*time.Second && c.Overload == 30*time.Second
 		}},
 		{[]string{"-scenarios", "p3,P1,P3"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P1,P3" }},
 		{[]string{"-scenarios", "P3,p2d,P2"}, false, func(c config) bool { return strings.Join(c.Scenarios, ",") == "P2,P2d,P3" }},
@@ -117,7 +117,7 @@ func TestParseConfig(t *testing.T) {
 		{[]string{"-smoke"}, false, func(c config) bool { return c.Duration < 2*time.Second && c.sizes().P6Conns < 100 }},
 		{[]string{"-scale", "10"}, false, func(c config) bool { return c.sizes().P6Conns == 100000 && c.sizes().P4Subscribers == 10000 }},
 		{[]string{"-service-args", "-flush-interval 20ms"}, false, func(c config) bool { return len(c.ServiceArgs) == 2 }},
-		{[]string{"-scenarios", "P9"}, true, nil},
+		{[]string{"-scenarios", "P10"}, true, nil},
 		{[]string{"-scale", "0"}, true, nil},
 		{[]string{"-rounds", "3"}, false, func(c config) bool { return c.Rounds == 3 }},
 		{[]string{"-rounds", "0"}, true, nil},

@@ -26,6 +26,7 @@
 //	P7 CPU per reading decode+normalize+encode (in process)
 //	   vs encoding/json into a map + influxdb-client-go write.Point
 //	P8 2× overload: RSS bounded, drops counted, latency recovery
+//	P9 readings/s acked, HTTP line protocol (/api/v2/write) vs InfluxDB's /write
 //
 // The harness writes bench/out/results.json (and results.md), a CPU and a
 // heap profile of telemetryd per scenario (bench/out/P*.cpu.pprof,
@@ -94,7 +95,7 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P5", "P6", "P7", "P8"}
+var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P5", "P6", "P7", "P8", "P9"}
 
 // config is the harness's settings (flags).
 type config struct {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/telemetryd/telemetryd/devices/adminclient"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -34,31 +35,18 @@ const maxAPIBody = 64 << 10
 // maxRotationGrace bounds the grace a rotation may ask for.
 const maxRotationGrace = 30 * 24 * time.Hour
 
-// DeviceJSON is a device as the admin API shows it.
-type DeviceJSON struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Kind       Kind              `json:"kind"`
-	Labels     map[string]string `json:"labels"`
-	Gateway    string            `json:"gateway"`
-	CreatedAt  time.Time         `json:"created_at"`
-	LastSeenAt *time.Time        `json:"last_seen_at"`
-	Revoked    bool              `json:"revoked"`
-}
-
-// ViewerJSON is a viewer as the admin API shows it.
-type ViewerJSON struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Scope     map[string]string `json:"scope"`
-	CreatedAt time.Time         `json:"created_at"`
-	Revoked   bool              `json:"revoked"`
-}
+// DeviceJSON and ViewerJSON are a device and a viewer as the admin API
+// shows them. They are the client's types, so that the wire shape is
+// stated once for both ends.
+type (
+	DeviceJSON = adminclient.Device
+	ViewerJSON = adminclient.Viewer
+)
 
 // ToJSON converts d for the API.
 func (d Device) ToJSON() DeviceJSON {
 	d = cloneDevice(d)
-	j := DeviceJSON{ID: string(d.ID), Name: d.Name, Kind: d.Kind, Labels: d.Labels, Gateway: string(d.Gateway),
+	j := DeviceJSON{ID: string(d.ID), Name: d.Name, Kind: string(d.Kind), Labels: d.Labels, Gateway: string(d.Gateway),
 		CreatedAt: d.CreatedAt.UTC(), Revoked: d.Revoked}
 	if !d.LastSeenAt.IsZero() {
 		t := d.LastSeenAt.UTC()

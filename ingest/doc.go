@@ -1,6 +1,7 @@
 // Package ingest holds the device transports: the WebSocket endpoint
-// (/v1/ingest, gws inside net/http) and the MQTT consumer (paho, QoS 1,
-// persistent session, manual acks). Each decodes device payloads with
+// (/v1/ingest, gws inside net/http), the HTTP endpoints (POST /v1/ingest
+// and the InfluxDB-compatible /api/v2/write and /write, http.go) and the
+// MQTT consumer (paho, QoS 1, persistent session, manual acks). Each decodes device payloads with
 // ingest/payload and hands frames to a telemetry.Consumer (the bridge).
 //
 // Contract with the consumer: a transport acknowledges a device only from
@@ -14,6 +15,8 @@
 // consumer's completer, which serves every device. The MQTT Done only
 // queues the PUBACK (bounded like the intake queue); each connection's own
 // ack sender writes it, so a stalled broker socket delays PUBACKs only.
+// An HTTP request is one frame, answered from its Done: the status is the
+// ack.
 // A WebSocket's answers (acks, error frames, the close frame) leave in
 // order through a bounded per-socket queue; those due at the same time are
 // written with one syscall (wswriter.go). Acks and rejections keep frame
@@ -22,7 +25,8 @@
 // the WebSocket size and rate limits (mqttlimits.go). The MQTT connection's writes
 // (PUBACKs) are coalesced the same way, bounded at 64 KiB (coalesce.go).
 //
-// Identity: WebSocket devices authenticate at the upgrade through the
-// Authenticator declared here; MQTT devices are authenticated by the broker,
+// Identity: WebSocket devices authenticate at the upgrade, HTTP devices on
+// every request, through the Authenticator declared here (HTTP shares the
+// WebSocket endpoint's limits and per-device frame-rate bucket); MQTT devices are authenticated by the broker,
 // and the device id is taken from the topic.
 package ingest

@@ -585,9 +585,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		message.Close()
 		return
 	}
-	if message.Opcode != gws.OpcodeText {
+	// Text frames carry JSON or line protocol, binary frames CBOR (its
+	// detection, payload.IsCBOR, is what the decoder goes by).
+	if message.Opcode != gws.OpcodeText && (message.Opcode != gws.OpcodeBinary || !payload.IsCBOR(message.Bytes())) {
 		message.Close()
-		c.close(telemetry.CloseUnsupported, "send JSON in text frames")
+		c.close(telemetry.CloseUnsupported, "send JSON or line protocol in text frames, CBOR in binary frames")
 		return
 	}
 	if !e.checkActive(c) {

@@ -9,24 +9,12 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/telemetryd/telemetryd/internal/testsupport"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// benchReading is the benchmark reading of bench/ (research/performance.md
-// §0's shape): one payload tag, five fields, a device time.
-func benchReading(dev string, ts int64) telemetry.Reading {
-	return telemetry.Reading{
-		Device:      telemetry.DeviceID(dev),
-		Measurement: "environment",
-		Tags:        []telemetry.Tag{{Key: "site", Value: "plant-3"}},
-		Fields: []telemetry.Field{
-			{Name: "temperature", Value: telemetry.Float(21.4)}, {Name: "humidity", Value: telemetry.Float(40.1)},
-			{Name: "voltage", Value: telemetry.Float(3.3)}, {Name: "rssi", Value: telemetry.Float(-67)},
-			{Name: "door_open", Value: telemetry.Bool(false)},
-		},
-		Time: ts,
-	}
-}
+// benchReading is testsupport.BenchReading: the harness's reading shape.
+func benchReading(dev string, ts int64) telemetry.Reading { return testsupport.BenchReading(dev, ts) }
 
 // BenchmarkEncodeFrame is the dashboard JSON of one reading, then of 100
 // (a coalesced batch), for an unfiltered subscription: once per broadcast.
@@ -72,3 +60,5 @@ func BenchmarkHubFanOut1000Batch16(b *testing.B) {
 type benchClient struct{ n int }
 
 func (c *benchClient) Send([]byte) bool { c.n++; return true }
+func (c *benchClient) Room() bool       { return true }
+func (c *benchClient) Drop()            {}

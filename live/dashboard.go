@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,9 @@ import (
 
 	"github.com/telemetryd/telemetryd/telemetry"
 )
+
+// DefaultMaxPendingBytes is DashboardConfig.MaxPendingBytes's default.
+const DefaultMaxPendingBytes = 4 << 20
 
 // Bounds of what one dashboard socket may ask for.
 const (
@@ -34,12 +38,13 @@ type ViewerAuthenticator interface {
 type DashboardConfig struct {
 	// PingInterval between server pings; a socket silent for two intervals is closed (default 20s).
 	PingInterval time.Duration
-	// MaxPending bounds frames queued for one socket (default 2048) and
-	// MaxPendingBytes their size (default 4 MiB). A dashboard that falls
-	// further behind is closed with 1013 and should reconnect and
-	// re-subscribe (its snapshot then brings it up to date). The byte bound
-	// is what limits memory; the frame bound keeps a dashboard on a brief
-	// stall (a GC pause, a busy tab) from being dropped at high rates.
+	// MaxPending bounds frames queued for one socket or SSE stream
+	// (default 2048) and MaxPendingBytes their size (default 4 MiB). What
+	// happens to a dashboard that would pass them is the Hub's SlowPolicy:
+	// its stream is conflated (default), or it is closed with 1013 and
+	// should reconnect and re-subscribe. The byte bound is what limits
+	// memory; the frame bound keeps a dashboard on a brief stall (a GC
+	// pause, a busy tab) from being conflated at high rates.
 	MaxPending      int
 	MaxPendingBytes int
 	// MaxMessageSize bounds a client message (default 64 KiB).
@@ -78,7 +83,7 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 		cfg.MaxPending = 2048
 	}
 	if cfg.MaxPendingBytes <= 0 {
-		cfg.MaxPendingBytes = 4 << 20
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
 	}
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 64 << 10
@@ -141,6 +146,7 @@ func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gws has answered the client
 	}
+	limitSendBuffer(socket.NetConn())
 	c := &dashConn{d: d, conn: socket, viewer: viewer}
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop()
@@ -172,6 +178,23 @@ func (d *Dashboards) Run(ctx context.Context) error {
 
 const sessionKey = "c"
 
+// dashSendBuffer is the kernel send buffer of a dashboard socket. The
+// queue a dashboard may fall behind by is the service's (MaxPendingBytes,
+// then conflation), not the kernel's: an autotuned buffer of megabytes
+// would hold stale values, and a writer blocked on a full one is woken only
+// once a third of it has drained, which on a slow link takes longer than
+// the deadline that completed writes extend (dashConn.alive).
+const dashSendBuffer = 128 << 10
+
+func limitSendBuffer(c net.Conn) {
+	if t, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
+		c = t.NetConn()
+	}
+	if t, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
+		_ = t.SetWriteBuffer(dashSendBuffer)
+	}
+}
+
 // dashConn is one dashboard socket; it implements Client.
 type dashConn struct {
 	d            *Dashboards
@@ -180,30 +203,62 @@ type dashConn struct {
 	pending      atomic.Int64
 	pendingBytes atomic.Int64
 	closed       atomic.Bool
-	subs         atomic.Int32
+	lastAlive    atomic.Int64 // Unix ns of the last deadline extension by a write
+	mu           sync.Mutex
+	subIDs       map[string]struct{} // the socket's live subscriptions (the cap counts them)
 }
 
-// Send implements Client: it queues frame on the socket's write queue unless
-// MaxPending frames or MaxPendingBytes are already waiting, in which case
-// the socket is closed with 1013 (the documented slow-consumer policy).
-func (c *dashConn) Send(frame []byte) bool {
+// Send implements Client: it queues frame on the socket's write queue
+// unless MaxPending frames or MaxPendingBytes would be passed (a frame
+// always fits an empty queue, so a large one cannot wedge a socket). What
+// happens then is the Hub's SlowPolicy.
+func (c *dashConn) Send(frame []byte) bool { return c.queue(frame, 1) }
+
+// queue is Send with the bounds multiplied by slack.
+func (c *dashConn) queue(frame []byte, slack int64) bool {
 	if c.closed.Load() {
 		return false
 	}
 	size := int64(len(frame))
 	frames, bytes := c.pending.Add(1), c.pendingBytes.Add(size)
-	if frames > int64(c.d.cfg.MaxPending) || bytes > int64(c.d.cfg.MaxPendingBytes) {
+	if frames > 1 && (frames > slack*int64(c.d.cfg.MaxPending) || bytes > slack*int64(c.d.cfg.MaxPendingBytes)) {
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
-		c.close(telemetry.CloseTryLater, "too slow: reconnect and resubscribe")
 		return false
 	}
-	c.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+	c.conn.WriteAsync(gws.OpcodeText, frame, func(err error) {
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
+		if err == nil {
+			c.alive()
+		}
 	})
 	return true
 }
+
+// alive extends the socket's deadline after a write went through (at most
+// once a second): a dashboard on a slow link reads the server's pings only
+// after the frames queued before them, so its pongs come late, but the
+// writes it takes show it is there.
+func (c *dashConn) alive() {
+	if c.closed.Load() { // the close's own deadline stands
+		return
+	}
+	now := time.Now()
+	if last := c.lastAlive.Load(); now.UnixNano()-last < int64(time.Second) || !c.lastAlive.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	_ = c.conn.SetDeadline(now.Add(2 * c.d.cfg.PingInterval))
+}
+
+// Room implements Client: the queue is at most half full.
+func (c *dashConn) Room() bool {
+	return !c.closed.Load() && c.pending.Load() <= int64(c.d.cfg.MaxPending)/2 &&
+		c.pendingBytes.Load() <= int64(c.d.cfg.MaxPendingBytes)/2
+}
+
+// Drop implements Client: the Hub gave up on the socket (SlowDisconnect).
+func (c *dashConn) Drop() { c.close(telemetry.CloseTryLater, "too slow: reconnect and resubscribe") }
 
 func (c *dashConn) close(code uint16, reason string) {
 	if c.closed.Swap(true) {
@@ -217,11 +272,34 @@ func (c *dashConn) close(code uint16, reason string) {
 	}()
 }
 
+// sendJSON answers a client message. Answers may pass the queue's bound
+// (a conflating dashboard's queue is often full) up to twice it; a client
+// that sends messages but does not read the answers is closed with 1013.
 func (c *dashConn) sendJSON(v any) {
 	b, err := json.Marshal(v)
-	if err == nil {
-		c.Send(b)
+	if err == nil && !c.queue(b, 2) {
+		c.Drop()
 	}
+}
+
+// track records subscribe (add) or unsubscribe of id and reports whether
+// it is allowed: a new id beyond maxSubscriptions is not. Re-subscribing
+// an id replaces it and unsubscribing an unknown one changes nothing.
+func (c *dashConn) track(id string, add bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !add {
+		delete(c.subIDs, id)
+		return true
+	}
+	if _, ok := c.subIDs[id]; !ok && len(c.subIDs) >= maxSubscriptions {
+		return false
+	}
+	if c.subIDs == nil {
+		c.subIDs = make(map[string]struct{})
+	}
+	c.subIDs[id] = struct{}{}
+	return true
 }
 
 type dashEvents struct {
@@ -266,6 +344,7 @@ func (e *dashEvents) OnClose(socket *gws.Conn, err error) {
 		return
 	}
 	c.closed.Store(true)
+	e.d.log.Debug("dashboard socket closed", "viewer", c.viewer.Name, "error", err)
 	if _, loaded := e.d.conns.LoadAndDelete(c); loaded {
 		e.d.count.Add(-1)
 	}
@@ -320,8 +399,7 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	defer cancel()
 	switch m.Op {
 	case "subscribe":
-		if c.subs.Add(1) > maxSubscriptions {
-			c.subs.Add(-1)
+		if !c.track(m.ID, true) {
 			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: "too_many_subscriptions", Message: "at most 64 subscriptions per socket"}})
 			return
 		}
@@ -330,7 +408,7 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			Presence: m.Presence,
 		})
 	case "unsubscribe":
-		c.subs.Add(-1)
+		c.track(m.ID, false)
 		e.d.hub.Unsubscribe(ctx, c, m.ID)
 		c.sendJSON(map[string]string{"type": "unsubscribed", "sub": m.ID})
 	}

@@ -10,17 +10,24 @@
 // here calls back into the pipeline or storage.
 //
 // Blocking: Publish never blocks. Its inbox is bounded (HubConfig.
-// InboxBatches); when the fan-out is that far behind, a batch is dropped
-// for live delivery only (storage has it) and counted. Subscribe,
-// Unsubscribe, Detach and Stats wait at most for their ctx.
+// InboxBatches); when the fan-out is that far behind, readings are merged
+// to the latest value per series (at most MaxSeries) until it catches up,
+// and the subscriptions concerned are told: a "conflated" message with the
+// count merged away, a "gap" message for what even that could not hold.
+// Subscribe, Unsubscribe, Detach and Stats wait at most for their ctx.
 //
 // Slow consumers: every dashboard has a bounded queue of its own
-// (DashboardConfig.MaxPending frames and MaxPendingBytes bytes for a
-// socket, MaxPending frames for an SSE stream). A dashboard whose queue is
-// full is dropped, never waited for: its socket is closed with 1013 (try
-// later), its SSE stream ended. Reconnecting and resubscribing brings it up
-// to date, as every subscription starts with a snapshot. So a slow
-// dashboard slows nothing but itself.
+// (DashboardConfig.MaxPending frames and MaxPendingBytes bytes, socket and
+// SSE stream alike), never waited for. When a frame does not fit, the
+// Hub's SlowPolicy applies: SlowConflate (default) holds, per
+// subscription, the set of series that changed and sends their latest
+// values, after a "conflated" message, once the queue is at most half full
+// (Client.Room); SlowDisconnect closes the socket with 1013 (try later) or
+// ends the SSE stream, and the snapshot of a new subscription brings the
+// dashboard up to date. Snapshots are sent in chunks, only while the queue
+// has room, so no snapshot is too large for a queue. A slow dashboard
+// slows nothing but itself; what is held back for it is bounded by its
+// subscriptions (64) times the last-value cache (MaxSeries).
 //
 // Viewers and scopes: with a ViewerAuthenticator configured, every feed
 // (and the dashboard page's API, through Dashboards.Authenticate) needs a

@@ -5,20 +5,48 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
-// Client is one dashboard connection as the Hub sees it.
+// Client is one dashboard connection as the Hub sees it. Its methods are
+// called from the Hub's goroutine only and never block.
 type Client interface {
-	// Send queues one encoded frame for the client without blocking. The
-	// frame is shared with other clients and must not be modified. Send
-	// returns false when the client's bounded queue is full; the Hub then
-	// detaches the client, whose transport closes it (slow-consumer policy).
+	// Send queues one encoded frame for the client. The frame is shared
+	// with other clients and must not be modified. Send returns false, and
+	// queues nothing, when the frame would pass the client's bound; the Hub
+	// then applies its SlowPolicy.
 	Send(frame []byte) bool
+	// Room reports whether the client's queue is at most half full. Only
+	// then does the Hub send what it holds back for the client (snapshot
+	// chunks, conflated values), so live frames always find headroom.
+	Room() bool
+	// Drop tells the transport that the Hub has given up on the client
+	// (SlowDisconnect): it closes the socket with 1013 or ends the stream.
+	Drop()
 }
+
+// SlowPolicy is what the Hub does with a dashboard whose queue is full.
+type SlowPolicy string
+
+// Slow-consumer policies.
+const (
+	// SlowConflate (the default) keeps the dashboard: while its queue is
+	// full the Hub holds, per subscription, which series changed, and
+	// sends their latest values once the queue has room again, preceded by
+	// a "conflated" message with the count of readings merged away. The
+	// dashboard sees fewer intermediate values, never stale ones.
+	SlowConflate SlowPolicy = "conflate"
+	// SlowDisconnect drops the dashboard (1013, or the SSE stream ends);
+	// it reconnects and re-subscribes, and its snapshot brings it up to date.
+	SlowDisconnect SlowPolicy = "disconnect"
+)
+
+// Valid reports whether p is a known policy ("" means the default).
+func (p SlowPolicy) Valid() bool { return p == "" || p == SlowConflate || p == SlowDisconnect }
 
 // Filter selects the readings a subscription receives. Empty lists and "*"
 // mean "all".
@@ -146,9 +174,22 @@ func (f *Filter) key(id string) string {
 // HubConfig tunes the Hub. The zero value of each field means its default.
 type HubConfig struct {
 	// InboxBatches bounds the published batches waiting for fan-out
-	// (default 16384). When full, Publish drops the batch for live
-	// delivery only (storage is unaffected) and counts it.
+	// (default 16384). When full, Publish merges the readings to the
+	// latest value per series (at most MaxSeries of them) until the
+	// fan-out catches up; the dashboards are told how many readings were
+	// merged away ("conflated"), and of readings beyond that bound ("gap").
 	InboxBatches int
+	// SlowPolicy applies to a dashboard whose queue is full (default
+	// SlowConflate).
+	SlowPolicy SlowPolicy
+	// SnapshotChunkBytes is the size a snapshot message (or a message of
+	// conflated values) grows to before the next reading goes into a new
+	// one (default 64 KiB); it should be well under the clients' byte
+	// bound. Such messages are sent only while the client's queue has Room.
+	SnapshotChunkBytes int
+	// BacklogInterval is how often clients with held-back data are checked
+	// for room (default 20ms).
+	BacklogInterval time.Duration
 	// MaxSeries bounds the last-value cache used for snapshots (default
 	// 100000); series beyond it are not remembered, and counted.
 	MaxSeries int
@@ -166,9 +207,19 @@ type HubConfig struct {
 // HubStats are the Hub's counters.
 type HubStats struct {
 	Clients, Subscriptions, Series, Devices int
-	Published, DroppedBatches, Deliveries   uint64
+	// Backlogged is the number of clients the Hub holds data back for
+	// (a snapshot in progress, conflated values).
+	Backlogged                              int
+	Published, Deliveries                   uint64
 	SlowClientsDropped, SeriesNotRemembered uint64
 	DevicesNotTracked, PresenceEvents       uint64
+	// InboxFullBatches found the inbox full; InboxConflated readings of
+	// them were merged away (latest value per series) and GapReadings
+	// could not even be merged (told as gaps).
+	InboxFullBatches, InboxConflated, GapReadings uint64
+	// Conflated counts readings merged away for slow dashboards
+	// (per subscription); SnapshotChunks the snapshot messages sent.
+	Conflated, SnapshotChunks uint64
 }
 
 // DeviceStatus is what the Hub knows about a device from its readings.
@@ -187,10 +238,45 @@ type subscription struct {
 	id     string
 	filter Filter
 	key    string
+
+	// What the Hub holds back for this subscription (its goroutine only).
+	// snap lists the snapshot's series still to send; snapDone is set once
+	// its last chunk went out.
+	snap      []*series
+	snapDevs  []string // then the devices of its presence list
+	snapChunk int
+	snapDone  bool
+	// pend is the conflated backlog: series whose latest value is owed.
+	pend map[*series]struct{}
+	// merged readings were merged away (conflated), skipped ones neither
+	// delivered nor kept (a gap, device time from..to); not yet told.
+	merged, skipped uint64
+	gapFrom, gapTo  int64
+}
+
+// held reports whether anything is held back for sub.
+func (sub *subscription) held() bool {
+	return !sub.snapDone || len(sub.pend) > 0 || sub.merged > 0 || sub.skipped > 0
+}
+
+// skip records n readings (device times from..to) as a gap.
+func (sub *subscription) skip(from, to int64, n uint64) {
+	if sub.skipped == 0 || from < sub.gapFrom {
+		sub.gapFrom = from
+	}
+	if sub.skipped == 0 || to > sub.gapTo {
+		sub.gapTo = to
+	}
+	sub.skipped += n
 }
 
 type clientState struct {
 	subs []*subscription
+	// backlog: the client's queue was full (SlowConflate), so live data
+	// goes to its subscriptions' pend until the backlog is sent.
+	backlog bool
+	// presence events held back during a backlog, latest per device.
+	presence map[string][]byte
 }
 
 type hubOp struct {
@@ -206,6 +292,58 @@ type series struct {
 	reading telemetry.Reading // latest time; Fields hold the last value of every field seen
 }
 
+// merge folds r into sr: the latest time, and the latest value of every field.
+func (sr *series) merge(r *telemetry.Reading) {
+	newer := r.Time >= sr.reading.Time
+	if newer {
+		sr.reading.Time = r.Time
+	}
+	for _, f := range r.Fields {
+		if i := slices.IndexFunc(sr.reading.Fields, func(x telemetry.Field) bool { return x.Name == f.Name }); i >= 0 {
+			if newer {
+				sr.reading.Fields[i] = f
+			}
+		} else {
+			sr.reading.Fields = append(sr.reading.Fields, f)
+		}
+	}
+}
+
+// appendSeriesKey appends the identity of r's series.
+func appendSeriesKey(k []byte, r *telemetry.Reading) []byte {
+	k = append(k, r.Device...)
+	k = append(k, 0)
+	k = append(k, r.Measurement...)
+	for _, t := range r.Tags {
+		k = append(k, 0)
+		k = append(k, t.Key...)
+		k = append(k, 1)
+		k = append(k, t.Value...)
+	}
+	return k
+}
+
+// overflow holds what Publish could not queue: the readings merged to the
+// latest value per series (at most MaxSeries), and what was beyond even
+// that. Once it holds anything, later batches join it too (on), so the
+// fan-out sees every publisher's readings in order: first the inbox, then
+// the overflow.
+type overflow struct {
+	on      atomic.Bool
+	mu      sync.Mutex
+	series  map[string]*overflowSeries
+	order   []*overflowSeries
+	keyBuf  []byte
+	skipped uint64
+	from    int64
+	to      int64
+}
+
+type overflowSeries struct {
+	series
+	n uint64 // readings merged into it
+}
+
 // Hub fans normalized readings out to dashboard clients and remembers the
 // last value of every series for subscription snapshots. All state is owned
 // by the goroutine running Run; other methods only send it messages.
@@ -214,9 +352,13 @@ type Hub struct {
 	log   *slog.Logger
 	inbox chan []telemetry.Reading
 	ops   chan hubOp
+	over  overflow
+	wake  chan struct{} // the overflow has something (capacity 1)
 
-	published, dropped, deliveries, slowDropped, seriesNotRemembered atomic.Uint64
-	devicesNotTracked, presenceEvents                                atomic.Uint64
+	published, deliveries, slowDropped, seriesNotRemembered atomic.Uint64
+	devicesNotTracked, presenceEvents                       atomic.Uint64
+	inboxFull, inboxConflated, gapReadings                  atomic.Uint64
+	conflated, snapshotChunks                               atomic.Uint64
 }
 
 // NewHub returns a Hub; start it with Run.
@@ -236,23 +378,73 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 5 * time.Second
 	}
+	if cfg.SlowPolicy == "" {
+		cfg.SlowPolicy = SlowConflate
+	}
+	if cfg.SnapshotChunkBytes <= 0 {
+		cfg.SnapshotChunkBytes = 64 << 10
+	}
+	if cfg.BacklogInterval <= 0 {
+		cfg.BacklogInterval = 20 * time.Millisecond
+	}
 	return &Hub{
 		cfg:   cfg,
 		log:   log,
 		inbox: make(chan []telemetry.Reading, cfg.InboxBatches),
 		ops:   make(chan hubOp, 1024),
+		wake:  make(chan struct{}, 1),
 	}
 }
 
-// Publish implements bridge.Publisher. It never blocks: when the fan-out is behind
-// by more than InboxBatches batches, the batch is not shown live (and is
-// counted); it is still stored.
+// Publish implements bridge.Publisher. It never blocks: when the fan-out is
+// behind by more than InboxBatches batches, the readings are merged to the
+// latest value per series until it catches up (see HubConfig.InboxBatches).
 func (h *Hub) Publish(rs []telemetry.Reading) {
+	if !h.over.on.Load() {
+		select {
+		case h.inbox <- rs:
+			h.published.Add(1)
+			return
+		default:
+		}
+	}
+	h.inboxFull.Add(1)
+	o := &h.over
+	o.mu.Lock()
+	o.on.Store(true)
+	if o.series == nil {
+		o.series = make(map[string]*overflowSeries)
+	}
+	for i := range rs {
+		r := &rs[i]
+		o.keyBuf = appendSeriesKey(o.keyBuf[:0], r)
+		if e, ok := o.series[string(o.keyBuf)]; ok {
+			e.merge(r)
+			e.n++
+			continue
+		}
+		if len(o.series) >= h.cfg.MaxSeries {
+			if o.skipped == 0 || r.Time < o.from {
+				o.from = r.Time
+			}
+			if o.skipped == 0 || r.Time > o.to {
+				o.to = r.Time
+			}
+			o.skipped++
+			continue
+		}
+		// Copies: rs belongs to the publisher's frame.
+		e := &overflowSeries{n: 1, series: series{reading: telemetry.Reading{
+			Device: r.Device, Measurement: r.Measurement, Time: r.Time,
+			Tags: slices.Clone(r.Tags), Fields: slices.Clone(r.Fields),
+		}}}
+		o.series[string(o.keyBuf)] = e
+		o.order = append(o.order, e)
+	}
+	o.mu.Unlock()
 	select {
-	case h.inbox <- rs:
-		h.published.Add(1)
+	case h.wake <- struct{}{}:
 	default:
-		h.dropped.Add(1)
 	}
 }
 
@@ -299,9 +491,11 @@ func (h *Hub) Devices(ctx context.Context) []DeviceStatus {
 
 func (h *Hub) counters() HubStats {
 	return HubStats{
-		Published: h.published.Load(), DroppedBatches: h.dropped.Load(), Deliveries: h.deliveries.Load(),
+		Published: h.published.Load(), Deliveries: h.deliveries.Load(),
 		SlowClientsDropped: h.slowDropped.Load(), SeriesNotRemembered: h.seriesNotRemembered.Load(),
 		DevicesNotTracked: h.devicesNotTracked.Load(), PresenceEvents: h.presenceEvents.Load(),
+		InboxFullBatches: h.inboxFull.Load(), InboxConflated: h.inboxConflated.Load(), GapReadings: h.gapReadings.Load(),
+		Conflated: h.conflated.Load(), SnapshotChunks: h.snapshotChunks.Load(),
 	}
 }
 
@@ -315,14 +509,21 @@ func (h *Hub) op(ctx context.Context, o hubOp) {
 // Run owns the Hub's state and does the fan-out until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {
 	s := hubState{
-		hub:     h,
-		clients: make(map[Client]*clientState),
-		last:    make(map[string]*series),
-		devices: make(map[string]*device),
+		hub:        h,
+		clients:    make(map[Client]*clientState),
+		last:       make(map[string]*series),
+		devices:    make(map[string]*device),
+		backlogged: make(map[Client]*clientState),
 	}
 	sweep := time.NewTicker(h.cfg.SweepInterval)
 	defer sweep.Stop()
+	backlog := time.NewTicker(h.cfg.BacklogInterval)
+	defer backlog.Stop()
 	for {
+		var retry <-chan time.Time
+		if len(s.backlogged) > 0 {
+			retry = backlog.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -330,6 +531,14 @@ func (h *Hub) Run(ctx context.Context) error {
 			s.apply(o)
 		case now := <-sweep.C:
 			s.sweep(now)
+		case <-retry:
+			for c, cs := range s.backlogged {
+				s.flush(c, cs)
+			}
+		case <-h.wake:
+			if len(h.inbox) == 0 {
+				s.takeOverflow()
+			}
 		case rs := <-h.inbox:
 			// Coalesce what is already waiting into one frame per
 			// subscription: under load this cuts per-frame costs without
@@ -347,18 +556,25 @@ func (h *Hub) Run(ctx context.Context) error {
 			s.fanOut(batch)
 			clear(batch)
 			s.batch = batch[:0]
+			// The overflow is newer than everything the inbox held.
+			if len(h.inbox) == 0 && h.over.on.Load() {
+				s.takeOverflow()
+			}
 		}
 	}
 }
 
 type hubState struct {
-	hub     *Hub
-	clients map[Client]*clientState
-	last    map[string]*series
-	batch   []telemetry.Reading
-	keyBuf  []byte
-	frames  map[string][]byte
-	devices map[string]*device
+	hub        *Hub
+	clients    map[Client]*clientState
+	last       map[string]*series
+	batch      []telemetry.Reading
+	srs        []*series // the series of batch's readings (nil: not remembered)
+	keyBuf     []byte
+	frames     map[string][]byte
+	devices    map[string]*device
+	backlogged map[Client]*clientState // clients with something held back
+	sent       []*series               // scratch of flush
 }
 
 func (s *hubState) apply(o hubOp) {
@@ -372,11 +588,13 @@ func (s *hubState) apply(o hubOp) {
 		}
 		st.Series = len(s.last)
 		st.Devices = len(s.devices)
+		st.Backlogged = len(s.backlogged)
 		o.stats <- st
 	case o.devices != nil:
 		o.devices <- s.deviceList()
 	case o.detach:
 		delete(s.clients, o.client)
+		delete(s.backlogged, o.client)
 	case o.sub != nil:
 		cs := s.clients[o.client]
 		if cs == nil {
@@ -385,9 +603,9 @@ func (s *hubState) apply(o hubOp) {
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)
-		if !o.client.Send(s.snapshot(o.sub, time.Now())) {
-			s.dropSlow(o.client)
-		}
+		s.startSnapshot(o.sub)
+		s.markHeld(o.client, cs)
+		s.flush(o.client, cs)
 	case o.unsub != "":
 		if cs := s.clients[o.client]; cs != nil {
 			cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.unsub })
@@ -395,17 +613,38 @@ func (s *hubState) apply(o hubOp) {
 	}
 }
 
-func (s *hubState) dropSlow(c Client) {
-	delete(s.clients, c)
-	s.hub.slowDropped.Add(1)
+// full applies the slow-consumer policy to c, whose queue refused a frame.
+// It reports whether c is still a client (conflating).
+func (s *hubState) full(c Client, cs *clientState) bool {
+	if s.hub.cfg.SlowPolicy == SlowDisconnect {
+		delete(s.clients, c)
+		delete(s.backlogged, c)
+		s.hub.slowDropped.Add(1)
+		c.Drop()
+		return false
+	}
+	cs.backlog = true
+	s.markHeld(c, cs)
+	return true
+}
+
+// hold_ marks c as having something held back (flush retries it).
+func (s *hubState) markHeld(c Client, cs *clientState) {
+	if s.backlogged == nil {
+		s.backlogged = make(map[Client]*clientState)
+	}
+	s.backlogged[c] = cs
 }
 
 func (s *hubState) fanOut(rs []telemetry.Reading) {
 	now := time.Now()
+	srs := s.srs[:0]
 	for i := range rs {
-		s.remember(&rs[i])
+		srs = append(srs, s.remember(&rs[i]))
 		s.seen(&rs[i], now)
 	}
+	s.srs = srs
+	defer clear(srs)
 	if len(s.clients) == 0 {
 		return
 	}
@@ -415,6 +654,10 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 	clear(s.frames)
 	for c, cs := range s.clients {
 		for _, sub := range cs.subs {
+			if cs.backlog {
+				s.hold(sub, rs, srs)
+				continue
+			}
 			frame, ok := s.frames[sub.key]
 			if !ok {
 				frame = encodeFrame(nil, "readings", sub, rs)
@@ -424,31 +667,190 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 				continue
 			}
 			if !c.Send(frame) {
-				s.dropSlow(c)
-				break
+				if !s.full(c, cs) {
+					break
+				}
+				s.hold(sub, rs, srs)
+				continue
 			}
 			s.hub.deliveries.Add(1)
 		}
 	}
 }
 
-// remember updates the last-value cache with r.
-func (s *hubState) remember(r *telemetry.Reading) {
-	k := append(s.keyBuf[:0], r.Device...)
-	k = append(k, 0)
-	k = append(k, r.Measurement...)
-	for _, t := range r.Tags {
-		k = append(k, 0)
-		k = append(k, t.Key...)
-		k = append(k, 1)
-		k = append(k, t.Value...)
+// hold adds the readings of rs that sub matches to its conflated backlog.
+// A reading of a series not remembered cannot be sent later: it is a gap.
+func (s *hubState) hold(sub *subscription, rs []telemetry.Reading, srs []*series) {
+	for i := range rs {
+		if !sub.filter.match(&rs[i]) {
+			continue
+		}
+		sr := srs[i]
+		if sr == nil {
+			sub.skip(rs[i].Time, rs[i].Time, 1)
+			s.hub.gapReadings.Add(1)
+			continue
+		}
+		if sub.pend == nil {
+			sub.pend = make(map[*series]struct{})
+		}
+		if _, ok := sub.pend[sr]; ok {
+			sub.merged++
+			s.hub.conflated.Add(1)
+		} else {
+			sub.pend[sr] = struct{}{}
+		}
 	}
+}
+
+// takeOverflow fans out what Publish merged while the inbox was full:
+// every subscription is told how many of the readings it matches were
+// merged away, and of readings not even kept (a gap), then gets the
+// merged readings like any batch.
+func (s *hubState) takeOverflow() {
+	o := &s.hub.over
+	o.mu.Lock()
+	order, skipped, from, to := o.order, o.skipped, o.from, o.to
+	o.series, o.order, o.skipped = nil, nil, 0
+	o.on.Store(false)
+	o.mu.Unlock()
+	if len(order) == 0 && skipped == 0 {
+		return
+	}
+	rs := make([]telemetry.Reading, len(order))
+	var merged uint64
+	var folded []*overflowSeries // the series with readings merged away
+	for i, e := range order {
+		rs[i] = e.reading
+		if e.n > 1 {
+			merged += e.n - 1
+			folded = append(folded, e)
+		}
+	}
+	s.hub.inboxConflated.Add(merged)
+	s.hub.gapReadings.Add(skipped)
+	for c, cs := range s.clients {
+		told := false
+		for _, sub := range cs.subs {
+			for _, e := range folded {
+				if sub.filter.match(&e.reading) {
+					sub.merged += e.n - 1
+					told = true
+				}
+			}
+			// Which subscriptions the readings beyond the bound were for
+			// is not known: all that take readings are told.
+			if skipped > 0 && sub.filter.Presence != PresenceOnly {
+				sub.skip(from, to, skipped)
+				told = true
+			}
+		}
+		if told {
+			s.markHeld(c, cs)
+			if !cs.backlog {
+				s.flush(c, cs) // the notices go before the readings
+			}
+		}
+	}
+	s.fanOut(rs)
+}
+
+// flush sends c what is held back for it, while its queue has room:
+// per subscription the snapshot chunks, then a gap notice, a conflated
+// notice and the conflated values; then held presence events. Once
+// nothing is held, live frames go to c directly again.
+func (s *hubState) flush(c Client, cs *clientState) {
+	for _, sub := range cs.subs {
+		for sub.held() {
+			if !c.Room() || !s.sendHeld(c, sub) {
+				return
+			}
+		}
+	}
+	for id, frame := range cs.presence {
+		if !c.Room() || !c.Send(frame) {
+			return
+		}
+		delete(cs.presence, id)
+		s.hub.presenceEvents.Add(1)
+	}
+	cs.backlog = false
+	delete(s.backlogged, c)
+}
+
+// sendHeld sends the next message held back for sub, and reports whether
+// c took it (the state advances only then).
+func (s *hubState) sendHeld(c Client, sub *subscription) bool {
+	chunk := s.hub.cfg.SnapshotChunkBytes
+	switch {
+	case !sub.snapDone:
+		frame, series, devs := s.snapshotChunk(sub, chunk)
+		if !c.Send(frame) {
+			return false
+		}
+		s.hub.snapshotChunks.Add(1)
+		sub.snap, sub.snapDevs = sub.snap[series:], sub.snapDevs[devs:]
+		sub.snapChunk++
+		sub.snapDone = len(sub.snap) == 0 && len(sub.snapDevs) == 0
+		if sub.snapDone {
+			sub.snap, sub.snapDevs = nil, nil
+		}
+	case sub.skipped > 0:
+		frame := append(frameHeadNoReadings(nil, "gap", sub.id), `,"skipped":`...)
+		frame = strconv.AppendUint(frame, sub.skipped, 10)
+		frame = append(frame, `,"from":`...)
+		frame = strconv.AppendInt(frame, sub.gapFrom, 10)
+		frame = append(frame, `,"to":`...)
+		frame = strconv.AppendInt(frame, sub.gapTo, 10)
+		if !c.Send(append(frame, '}')) {
+			return false
+		}
+		sub.skipped = 0
+	case sub.merged > 0:
+		frame := append(frameHeadNoReadings(nil, "conflated", sub.id), `,"merged":`...)
+		frame = strconv.AppendUint(frame, sub.merged, 10)
+		if !c.Send(append(frame, '}')) {
+			return false
+		}
+		sub.merged = 0
+	default:
+		var frame []byte
+		sent := s.sent[:0]
+		for sr := range sub.pend {
+			if len(frame) == 0 {
+				frame = frameHead(frame, "readings", sub.id)
+			} else {
+				frame = append(frame, ',')
+			}
+			frame = AppendReadingJSON(frame, &sr.reading, &sub.filter)
+			sent = append(sent, sr)
+			if len(frame) >= chunk {
+				break
+			}
+		}
+		s.sent = sent
+		defer clear(sent)
+		if !c.Send(append(frame, "]}"...)) {
+			return false
+		}
+		for _, sr := range sent {
+			delete(sub.pend, sr)
+		}
+		s.hub.deliveries.Add(1)
+	}
+	return true
+}
+
+// remember updates the last-value cache with r and returns its series (nil
+// when the cache is full and r's series is not in it).
+func (s *hubState) remember(r *telemetry.Reading) *series {
+	k := appendSeriesKey(s.keyBuf[:0], r)
 	s.keyBuf = k
 	sr, ok := s.last[string(k)]
 	if !ok {
 		if len(s.last) >= s.hub.cfg.MaxSeries {
 			s.hub.seriesNotRemembered.Add(1)
-			return
+			return nil
 		}
 		// A copy of the tags: r's share one allocation with the rest of its
 		// frame (the bridge allocates them together), which a series kept for
@@ -456,45 +858,91 @@ func (s *hubState) remember(r *telemetry.Reading) {
 		sr = &series{reading: telemetry.Reading{Device: r.Device, Measurement: r.Measurement, Tags: slices.Clone(r.Tags)}}
 		s.last[string(k)] = sr
 	}
-	if r.Time >= sr.reading.Time {
-		sr.reading.Time = r.Time
-	}
-	for _, f := range r.Fields {
-		if i := slices.IndexFunc(sr.reading.Fields, func(x telemetry.Field) bool { return x.Name == f.Name }); i >= 0 {
-			if r.Time >= sr.reading.Time {
-				sr.reading.Fields[i] = f
-			}
-		} else {
-			sr.reading.Fields = append(sr.reading.Fields, f)
-		}
-	}
+	sr.merge(r)
+	return sr
 }
 
-func (s *hubState) snapshot(sub *subscription, now time.Time) []byte {
-	var rs []telemetry.Reading
-	if sub.filter.Presence != PresenceOnly {
-		for _, sr := range s.last {
-			rs = append(rs, sr.reading)
-		}
-	}
-	slices.SortFunc(rs, func(a, b telemetry.Reading) int {
-		switch {
-		case a.Device != b.Device:
-			return cmpString(string(a.Device), string(b.Device))
-		case a.Measurement != b.Measurement:
-			return cmpString(a.Measurement, b.Measurement)
-		}
-		return 0
-	})
-	frame := encodeFrame(nil, "snapshot", sub, rs)
-	if frame == nil { // nothing matched: an empty snapshot still confirms the subscription
-		frame = append(frameHead(nil, "snapshot", sub.id), "]}"...)
-	}
+// startSnapshot lists the series sub's snapshot will carry, sorted; flush
+// sends them in chunks (snapshotChunk).
+func (s *hubState) startSnapshot(sub *subscription) {
+	sub.snap, sub.snapDevs, sub.snapChunk, sub.snapDone = nil, nil, 0, false
 	if sub.filter.Presence != PresenceNone {
-		frame = s.appendPresenceList(frame[:len(frame)-1], &sub.filter, now)
-		frame = append(frame, '}')
+		for id, d := range s.devices {
+			if sub.filter.matchDevice(id, d.tags) {
+				sub.snapDevs = append(sub.snapDevs, id)
+			}
+		}
+		slices.Sort(sub.snapDevs)
 	}
-	return frame
+	if sub.filter.Presence == PresenceOnly {
+		return
+	}
+	for _, sr := range s.last {
+		if sub.filter.match(&sr.reading) {
+			sub.snap = append(sub.snap, sr)
+		}
+	}
+	slices.SortFunc(sub.snap, func(a, b *series) int {
+		switch {
+		case a.reading.Device != b.reading.Device:
+			return cmpString(string(a.reading.Device), string(b.reading.Device))
+		case a.reading.Measurement != b.reading.Measurement:
+			return cmpString(a.reading.Measurement, b.reading.Measurement)
+		}
+		return slices.CompareFunc(a.reading.Tags, b.reading.Tags, func(x, y telemetry.Tag) int {
+			if c := cmpString(x.Key, y.Key); c != 0 {
+				return c
+			}
+			return cmpString(x.Value, y.Value)
+		})
+	})
+}
+
+// snapshotChunk encodes sub's next snapshot chunk, about max bytes (at
+// least one entry), with current values:
+// {"type":"snapshot","sub":…,"chunk":i,"last":bool,"readings":[…]}, and
+// for a subscription with presence, once the readings are all sent,
+// "presence":[…] with the next devices of its list. It returns the frame
+// and how many series and devices it carries.
+func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int, int) {
+	n := 0
+	var body []byte
+	for n < len(sub.snap) && (n == 0 || len(body) < max) {
+		if n > 0 {
+			body = append(body, ',')
+		}
+		body = AppendReadingJSON(body, &sub.snap[n].reading, &sub.filter)
+		n++
+	}
+	frame := frameHeadNoReadings(make([]byte, 0, len(body)+128), "snapshot", sub.id)
+	frame = append(frame, `,"chunk":`...)
+	frame = strconv.AppendInt(frame, int64(sub.snapChunk), 10)
+	frame = append(frame, `,"last":`...)
+	lastAt := len(frame)
+	frame = append(frame, `false,"readings":[`...)
+	frame = append(frame, body...)
+	frame = append(frame, ']')
+	nd := 0
+	if sub.filter.Presence != PresenceNone && n == len(sub.snap) {
+		frame = append(frame, `,"presence":[`...)
+		now := time.Now().UnixNano()
+		for start := len(frame); nd < len(sub.snapDevs) && (nd == 0 || len(frame)-start+len(body) < max); nd++ {
+			if nd > 0 {
+				frame = append(frame, ',')
+			}
+			// The sweep may lag by up to SweepInterval: online is
+			// recomputed against now.
+			d := *s.devices[sub.snapDevs[nd]]
+			d.online = d.online && now-d.lastSeen <= s.timeout(&d)
+			frame = append(frame, '{')
+			frame = appendDevice(frame, sub.snapDevs[nd], &d)
+		}
+		frame = append(frame, ']')
+	}
+	if n == len(sub.snap) && nd == len(sub.snapDevs) {
+		frame = slices.Replace(frame, lastAt, lastAt+len("false"), []byte("true")...)
+	}
+	return append(frame, '}'), n, nd
 }
 
 func cmpString(a, b string) int {
@@ -508,11 +956,15 @@ func cmpString(a, b string) int {
 }
 
 func frameHead(dst []byte, typ, id string) []byte {
+	return append(frameHeadNoReadings(dst, typ, id), `,"readings":[`...)
+}
+
+// frameHeadNoReadings appends {"type":"<typ>","sub":<id> (no closing brace).
+func frameHeadNoReadings(dst []byte, typ, id string) []byte {
 	dst = append(dst, `{"type":"`...)
 	dst = append(dst, typ...)
 	dst = append(dst, `","sub":`...)
-	dst = telemetry.AppendJSONString(dst, id)
-	return append(dst, `,"readings":[`...)
+	return telemetry.AppendJSONString(dst, id)
 }
 
 // encodeFrame encodes the readings of rs that sub matches as one frame, or

@@ -27,6 +27,15 @@ func (c *fakeClient) Send(frame []byte) bool {
 	return true
 }
 
+// Room: an unlimited client always has room, a limited one up to half its limit.
+func (c *fakeClient) Room() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.limit == 0 || len(c.frames) <= c.limit/2
+}
+
+func (c *fakeClient) Drop() {}
+
 func (c *fakeClient) all() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,7 +162,7 @@ func TestHubFilters(t *testing.T) {
 }
 
 func TestHubDropsSlowClientOnly(t *testing.T) {
-	h := startHub(t, HubConfig{})
+	h := startHub(t, HubConfig{SlowPolicy: SlowDisconnect})
 	ctx := context.Background()
 	slow := &fakeClient{limit: 2}
 	fast := &fakeClient{}
@@ -224,3 +233,5 @@ func BenchmarkHubFanOut1000(b *testing.B) {
 type countClient struct{ n int }
 
 func (c *countClient) Send([]byte) bool { c.n++; return true }
+func (c *countClient) Room() bool       { return true }
+func (c *countClient) Drop()            {}

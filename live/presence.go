@@ -100,11 +100,18 @@ func (s *hubState) announce(id string, d *device) {
 		if frame == nil {
 			frame = appendPresence(nil, id, d)
 		}
-		if !c.Send(frame) {
-			s.dropSlow(c)
+		if !cs.backlog && c.Send(frame) {
+			s.hub.presenceEvents.Add(1)
 			continue
 		}
-		s.hub.presenceEvents.Add(1)
+		if !cs.backlog && !s.full(c, cs) {
+			continue
+		}
+		// Held back, latest per device, and sent after the backlog.
+		if cs.presence == nil {
+			cs.presence = make(map[string][]byte)
+		}
+		cs.presence[id] = frame
 	}
 }
 
@@ -126,30 +133,6 @@ func appendDevice(dst []byte, id string, d *device) []byte {
 	dst = append(dst, `,"tags":`...)
 	dst = appendTagsJSON(dst, d.tags)
 	return append(dst, '}')
-}
-
-// appendPresenceList appends `,"presence":[…]` with every device f matches,
-// sorted by id. The sweep may lag by up to SweepInterval, so online is
-// recomputed against now.
-func (s *hubState) appendPresenceList(dst []byte, f *Filter, now time.Time) []byte {
-	ids := make([]string, 0, len(s.devices))
-	for id, d := range s.devices {
-		if f.matchDevice(id, d.tags) {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	dst = append(dst, `,"presence":[`...)
-	for i, id := range ids {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		d := *s.devices[id]
-		d.online = d.online && now.UnixNano()-d.lastSeen <= s.timeout(&d)
-		dst = append(dst, '{')
-		dst = appendDevice(dst, id, &d)
-	}
-	return append(dst, ']')
 }
 
 func (s *hubState) deviceList() []DeviceStatus {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
@@ -46,6 +47,8 @@ type sseHandler struct{ d *Dashboards }
 type sseClient struct {
 	viewerID string
 	queue    chan []byte
+	bytes    atomic.Int64 // of the frames in queue
+	maxBytes int64
 	gone     chan struct{} // closed when the Hub gives up on the client, or on Disconnect
 	once     sync.Once
 }
@@ -62,22 +65,41 @@ func (d *Dashboards) disconnectSSE(viewerID string) {
 	})
 }
 
-// Send queues frame unless the bounded queue is full, in which case the
-// stream is ended (the slow-consumer policy of dashboard sockets).
+// Send implements Client: it queues frame unless the queue holds
+// MaxPending frames or would pass MaxPendingBytes (a frame always fits an
+// empty queue), like a socket's.
 func (c *sseClient) Send(frame []byte) bool {
 	select {
 	case <-c.gone:
 		return false
 	default:
 	}
+	size := int64(len(frame))
+	if b := c.bytes.Add(size); b > c.maxBytes && b > size {
+		c.bytes.Add(-size)
+		return false
+	}
 	select {
 	case c.queue <- frame:
 		return true
 	default:
-		c.end()
+		c.bytes.Add(-size)
 		return false
 	}
 }
+
+// Room implements Client: the queue is at most half full.
+func (c *sseClient) Room() bool {
+	select {
+	case <-c.gone:
+		return false
+	default:
+	}
+	return len(c.queue) <= cap(c.queue)/2 && c.bytes.Load() <= c.maxBytes/2
+}
+
+// Drop implements Client: the stream ends (SlowDisconnect).
+func (c *sseClient) Drop() { c.end() }
 
 func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := h.d
@@ -109,7 +131,7 @@ func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &sseClient{viewerID: viewer.ID, queue: make(chan []byte, d.cfg.MaxPending), gone: make(chan struct{})}
+	c := &sseClient{viewerID: viewer.ID, queue: make(chan []byte, d.cfg.MaxPending), maxBytes: int64(d.cfg.MaxPendingBytes), gone: make(chan struct{})}
 	d.sseCount.Add(1)
 	defer d.sseCount.Add(-1)
 	d.sseConns.Store(c, struct{}{})
@@ -132,18 +154,22 @@ func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case frame := <-c.queue:
+			taken := int64(len(frame))
 			buf = appendSSEEvent(buf[:0], frame)
 			// Send what else is waiting in the same write and flush.
 		more:
 			for len(buf) < 64<<10 {
 				select {
 				case f := <-c.queue:
+					taken += int64(len(f))
 					buf = appendSSEEvent(buf, f)
 				default:
 					break more
 				}
 			}
-			if err := write(buf); err != nil {
+			err := write(buf)
+			c.bytes.Add(-taken)
+			if err != nil {
 				return
 			}
 		case <-heartbeat.C:

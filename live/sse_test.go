@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -287,7 +288,7 @@ func (w *blockingWriter) Flush()                           {}
 func (w *blockingWriter) SetWriteDeadline(time.Time) error { return nil }
 
 func TestSSESlowClientIsClosed(t *testing.T) {
-	h := startHub(t, HubConfig{})
+	h := startHub(t, HubConfig{SlowPolicy: SlowDisconnect})
 	d := NewDashboards(DashboardConfig{MaxPending: 4}, h, slog.New(slog.DiscardHandler))
 	w := &blockingWriter{header: http.Header{}, free: 2, release: make(chan struct{})} // the retry hint and the snapshot
 	req := httptest.NewRequest(http.MethodGet, "/v1/live/sse", nil)
@@ -325,5 +326,71 @@ func TestAppendSSEEvent(t *testing.T) {
 		if got := string(appendSSEEvent(nil, []byte(tt.in))); got != tt.want {
 			t.Errorf("appendSSEEvent(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// stallWriter is a ResponseWriter whose writes after the first few wait
+// until released and then go through: a peer on a link that stalls.
+type stallWriter struct {
+	blockingWriter
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes++
+	n := w.writes
+	w.mu.Unlock()
+	if n > w.free {
+		<-w.release
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *stallWriter) text() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// TestSSESlowClientIsConflated (issue 20): under the default policy a
+// stream that stalls is not ended: once it moves again it is told how many
+// readings were merged away and gets the latest value of every series.
+func TestSSESlowClientIsConflated(t *testing.T) {
+	h := startHub(t, HubConfig{})
+	d := NewDashboards(DashboardConfig{MaxPending: 4}, h, slog.New(slog.DiscardHandler))
+	w := &stallWriter{blockingWriter{header: http.Header{}, free: 2, release: make(chan struct{})}} // the retry hint and the snapshot
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := httptest.NewRequest(http.MethodGet, "/v1/live/sse", nil).WithContext(ctx)
+	served := make(chan struct{})
+	go func() { d.SSE().ServeHTTP(w, req); close(served) }()
+	eventually(t, "subscribed", func() bool { return h.Stats(ctx).Clients == 1 })
+	for i := range 40 {
+		h.Publish([]telemetry.Reading{reading(fmt.Sprint("d", i%4), "p3", int64(i), fl("t", float64(i)))})
+		eventually(t, "fan-out", func() bool { return h.Stats(ctx).Published == uint64(i+1) })
+	}
+	eventually(t, "conflation", func() bool { return h.Stats(ctx).Conflated > 0 })
+	close(w.release)
+	eventually(t, "the latest values", func() bool {
+		text := w.text()
+		if !strings.Contains(text, "event: conflated\ndata: {\"type\":\"conflated\",\"sub\":\"live\",\"merged\":") {
+			return false
+		}
+		for dev := range 4 {
+			if !strings.Contains(text, fmt.Sprintf(`"device_id":"d%d","measurement":"env","ts":%d,`, dev, 36+dev)) {
+				return false
+			}
+		}
+		return true
+	})
+	if st := h.Stats(ctx); st.SlowClientsDropped != 0 || st.Clients != 1 {
+		t.Fatalf("stream dropped: %+v", st)
+	}
+	select {
+	case <-served:
+		t.Fatal("the stream ended")
+	default:
 	}
 }

@@ -20,6 +20,9 @@ const (
 	TransportWS Transport = "ws"
 	// TransportMQTT: every device and gateway publishes QoS 1 to the broker.
 	TransportMQTT Transport = "mqtt"
+	// TransportHTTP: every device and gateway POSTs each frame to
+	// /v1/ingest and takes the answer as its ack.
+	TransportHTTP Transport = "http"
 	// TransportMixed: connections alternate between WebSocket and MQTT.
 	TransportMixed Transport = "mixed"
 	// TransportGateway: the devices sit behind WebSocket gateways that
@@ -229,6 +232,9 @@ type Config struct {
 	// Gateways that report for ChildrenPerGateway devices each, in batches.
 	Gateways, ChildrenPerGateway int
 	Transport                    Transport
+	// Format is the payload encoding (default json; cbor: the same frames
+	// in CBOR, binary frames on WebSocket).
+	Format Format
 	// Profile of the signals: environment, vehicle, power, status or mixed.
 	Profile string
 	// Fleet prefixes device names and labels them (sim_fleet=Fleet), so
@@ -317,6 +323,9 @@ func (c Config) withDefaults() Config {
 	if c.InfluxBucket == "" {
 		c.InfluxBucket = "telemetry/autogen"
 	}
+	if c.Format == "" {
+		c.Format = FormatJSON
+	}
 	if c.Transport == "" {
 		c.Transport = TransportWS
 	}
@@ -373,9 +382,14 @@ func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch c.Transport {
-	case TransportWS, TransportMQTT, TransportMixed, TransportGateway:
+	case TransportWS, TransportMQTT, TransportHTTP, TransportMixed, TransportGateway:
 	default:
-		bad("transport %q: want ws, mqtt, mixed or gateway", c.Transport)
+		bad("transport %q: want ws, mqtt, http, mixed or gateway", c.Transport)
+	}
+	switch c.Format {
+	case FormatJSON, FormatCBOR:
+	default:
+		bad("format %q: want json or cbor", c.Format)
 	}
 	if c.Profile != ProfileMixed && !slices.Contains(profiles, c.Profile) {
 		bad("profile %q: want environment, vehicle, power, status or mixed", c.Profile)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,15 @@ type runner struct {
 	genEnd             atomic.Int64 // latest moment a sender stopped generating (Unix ns)
 	ingestURL, liveURL string
 	live               *liveWatcher
+	httpc              *http.Client // TransportHTTP's links share its connections
+}
+
+// wire is a finished JSON frame in the run's -format.
+func (r *runner) wire(frame []byte) []byte {
+	if r.cfg.Format == FormatCBOR {
+		return toCBOR(frame)
+	}
+	return frame
 }
 
 func (r *runner) noteGenEnd(t time.Time) {
@@ -59,6 +69,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	r := &runner{
 		cfg: cfg, log: log, c: &counters{}, runID: cfg.RunID,
 		ingestURL: wsURL(cfg.ServiceURL, "/v1/ingest"),
+		httpc:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
 		liveURL:   wsURL(cfg.ServiceURL, "/v1/live"),
 	}
 	if r.runID == "" {

@@ -311,9 +311,11 @@ func (s *sender) finishBatch(now time.Time) {
 		d := &frame{seq: s.nextSeq, refs: refs, kind: FaultDuplicate, needSend: true}
 		s.nextSeq++
 		d.payload, d.body = withSeq(f.payload, f.body, d.seq)
+		d.payload = s.r.wire(d.payload)
 		s.outstanding[d.seq] = d
 		s.r.c.buffered.Add(1)
 	}
+	f.payload = s.r.wire(f.payload) // last: the steps above work on the JSON text
 }
 
 // flush sends every frame due on the current link, in seq order, performs
@@ -487,7 +489,7 @@ func (s *sender) act(ctx context.Context, l link, p probe) bool {
 		p.tries++
 		s.doomed, s.doomedAt, s.doomedProbe = true, time.Now(), p
 		s.mu.Unlock()
-		_ = l.sendRaw(oversizeFrame(seq, s.r.runID, s.r.cfg.MaxFrameBytes))
+		_ = l.sendRaw(s.r.wire(oversizeFrame(seq, s.r.runID, s.r.cfg.MaxFrameBytes)))
 		return true
 	case FaultWrongToken:
 		c.faultInjected[FaultWrongToken].Add(1)
@@ -512,9 +514,12 @@ func (s *sender) dial(ctx context.Context) {
 	s.mu.Unlock()
 	var l link
 	var err error
-	if s.mqtt {
+	switch {
+	case s.mqtt:
 		l, err = s.r.dialMQTT(ctx, s, gen, s.token)
-	} else {
+	case s.r.cfg.Transport == TransportHTTP:
+		l, err = s.r.dialHTTP(ctx, s, gen, s.token)
+	default:
 		l, err = s.r.dialWS(ctx, s, gen, s.token)
 	}
 	c := s.r.c

@@ -97,7 +97,11 @@ func (f dialFunc) Dial(network, addr string) (net.Conn, error) { return f(networ
 
 func (l *wsLink) send(f *frame) error {
 	_ = l.conn.SetDeadline(time.Now().Add(wsIdle))
-	return l.conn.WriteMessage(gws.OpcodeText, f.payload)
+	op := gws.OpcodeText
+	if l.s.r.cfg.Format == FormatCBOR {
+		op = gws.OpcodeBinary
+	}
+	return l.conn.WriteMessage(op, f.payload)
 }
 
 // sendRaw announces b as one text frame of its full length but writes only

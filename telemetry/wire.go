@@ -3,7 +3,9 @@ package telemetry
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // WebSocket close codes (RFC 6455 §7.4.1) used by every socket the service
@@ -31,6 +33,9 @@ const (
 type ErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// RetryAfterMS, on answers that ask the client to come back (429,
+	// 503), is the Retry-After header in milliseconds.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // ErrorResponse is the JSON every HTTP endpoint answers an error with:
@@ -39,11 +44,24 @@ type ErrorResponse struct {
 	Error ErrorBody `json:"error"`
 }
 
+// WriteHTTPRetry answers like WriteHTTPError, asking the client to retry
+// after wait: a Retry-After header in whole seconds (rounded up, at least 1)
+// and the exact wait in the body.
+func WriteHTTPRetry(w http.ResponseWriter, status int, code, message string, wait time.Duration) {
+	secs := max(int64((wait+time.Second-1)/time.Second), 1)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, status, ErrorBody{Code: code, Message: message, RetryAfterMS: wait.Milliseconds()})
+}
+
 // WriteHTTPError answers with status and an ErrorResponse. Error answers are
 // never cached (Cache-Control: no-store), and a 401 carries the Bearer
 // challenge RFC 7235 requires unless the caller has set its own
 // WWW-Authenticate.
 func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
+	writeError(w, status, ErrorBody{Code: code, Message: message})
+}
+
+func writeError(w http.ResponseWriter, status int, body ErrorBody) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -51,7 +69,8 @@ func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
 		h.Set("WWW-Authenticate", `Bearer realm="telemetryd"`)
 	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(ErrorResponse{Error: ErrorBody{Code: code, Message: ClipMessage(message)}})
+	body.Message = ClipMessage(body.Message)
+	_ = json.NewEncoder(w).Encode(ErrorResponse{Error: body})
 }
 
 // The refusals below are what every streaming endpoint (device WebSocket,

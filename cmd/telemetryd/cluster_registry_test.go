@@ -31,7 +31,7 @@ func TestClusterRegistry(t *testing.T) {
 	const db = "cluster_registry"
 	dir := t.TempDir()
 	files := func(name string) []string {
-		return []string{"-registry-url", pg.URL(), "-influx-bucket", db + "/autogen",
+		return []string{"-registry-url", pg.URL(), "-influx-bucket", db + "/autogen", "-auth-max-failures", "-1",
 			"-mosquitto-password-file", filepath.Join(dir, name+".passwd"),
 			"-mosquitto-acl-file", filepath.Join(dir, name+".acl")}
 	}
@@ -231,8 +231,8 @@ func TestClusterRegistryOutage(t *testing.T) {
 	pg := pgtest.Start(t)
 	influx := influxtest.Start(t)
 	const db = "cluster_registry_outage"
-	a := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen")
-	b := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen")
+	a := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen", "-auth-max-failures", "-1")
+	b := startService(t, influx, nil, tokensFile(t), "-registry-url", pg.URL(), "-influx-bucket", db+"/autogen", "-auth-max-failures", "-1")
 	id, tok := provision(t, a, `{"name":"known"}`)
 	eventually(t, clusterPropagation, "the device known on B", func() bool {
 		cl, _, err := dialWS(t, b.ws("/v1/ingest"), bearer(tok))

@@ -90,12 +90,22 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 	return c
 }
 
+// hubConfig: the slow-dashboard policy, and snapshot chunks well under the
+// dashboards' queue bound.
+func hubConfig(cfg config) live.HubConfig {
+	return live.HubConfig{
+		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
+		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4),
+	}
+}
+
 // dashboardConfig requires viewer tokens on every dashboard endpoint.
 func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 	return live.DashboardConfig{
-		CheckOrigin:  originChecker(cfg.AllowedOrigins),
-		Viewers:      reg,
-		ViewerActive: reg.ViewerActive,
+		CheckOrigin:     originChecker(cfg.AllowedOrigins),
+		Viewers:         reg,
+		ViewerActive:    reg.ViewerActive,
+		MaxPendingBytes: cfg.LiveQueueBytes,
 	}
 }
 
@@ -162,6 +172,7 @@ type endpoints struct {
 func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", e.ws)
+	mountHTTPIngest(mux, e.ws, log.With("component", "http-ingest")) // ingest_http.go: POST /v1/ingest, /api/v2/write, /write
 	mux.Handle("GET /v1/live", e.dash)
 	// web.go: the dashboard page, its API and /v1/live/sse.
 	mountWeb(mux, webDeps{dash: e.dash, hub: e.hub, store: e.store, registered: e.reg.Devices, log: log.With("component", "web")})

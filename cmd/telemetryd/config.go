@@ -14,6 +14,7 @@ import (
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
+	"github.com/telemetryd/telemetryd/live"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -33,7 +34,9 @@ type config struct {
 	MQTTUsername    string
 	MQTTPassword    string
 	MQTTConnections int
-	MQTTFrameBurst  int // per-device bucket of MQTT messages (ingest/mqttlimits.go)
+	MQTTFrameBurst  int           // per-device bucket of MQTT messages (ingest/mqttlimits.go)
+	AuthMaxFailures int           // authguard: failed authentications per address and minute before a block
+	AuthBlock       time.Duration // authguard: how long a blocked address gets 429
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -54,6 +57,8 @@ type config struct {
 	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
 	DeadLetterMaxBytes int
 	SpoolAfter         time.Duration
+	LiveSlowPolicy     string // live.SlowPolicy
+	LiveQueueBytes     int
 	Sec                securityConfig // identity, TLS, limits
 	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
 }
@@ -146,6 +151,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTUsername, "mqtt-username", "TELEMETRY_MQTT_USERNAME", "", "MQTT username")
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
+	e.int(&c.AuthMaxFailures, "auth-max-failures", "TELEMETRY_AUTH_MAX_FAILURES", 10, "failed authentications (device, viewer or admin token) from one client address within a minute before that address gets 429 with Retry-After; -1: never throttle (behind a proxy every client shares its address)")
+	e.dur(&c.AuthBlock, "auth-block", "TELEMETRY_AUTH_BLOCK", time.Minute, "how long an address over -auth-max-failures is answered 429")
 	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
@@ -168,6 +175,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
 	e.int(&c.DeadLetterMaxBytes, "dead-letter-max-bytes", "TELEMETRY_DEAD_LETTER_MAX_BYTES", 64<<20, "dead-letter file size limit; when full, further refused lines are not recorded (counted in telemetryd_dead_letters_dropped_total)")
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
+	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
+	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}
@@ -179,6 +188,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err
+	}
+	if !live.SlowPolicy(c.LiveSlowPolicy).Valid() {
+		return c, fs, fmt.Errorf(`-live-slow-policy: %q is not "conflate" or "disconnect"`, c.LiveSlowPolicy)
 	}
 	return c, fs, nil
 }

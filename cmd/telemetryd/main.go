@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer closeStore()
 
 	// The live side: the hub rebroadcasts what the bridge normalized.
-	hub := live.NewHub(live.HubConfig{}, log.With("component", "hub"))
+	hub := live.NewHub(hubConfig(cfg), log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 
 	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, hub, log.With("component", "bridge"))
@@ -109,8 +109,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
-	guard := authguard.New(authguard.Config{}) // authguard.go: credential guessing throttled
-	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
+	guard := authguard.New(authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock})
+	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
 		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
 		return err

@@ -128,9 +128,13 @@ func metricDefs() []metricDef {
 		{"telemetryd_live_subscriptions", "Dashboard subscriptions.", g, nil},
 		{"telemetryd_live_series", "Series in the last-value cache used for snapshots.", g, nil},
 		{"telemetryd_live_published_batches_total", "Batches of readings handed to the live fan-out.", c, nil},
-		{"telemetryd_live_dropped_batches_total", "Batches not shown live because the fan-out was behind (they are still stored).", c, nil},
+		{"telemetryd_live_inbox_full_batches_total", "Batches that found the live fan-out's inbox full: merged to the latest value per series, the dashboards told (they are stored as usual).", c, nil},
+		{"telemetryd_live_conflated_readings_total", "Readings merged away to the latest value per series, by stage (inbox: the fan-out was behind; dashboard: a slow dashboard's queue was full); the dashboards are told.", c, []string{"stage"}},
+		{"telemetryd_live_gap_readings_total", "Readings not shown live even merged (a bound was reached); the dashboards get a gap message.", c, nil},
+		{"telemetryd_live_backlogged_clients", "Dashboard clients the fan-out holds data back for (a snapshot in chunks, conflated values).", g, nil},
+		{"telemetryd_live_snapshot_chunks_total", "Snapshot messages (chunks) sent to dashboards.", c, nil},
 		{"telemetryd_live_deliveries_total", "Frames delivered to dashboard clients.", c, nil},
-		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind.", c, nil},
+		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind (-live-slow-policy=disconnect).", c, nil},
 		{"telemetryd_live_series_not_remembered_total", "Series not cached for snapshots because the cache was full.", c, nil},
 	}
 }
@@ -265,7 +269,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_live_subscriptions", float64(s.Subscriptions))
 		emit("telemetryd_live_series", float64(s.Series))
 		emit("telemetryd_live_published_batches_total", float64(s.Published))
-		emit("telemetryd_live_dropped_batches_total", float64(s.DroppedBatches))
+		emit("telemetryd_live_inbox_full_batches_total", float64(s.InboxFullBatches))
+		emit("telemetryd_live_conflated_readings_total", float64(s.InboxConflated), "inbox")
+		emit("telemetryd_live_conflated_readings_total", float64(s.Conflated), "dashboard")
+		emit("telemetryd_live_gap_readings_total", float64(s.GapReadings))
+		emit("telemetryd_live_backlogged_clients", float64(s.Backlogged))
+		emit("telemetryd_live_snapshot_chunks_total", float64(s.SnapshotChunks))
 		emit("telemetryd_live_deliveries_total", float64(s.Deliveries))
 		emit("telemetryd_live_slow_clients_dropped_total", float64(s.SlowClientsDropped))
 		emit("telemetryd_live_series_not_remembered_total", float64(s.SeriesNotRemembered))

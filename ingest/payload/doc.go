@@ -36,10 +36,24 @@
 //     {"seq":17,"ts":1763820000123,"measurement":"environment",
 //     "metrics":{"temperature":21.4,"door_open":false,"status":"ok"},
 //     "tags":{"site":"plant-3"},"device":"child-7"}.
+//
 //   - Native, batch: an object with a "readings" array of such reading objects.
+//
 //   - SenML JSON (RFC 8428): a top-level array of records, or an envelope
 //     object {"seq":19,"measurement":"m","senml":[...records...]} so that
 //     SenML frames can carry a sequence number to acknowledge.
+//
+//   - CBOR (RFC 8949, cbor.go): a payload starting with a CBOR array or map
+//     header (never the first byte of text). The schemas above with the
+//     same text keys, or SenML-CBOR with RFC 8428 §6's integer labels;
+//     decoded under fixed limits, transcoded to JSON and decoded as JSON,
+//     so both encodings share every rule (a CBOR integer is a number).
+//
+//   - InfluxDB line protocol (lineproto.go): a payload whose first line is
+//     "measurement[,tags] field=...", decoded by line-protocol/v2, one
+//     reading per line with its field types, nanosecond timestamps (HTTP
+//     writes choose the precision: DecodeLineProtocol). A line that does
+//     not parse is rejected alone.
 //
 // "seq", when present, must be a non-negative integer. Unknown keys are
 // ignored for forward compatibility. When a structural key (such as "ts" or

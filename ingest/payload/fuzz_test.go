@@ -1,10 +1,12 @@
 package payload
 
 import (
+	"encoding/hex"
 	"errors"
 	"math"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -157,6 +159,70 @@ func FuzzFastPathAgrees(f *testing.F) {
 			d.release(len(data))
 			if err != nil || !reflect.DeepEqual(fast, slow) {
 				t.Fatalf("fast path accepted what the general path decodes differently:\nfast %s\ngeneral %s %v", dump(fast), dump(slow), err)
+			}
+		}
+	})
+}
+
+// lineSeeds are line-protocol inputs for FuzzLineProtocol.
+var lineSeeds = []string{
+	"env,site=plant-3 t=21.5,n=3i,u=7u,ok=true,s=\"idle\" 1763820000123456789\n",
+	`we\ ird\,m,ta\ g=v\=1\,x f\=x="a \"q\" \\ b" 1`,
+	"m v=1 1763820000\nm v=2\n# comment\n\nm v=3 1763820000123\n",
+	"m,device_id=child-7,a=b v=1\n",
+	"m v=1\nm\nm v=1i,v=2i\nm v=18446744073709551615u\nm v=\"x\" notatime\nm v=2\n",
+	"m a=1,b=2\nm,x=1,y=2 a=1\nm,x=1 a=1", "m v=-1i -1", "m v=1e308,w=-0 9223372036854775807",
+}
+
+// FuzzLineProtocol decodes line protocol at every precision; every result
+// must hold the Message invariants, and lines must never merge.
+func FuzzLineProtocol(f *testing.F) {
+	for _, s := range lineSeeds {
+		f.Add([]byte(s), uint8(0))
+	}
+	units := []time.Duration{time.Nanosecond, time.Microsecond, time.Millisecond, time.Second}
+	f.Fuzz(func(t *testing.T, data []byte, u uint8) {
+		for _, l := range fuzzLimits {
+			m, err := NewDecoder(l).DecodeLineProtocol(data, units[int(u)%len(units)])
+			checkMessage(t, m, err, l)
+			if err == nil && len(m.Readings) > countLines(data) {
+				t.Fatalf("%d readings from %d lines", len(m.Readings), countLines(data))
+			}
+		}
+	})
+}
+
+// cborSeeds are CBOR payloads for FuzzCBOR (hex).
+var cborSeeds = []string{
+	"a26373657101676d657472696373a16b74656d7065726174757265f94d60",
+	"81a4006474656d70016343656c02f94d6021666465762d312f",
+	"bf616101ff", "a2616101616102", "a0a0", "8181818181818181818181818181818181818100",
+	"a1f4f5", "d9d9f7a1676d657472696373a16161c11a5f5e1000",
+	"a1686d657472696373a1616dc074323032352d31312d32325431343a30303a30305a",
+	"a1687265616469" + "6e677382a1676d657472696373a16161f97e00a1676d657472696373a16162fb7ff0000000000000",
+}
+
+// FuzzCBOR decodes CBOR through Decode (detection included) twice; the
+// results must agree and hold the Message invariants.
+func FuzzCBOR(f *testing.F) {
+	for _, s := range cborSeeds {
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			f.Fatal(s, err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !IsCBOR(data) {
+			return
+		}
+		for _, l := range fuzzLimits {
+			d := NewDecoder(l)
+			m1, err1 := d.Decode(data, now)
+			checkMessage(t, m1, err1, l)
+			m2, err2 := d.Decode(data, now)
+			if (err1 == nil) != (err2 == nil) || !reflect.DeepEqual(m1, m2) {
+				t.Fatalf("decoding twice differs:\n%s%v\n%s%v", dump(m1), err1, dump(m2), err2)
 			}
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/valyala/fastjson"
 
 	"github.com/telemetryd/telemetryd/telemetry"
@@ -124,6 +125,11 @@ type Decoder struct {
 
 	// Where the fast paths' Messages get their memory (fast.go).
 	blocks messageBlocks
+
+	// CBOR (cbor.go): the decoding mode, built on first use, and the
+	// buffer a payload is transcoded into.
+	cbor     cbor.DecMode
+	cborJSON []byte
 }
 
 const recentSlots = 256 // a power of two
@@ -162,6 +168,15 @@ func NewDecoder(l Limits) *Decoder {
 func (d *Decoder) Decode(data []byte, now time.Time) (Message, error) {
 	defer d.release(len(data))
 
+	// Format detection: CBOR starts with an array or map header (never
+	// text), line protocol with a measurement and a field assignment
+	// (never '{' or '['); everything else is JSON.
+	if IsCBOR(data) {
+		return d.decodeCBOR(data, now)
+	}
+	if looksLikeLineProtocol(data) {
+		return d.decodeLineProtocol(data, lpPrecision(time.Nanosecond))
+	}
 	if m, ok := d.decodeTemplate(data); ok {
 		return m, nil
 	}

@@ -252,7 +252,7 @@
         opened = true;
         this.received(m);
       };
-      for (const type of ['snapshot', 'readings', 'presence']) es.addEventListener(type, onEvent);
+      for (const type of ['snapshot', 'readings', 'presence', 'conflated', 'gap']) es.addEventListener(type, onEvent);
       // EventSource would retry on its own, but without our backoff, state
       // and back-fill; so every error closes it and the feed reconnects.
       es.onerror = () => {
@@ -264,6 +264,22 @@
     }
 
     received(m) {
+      // A snapshot comes in chunks (docs/dashboard.md): the later ones are
+      // more last values, and the last one may carry the presence list.
+      if (m.type === 'snapshot' && m.chunk > 0) {
+        for (const p of m.presence || []) this.onMessage(Object.assign({ type: 'presence' }, p), this);
+        m = { type: 'readings', sub: m.sub, readings: m.readings || [] };
+      }
+      // The server merged values away (slow link) or could not show some:
+      // say so briefly in the connection status.
+      if (m.type === 'conflated' || m.type === 'gap') {
+        $('conn-text').textContent = m.type === 'gap'
+          ? 'live: ' + m.skipped + ' readings not shown (gap)'
+          : 'live: conflated, ' + m.merged + ' readings merged';
+        clearTimeout(this.noticeTimer);
+        this.noticeTimer = setTimeout(updateConnection, 5000);
+        return;
+      }
       if (m.type === 'snapshot') {
         this.attempt = 0;
         transport.strikes = 0;
