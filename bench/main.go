@@ -20,6 +20,9 @@
 //	   (P2, P2d and P3 are judged by CPU per message or frame against the
 //	   baseline's own process, the rate ratio is information)
 //	P4 dashboard deliveries/s to 1 000 subscribers vs a gws Broadcaster loop
+//	P4z the same fan-out with permessage-deflate vs without, in the same run
+//	   (deliveries/s, wire bytes and telemetryd CPU per delivery)
+//	P4r resume cost: readings/s replayed to a reconnecting dashboard
 //	P5 device→dashboard latency at half the P2 rate
 //	   vs bare MQTT pub→sub latency plus a gws echo round trip
 //	P6 RSS per idle device WebSocket vs a raw gws server
@@ -95,7 +98,7 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P5", "P6", "P7", "P8", "P9"}
+var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P4z", "P4r", "P5", "P6", "P7", "P8", "P9"}
 
 // config is the harness's settings (flags).
 type config struct {

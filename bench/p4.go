@@ -27,7 +27,7 @@ func runP4(ctx context.Context, e *env, r *result) error {
 	r.detail("lead_limit_readings", sz.P4Lead)
 
 	before, _ := e.s.metrics(ctx)
-	svc, err := fanOut(ctx, e, r, "service",
+	svc, _, _, err := fanOut(ctx, e, r, "service", e.dial.dial,
 		"ws://"+e.s.svcAddr+"/v1/live", e.s.adminTok,
 		"ws://"+e.s.svcAddr+"/v1/ingest", func(i int) string { return tokenFor(p4Feeder(i)) },
 		func(buf []byte, n int64) []byte { return singleFrame(buf, -1, time.Now().UnixNano(), int(n)) }, true,
@@ -42,7 +42,7 @@ func runP4(ctx context.Context, e *env, r *result) error {
 	}
 	r.Service = svc
 	rawBefore, _ := e.s.rawStats(ctx, false)
-	raw, err := fanOut(ctx, e, r, "baseline",
+	raw, _, _, err := fanOut(ctx, e, r, "baseline", e.dial.dial,
 		"ws://"+e.s.rawAddr+"/sub", "",
 		"ws://"+e.s.rawAddr+"/pub", func(int) string { return "" },
 		func(buf []byte, n int64) []byte {
@@ -61,9 +61,13 @@ func runP4(ctx context.Context, e *env, r *result) error {
 	return nil
 }
 
-// fanOut runs one P4 phase and returns reading deliveries/s.
-func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubURL string, pubToken func(int) string,
-	frame func(buf []byte, n int64) []byte, profile bool, beforeClose func()) (float64, error) {
+// dialFunc opens one subscriber socket (plain, or offering compression).
+type dialFunc func(url, token string, h gws.Event) (*gws.Conn, error)
+
+// fanOut runs one P4 phase and returns reading deliveries/s, the
+// deliveries counted in the window and the CPU each process used in it.
+func fanOut(ctx context.Context, e *env, r *result, name string, dial dialFunc, subURL, subToken, pubURL string, pubToken func(int) string,
+	frame func(buf []byte, n int64) []byte, profile bool, beforeClose func()) (float64, int64, cpuUse, error) {
 	sz := e.sz
 	var deliveries atomic.Int64
 	subs := make([]*gws.Conn, sz.P4Subscribers)
@@ -75,7 +79,7 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 	}()
 	err := dialMany(ctx, sz.P4Subscribers, 32, func(i int) error {
 		lc := newLiveConn(&deliveries, nil)
-		conn, err := e.dial.dial(subURL, subToken, lc)
+		conn, err := dial(subURL, subToken, lc)
 		if err != nil {
 			return err
 		}
@@ -83,7 +87,7 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 		return lc.subscribe(ctx, conn, nil)
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, cpuUse{}, err
 	}
 	fa := newAnswers() // feeders send no seq: only error frames come back
 	feeders := make([]*gws.Conn, sz.P4Feeders)
@@ -95,7 +99,7 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 	for i := range feeders {
 		c, err := e.dial.dial(pubURL, pubToken(i), newDeviceConn(fa, 1))
 		if err != nil {
-			return 0, err
+			return 0, 0, cpuUse{}, err
 		}
 		feeders[i] = c
 	}
@@ -121,7 +125,7 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 			}
 		})
 	}
-	rate, err := e.phase(ctx, r, name, profile, deliveries.Load)
+	rate, n, use, err := e.measure(ctx, r, name, profile, deliveries.Load)
 	stop()
 	wg.Wait()
 	beforeClose()
@@ -149,5 +153,5 @@ func fanOut(ctx context.Context, e *env, r *result, name, subURL, subToken, pubU
 	if errs := fa.errorCounts(); len(errs) > 0 {
 		r.detail(name+"_feeder_errors", errs)
 	}
-	return rate, err
+	return rate, n, use, err
 }

@@ -56,6 +56,8 @@ func scenarios() []scenario {
 		{"P2d", "MQTT drain of a queued backlog (QoS 1, persistent session)", runP2d, true, true},
 		{"P3", "WS single-reading frames/s acked", runP3, true, true},
 		{"P4", "dashboard deliveries/s", runP4, true, true},
+		{"P4z", "dashboard deliveries/s, permessage-deflate vs plain", runP4z, true, true},
+		{"P4r", "resume: readings/s replayed to a reconnecting dashboard", runP4r, true, false},
 		{"P5", "device→dashboard latency p99 (MQTT)", runP5, true, true},
 		{"P9", "readings/s acked, HTTP line protocol, 1000-line writes", runP9, true, true},
 		// P8 last: its overload leaves the pipeline and storage busy.

@@ -45,6 +45,17 @@ type Publisher interface {
 	Publish(rs []telemetry.Reading)
 }
 
+// DurableNotifier learns, after each published frame is completed, which of
+// its readings are durable (written, or fsynced to the spool) and which
+// storage refused: the persisted watermark of the live stream. rs are the
+// readings as they were published (neither modified nor kept after the
+// call); refused index rs; err is set when none of them was stored. It is
+// called from the completion goroutine, in completion order, and must not
+// block.
+type DurableNotifier interface {
+	Durable(rs []telemetry.Reading, refused []telemetry.Rejection, err error)
+}
+
 // Config tunes the bridge. The zero value of each field means its default.
 type Config struct {
 	Limits Limits
@@ -75,6 +86,8 @@ type Config struct {
 	Labels LabelSource
 	// DeadLetters records lines the storage refused for good; nil only logs them.
 	DeadLetters DeadLetterer
+	// Durable is told when published readings become durable; nil: nobody.
+	Durable DurableNotifier
 }
 
 // DefaultConfig is what the zero value of each Config field stands for.
@@ -137,6 +150,9 @@ type entry struct {
 	index []int32 // frame index of the reading on each line
 	done  func(telemetry.Outcome)
 	at    time.Time
+	// published are the readings handed to the Publisher, kept until
+	// completion for Config.Durable only.
+	published []telemetry.Reading
 	// outcome is set by a writer and delivered through done by Run.
 	outcome telemetry.Outcome
 	// inline is where lines and index start out, so that a new entry (the
@@ -291,6 +307,9 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 		return rcpt, nil
 	}
 	e.done, e.at = f.Done, received
+	if b.cfg.Durable != nil && b.live != nil {
+		e.published = accepted
+	}
 	// Only a full queue looks at ctx.Done, so a caller's lazily armed
 	// deadline costs nothing in the common case. Once queued, e is the
 	// writers' (and soon the cache's): not used below.
@@ -367,6 +386,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		for bt := range inOrder {
 			<-bt.done
 			for _, e := range bt.entries {
+				b.notifyDurable(e)
 				complete(e, e.outcome)
 				reset(e)
 			}
@@ -639,7 +659,7 @@ func reset(e *entry) {
 	if cap(index) > maxPooledIndex {
 		index = e.inline.index[:0]
 	}
-	e.lines, e.index, e.done, e.at, e.outcome = lines, index, nil, time.Time{}, telemetry.Outcome{}
+	e.lines, e.index, e.done, e.at, e.outcome, e.published = lines, index, nil, time.Time{}, telemetry.Outcome{}, nil
 }
 
 // entryCache recycles entries: Run returns a completed batch's entries at
@@ -685,6 +705,22 @@ func (c *entryCache) putAll(es []*entry) {
 	room := maxFreeEntries - len(c.free)
 	c.free = append(c.free, es[:min(len(es), room)]...)
 	c.mu.Unlock()
+}
+
+// notifyDurable tells Config.Durable about a completed entry, with storage's
+// refusals indexed into the published readings (the entry's lines, in order).
+func (b *Bridge) notifyDurable(e *entry) {
+	if b.cfg.Durable == nil || len(e.published) == 0 {
+		return
+	}
+	var refused []telemetry.Rejection
+	for _, rj := range e.outcome.Rejected {
+		if i, ok := slices.BinarySearch(e.index, int32(rj.Index)); ok {
+			rj.Index = i
+			refused = append(refused, rj)
+		}
+	}
+	b.cfg.Durable.Durable(e.published, refused, e.outcome.Err)
 }
 
 func complete(e *entry, o telemetry.Outcome) {

@@ -32,7 +32,12 @@ type MQTTConfig struct {
 	// Topic with one '+' standing for the device id (default "devices/+/telemetry").
 	Topic string
 	// ClientID must be stable so the broker keeps the session (default "telemetryd").
-	ClientID           string
+	ClientID string
+	// ShareGroup, when set, makes every connection a member of the shared
+	// subscription $share/<ShareGroup>/<Topic>, with the client id
+	// <ClientID>-<index>: instances given the same group and their own
+	// ClientID split the messages between them (mqttshare.go).
+	ShareGroup         string
 	Username, Password string
 	TLS                *tls.Config
 	// Connections > 1 consumes through that many clients in a shared
@@ -99,6 +104,7 @@ type MQTT struct {
 
 	mu         sync.Mutex
 	clients    []mqtt.Client
+	conns      []*mqttConn  // per-connection counters (mqttshare.go)
 	subscribed atomic.Int32 // clients connected with their subscription in place
 
 	stop      chan struct{} // closed by Close: ack senders drain and exit
@@ -114,6 +120,9 @@ type MQTT struct {
 // NewMQTT returns a consumer; Run connects it.
 func NewMQTT(cfg MQTTConfig, next telemetry.Consumer, log *slog.Logger) (*MQTT, error) {
 	cfg = cfg.withDefaults()
+	if err := checkShareGroup(cfg.ShareGroup); err != nil {
+		return nil, err
+	}
 	pos := -1
 	for i, seg := range strings.Split(cfg.Topic, "/") {
 		if seg == "+" {
@@ -154,20 +163,15 @@ func (m *MQTT) Connected() bool {
 // ack sender, so that acks still owed can be sent; call Close after the
 // pipeline has drained.
 func (m *MQTT) Run(ctx context.Context) error {
-	topic := m.cfg.Topic
-	if m.cfg.Connections > 1 {
-		topic = "$share/" + m.cfg.ClientID + "/" + topic
-	}
+	topic := m.cfg.subscription()
 	var wg sync.WaitGroup
 	for i := range m.cfg.Connections {
-		id := m.cfg.ClientID
-		if m.cfg.Connections > 1 {
-			id = fmt.Sprintf("%s-%d", id, i)
-		}
+		conn := &mqttConn{id: m.cfg.clientID(i)}
 		inbox := make(chan mqtt.Message, m.cfg.Queue)
-		c := mqtt.NewClient(m.clientOptions(id, topic, inbox))
+		c := mqtt.NewClient(m.clientOptions(conn, topic, inbox))
 		m.mu.Lock()
 		m.clients = append(m.clients, c)
+		m.conns = append(m.conns, conn)
 		m.mu.Unlock()
 		c.Connect() // ConnectRetry: keeps trying in the background
 		acks := &ackSequencer{m: m, due: make(chan mqtt.Message, m.cfg.Queue)}
@@ -202,7 +206,8 @@ func (m *MQTT) Close() {
 	m.clients = nil
 }
 
-func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *mqtt.ClientOptions {
+func (m *MQTT) clientOptions(conn *mqttConn, topic string, inbox chan mqtt.Message) *mqtt.ClientOptions {
+	clientID := conn.id
 	o := mqtt.NewClientOptions().
 		AddBroker(m.cfg.URL).
 		SetClientID(clientID).
@@ -229,6 +234,7 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 		o.SetCustomOpenConnectionFn(dialBuffered)
 	}
 	handler := func(_ mqtt.Client, msg mqtt.Message) {
+		conn.messages.Add(1)
 		select {
 		case inbox <- msg:
 		default:
@@ -243,7 +249,10 @@ func (m *MQTT) clientOptions(clientID, topic string, inbox chan mqtt.Message) *m
 	// a route for it would only make paho match (split) each message's
 	// topic against it first.
 	o.SetDefaultPublishHandler(handler)
-	var subscribed atomic.Bool // this client's share of m.subscribed
+	subscribed := &conn.subscribed // this client's share of m.subscribed
+	// Subscribe on every connect, not once: a persistent session keeps its
+	// subscriptions, but Mosquitto before 2.0.12 loses the $share ones of a
+	// durable client when the broker restarts (mqttshare.go).
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		t := c.Subscribe(topic, 1, nil)
 		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {

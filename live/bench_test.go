@@ -30,7 +30,7 @@ func BenchmarkEncodeFrame(b *testing.B) {
 			var buf []byte
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = encodeFrame(buf[:0], "readings", sub, rs)
+				buf = encodeFrame(buf[:0], "readings", sub, rs, 1, int64(len(rs)))
 			}
 			b.SetBytes(int64(len(buf)))
 		})

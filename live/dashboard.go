@@ -57,6 +57,9 @@ type DashboardConfig struct {
 	// viewer is still active (a revocation may race the upgrade); if not,
 	// the socket is closed with 1008.
 	ViewerActive func(viewerID string) bool
+	// DisableCompression turns permessage-deflate off (deflate.go); by
+	// default a client that offers it gets it.
+	DisableCompression bool
 }
 
 // Dashboards serves dashboard WebSockets: clients subscribe with filters and
@@ -72,6 +75,7 @@ type Dashboards struct {
 	sseCount atomic.Int64
 	sseConns sync.Map      // *sseClient → struct{}
 	shutdown chan struct{} // closed by Run when it ends: SSE streams return
+	shared   broadcasters  // deflate.go: each shared frame compressed once
 }
 
 // NewDashboards returns the /v1/live handler; start its ping loop with Run.
@@ -94,6 +98,7 @@ func NewDashboards(cfg DashboardConfig, hub *Hub, log *slog.Logger) *Dashboards 
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{log},
+		PermessageDeflate:  deflateOption(cfg.DisableCompression),
 	})
 	return d
 }
@@ -147,7 +152,7 @@ func (d *Dashboards) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // gws has answered the client
 	}
 	limitSendBuffer(socket.NetConn())
-	c := &dashConn{d: d, conn: socket, viewer: viewer}
+	c := &dashConn{d: d, conn: socket, viewer: viewer, deflate: !d.cfg.DisableCompression && offersDeflate(r)}
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop()
 }
@@ -206,6 +211,7 @@ type dashConn struct {
 	lastAlive    atomic.Int64 // Unix ns of the last deadline extension by a write
 	mu           sync.Mutex
 	subIDs       map[string]struct{} // the socket's live subscriptions (the cap counts them)
+	deflate      bool                // permessage-deflate negotiated
 }
 
 // Send implements Client: it queues frame on the socket's write queue
@@ -226,7 +232,7 @@ func (c *dashConn) queue(frame []byte, slack int64) bool {
 		c.pendingBytes.Add(-size)
 		return false
 	}
-	c.conn.WriteAsync(gws.OpcodeText, frame, func(err error) {
+	c.d.write(c, frame, func(err error) { // deflate.go
 		c.pending.Add(-1)
 		c.pendingBytes.Add(-size)
 		if err == nil {
@@ -369,6 +375,10 @@ type clientMessage struct {
 	Fields       []string          `json:"fields"`
 	Tags         map[string]string `json:"tags"`
 	Presence     PresenceMode      `json:"presence"`
+	// Since resumes from a position (resume.go); Persisted asks for
+	// persisted messages (persisted.go).
+	Since     *int64 `json:"since"`
+	Persisted bool   `json:"persisted"`
 }
 
 // errorMessage answers a client message: the shared error body, with the
@@ -388,11 +398,11 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	var m clientMessage
 	if err := json.Unmarshal(message.Bytes(), &m); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: "message is not valid JSON: " + err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: telemetry.ClipMessage("message is not valid JSON: " + err.Error())}})
 		return
 	}
 	if err := m.validate(); err != nil {
-		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: err.Error()}})
+		c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: telemetry.CodeInvalidRequest, Message: telemetry.ClipMessage(err.Error())}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -403,10 +413,10 @@ func (e *dashEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			c.sendJSON(errorMessage{Type: "error", Sub: m.ID, Error: telemetry.ErrorBody{Code: "too_many_subscriptions", Message: "at most 64 subscriptions per socket"}})
 			return
 		}
-		e.d.hub.Subscribe(ctx, c, m.ID, Filter{
+		e.d.hub.SubscribeWith(ctx, c, m.ID, Filter{
 			Devices: m.Devices, Measurements: m.Measurements, Fields: m.Fields, Tags: m.Tags, Scope: c.viewer.Scope,
 			Presence: m.Presence,
-		})
+		}, m.options())
 	case "unsubscribe":
 		c.track(m.ID, false)
 		e.d.hub.Unsubscribe(ctx, c, m.ID)

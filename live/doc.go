@@ -39,4 +39,18 @@
 // Presence is derived from readings alone (presence.go): a device is online
 // from a reading until a silence longer than its offline timeout, and the
 // transitions are announced to subscriptions that ask for them.
+//
+// Positions, resume and the watermark (resume.go, persisted.go): every
+// reading fanned out gets a position; a subscription that gives the last
+// one it received gets what it missed — from a bounded in-memory window,
+// then from a HistorySource (storage, wired in cmd) — before live frames,
+// or a reset and a snapshot. A message carries a position only when its
+// subscriber has everything up to it (the last snapshot chunk, the message
+// emptying a conflated backlog; notices carry the one before what they
+// announce), so a position is always safe to resume from; a resume is paced
+// by Room like a snapshot. The bridge reports completions through
+// Hub.Durable (its DurableNotifier), which never blocks; subscriptions that
+// ask get per-device "persisted" watermarks and storage's refusals.
+// WebSockets that offer permessage-deflate get it, each shared frame
+// compressed once (deflate.go).
 package live

@@ -202,6 +202,8 @@ type HubConfig struct {
 	OfflineAfter time.Duration
 	// SweepInterval is how often silent devices are looked for (default 5s).
 	SweepInterval time.Duration
+	// Resume tunes positions, resume and the persisted watermark (resume.go).
+	Resume ResumeConfig
 }
 
 // HubStats are the Hub's counters.
@@ -238,6 +240,22 @@ type subscription struct {
 	id     string
 	filter Filter
 	key    string
+	opts   SubscribeOptions // resume.go
+
+	// done is the position up to which the subscriber has everything its
+	// filter matches (the latest value of each series, where conflated);
+	// 0 until its snapshot or resume is complete. Messages carry no other
+	// position (resume.go: positions stay honest).
+	done int64
+	// job is a resume in progress (resume.go): live frames wait in it
+	// until the missed readings have been sent.
+	job *resumeJob
+	// notice is a message owed before anything else (a reset's), and
+	// persisted the persisted messages held back while other data is
+	// (persisted.go); wmOwed: the full watermark is owed.
+	notice    []byte
+	persisted [][]byte
+	wmOwed    bool
 
 	// What the Hub holds back for this subscription (its goroutine only).
 	// snap lists the snapshot's series still to send; snapDone is set once
@@ -256,7 +274,8 @@ type subscription struct {
 
 // held reports whether anything is held back for sub.
 func (sub *subscription) held() bool {
-	return !sub.snapDone || len(sub.pend) > 0 || sub.merged > 0 || sub.skipped > 0
+	return sub.notice != nil || sub.job != nil || !sub.snapDone || len(sub.pend) > 0 || sub.merged > 0 || sub.skipped > 0 ||
+		sub.wmOwed || len(sub.persisted) > 0
 }
 
 // skip records n readings (device times from..to) as a gap.
@@ -290,6 +309,7 @@ type hubOp struct {
 
 type series struct {
 	reading telemetry.Reading // latest time; Fields hold the last value of every field seen
+	pos     int64             // position of the latest reading merged in (resume.go)
 }
 
 // merge folds r into sr: the latest time, and the latest value of every field.
@@ -359,6 +379,8 @@ type Hub struct {
 	devicesNotTracked, presenceEvents                       atomic.Uint64
 	inboxFull, inboxConflated, gapReadings                  atomic.Uint64
 	conflated, snapshotChunks                               atomic.Uint64
+
+	resumeHub // resume.go, persisted.go: durable events, finished history reads
 }
 
 // NewHub returns a Hub; start it with Run.
@@ -387,12 +409,14 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 	if cfg.BacklogInterval <= 0 {
 		cfg.BacklogInterval = 20 * time.Millisecond
 	}
+	cfg.Resume = cfg.Resume.withDefaults()
 	return &Hub{
-		cfg:   cfg,
-		log:   log,
-		inbox: make(chan []telemetry.Reading, cfg.InboxBatches),
-		ops:   make(chan hubOp, 1024),
-		wake:  make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       log,
+		inbox:     make(chan []telemetry.Reading, cfg.InboxBatches),
+		ops:       make(chan hubOp, 1024),
+		wake:      make(chan struct{}, 1),
+		resumeHub: newResumeHub(cfg.Resume),
 	}
 }
 
@@ -451,7 +475,7 @@ func (h *Hub) Publish(rs []telemetry.Reading) {
 // Subscribe adds or replaces subscription id of client c. The Hub first sends
 // c a snapshot of the last value of every matching series, then live batches.
 func (h *Hub) Subscribe(ctx context.Context, c Client, id string, f Filter) {
-	h.op(ctx, hubOp{client: c, sub: &subscription{id: id, filter: f, key: f.key(id)}})
+	h.SubscribeWith(ctx, c, id, f, SubscribeOptions{})
 }
 
 // Unsubscribe removes subscription id of client c.
@@ -509,11 +533,12 @@ func (h *Hub) op(ctx context.Context, o hubOp) {
 // Run owns the Hub's state and does the fan-out until ctx is done.
 func (h *Hub) Run(ctx context.Context) error {
 	s := hubState{
-		hub:        h,
-		clients:    make(map[Client]*clientState),
-		last:       make(map[string]*series),
-		devices:    make(map[string]*device),
-		backlogged: make(map[Client]*clientState),
+		hub:         h,
+		clients:     make(map[Client]*clientState),
+		last:        make(map[string]*series),
+		devices:     make(map[string]*device),
+		backlogged:  make(map[Client]*clientState),
+		resumeState: newResumeState(h, ctx.Done()),
 	}
 	sweep := time.NewTicker(h.cfg.SweepInterval)
 	defer sweep.Stop()
@@ -531,6 +556,11 @@ func (h *Hub) Run(ctx context.Context) error {
 			s.apply(o)
 		case now := <-sweep.C:
 			s.sweep(now)
+			s.purgeUnconfirmed() // persisted.go
+		case evs := <-h.durableEvents:
+			s.onDurable(evs)
+		case res := <-h.historyRead:
+			s.finishResume(res)
 		case <-retry:
 			for c, cs := range s.backlogged {
 				s.flush(c, cs)
@@ -575,6 +605,8 @@ type hubState struct {
 	devices    map[string]*device
 	backlogged map[Client]*clientState // clients with something held back
 	sent       []*series               // scratch of flush
+
+	resumeState // resume.go: positions, the window, the watermark
 }
 
 func (s *hubState) apply(o hubOp) {
@@ -595,6 +627,7 @@ func (s *hubState) apply(o hubOp) {
 	case o.detach:
 		delete(s.clients, o.client)
 		delete(s.backlogged, o.client)
+		s.countPersisted()
 	case o.sub != nil:
 		cs := s.clients[o.client]
 		if cs == nil {
@@ -603,13 +636,19 @@ func (s *hubState) apply(o hubOp) {
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)
-		s.startSnapshot(o.sub)
+		s.countPersisted()
+		if o.sub.opts.Resume {
+			s.startResume(o.client, o.sub) // resume.go
+		} else {
+			s.startSnapshot(o.sub)
+		}
 		s.markHeld(o.client, cs)
 		s.flush(o.client, cs)
 	case o.unsub != "":
 		if cs := s.clients[o.client]; cs != nil {
 			cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.unsub })
 		}
+		s.countPersisted()
 	}
 }
 
@@ -620,6 +659,7 @@ func (s *hubState) full(c Client, cs *clientState) bool {
 		delete(s.clients, c)
 		delete(s.backlogged, c)
 		s.hub.slowDropped.Add(1)
+		s.countPersisted()
 		c.Drop()
 		return false
 	}
@@ -638,9 +678,15 @@ func (s *hubState) markHeld(c Client, cs *clientState) {
 
 func (s *hubState) fanOut(rs []telemetry.Reading) {
 	now := time.Now()
+	first := s.record(rs) // resume.go: positions first+0… and the window
+	last := first + int64(len(rs)) - 1
 	srs := s.srs[:0]
 	for i := range rs {
-		srs = append(srs, s.remember(&rs[i]))
+		sr := s.remember(&rs[i])
+		if sr != nil {
+			sr.pos = first + int64(i)
+		}
+		srs = append(srs, sr)
 		s.seen(&rs[i], now)
 	}
 	s.srs = srs
@@ -654,16 +700,24 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 	clear(s.frames)
 	for c, cs := range s.clients {
 		for _, sub := range cs.subs {
-			if cs.backlog {
+			// A subscription whose snapshot is not complete holds its live
+			// readings like a backlogged one: they go into the snapshot's
+			// last chunks, so no message reaches it with a position it does
+			// not have everything up to (resume.go).
+			if sub.job == nil && (cs.backlog || !sub.snapDone) {
 				s.hold(sub, rs, srs)
 				continue
 			}
 			frame, ok := s.frames[sub.key]
 			if !ok {
-				frame = encodeFrame(nil, "readings", sub, rs)
+				frame = encodeFrame(nil, "readings", sub, rs, first, last)
 				s.frames[sub.key] = frame
 			}
 			if frame == nil {
+				continue
+			}
+			if sub.job != nil {
+				sub.job.hold(frame) // resume.go: sent after the missed readings
 				continue
 			}
 			if !c.Send(frame) {
@@ -673,13 +727,16 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 				s.hold(sub, rs, srs)
 				continue
 			}
+			sub.done = last
 			s.hub.deliveries.Add(1)
 		}
 	}
 }
 
 // hold adds the readings of rs that sub matches to its conflated backlog.
-// A reading of a series not remembered cannot be sent later: it is a gap.
+// A reading of a series not remembered cannot be sent later: it is a gap
+// (its position is still in the window and the timeline, so a resume from
+// before the gap brings it back).
 func (s *hubState) hold(sub *subscription, rs []telemetry.Reading, srs []*series) {
 	for i := range rs {
 		if !sub.filter.match(&rs[i]) {
@@ -706,7 +763,9 @@ func (s *hubState) hold(sub *subscription, rs []telemetry.Reading, srs []*series
 // takeOverflow fans out what Publish merged while the inbox was full:
 // every subscription is told how many of the readings it matches were
 // merged away, and of readings not even kept (a gap), then gets the
-// merged readings like any batch.
+// merged readings like any batch. The readings merged away never had a
+// position: the Hub remembers where they were lost (resumeState.hole), and
+// a resume from before that point ends in a reset.
 func (s *hubState) takeOverflow() {
 	o := &s.hub.over
 	o.mu.Lock()
@@ -727,6 +786,9 @@ func (s *hubState) takeOverflow() {
 			folded = append(folded, e)
 		}
 	}
+	if merged > 0 || skipped > 0 {
+		s.hole = s.seq
+	}
 	s.hub.inboxConflated.Add(merged)
 	s.hub.gapReadings.Add(skipped)
 	for c, cs := range s.clients {
@@ -744,6 +806,9 @@ func (s *hubState) takeOverflow() {
 				sub.skip(from, to, skipped)
 				told = true
 			}
+			if told && sub.job != nil {
+				sub.job.lost = true // the resume cannot be exact: reset
+			}
 		}
 		if told {
 			s.markHeld(c, cs)
@@ -756,11 +821,16 @@ func (s *hubState) takeOverflow() {
 }
 
 // flush sends c what is held back for it, while its queue has room:
-// per subscription the snapshot chunks, then a gap notice, a conflated
-// notice and the conflated values; then held presence events. Once
-// nothing is held, live frames go to c directly again.
+// per subscription a reset notice, the resume or the snapshot chunks,
+// the watermark, a gap notice, a conflated notice and the conflated
+// values, held persisted messages; then held presence events. Once
+// nothing is held, live frames go to c directly again. A subscription
+// waiting for its history read is skipped (finishResume flushes again).
 func (s *hubState) flush(c Client, cs *clientState) {
 	for _, sub := range cs.subs {
+		if sub.job != nil && sub.job.waiting {
+			continue
+		}
 		for sub.held() {
 			if !c.Room() || !s.sendHeld(c, sub) {
 				return
@@ -783,20 +853,37 @@ func (s *hubState) flush(c Client, cs *clientState) {
 func (s *hubState) sendHeld(c Client, sub *subscription) bool {
 	chunk := s.hub.cfg.SnapshotChunkBytes
 	switch {
+	case sub.notice != nil:
+		if !c.Send(sub.notice) {
+			return false
+		}
+		sub.notice = nil
+	case sub.job != nil:
+		return s.sendResume(c, sub) // resume.go
 	case !sub.snapDone:
-		frame, series, devs := s.snapshotChunk(sub, chunk)
+		frame, series, devs, pend := s.snapshotChunk(sub, chunk)
 		if !c.Send(frame) {
 			return false
 		}
 		s.hub.snapshotChunks.Add(1)
 		sub.snap, sub.snapDevs = sub.snap[series:], sub.snapDevs[devs:]
+		for _, sr := range pend {
+			delete(sub.pend, sr)
+		}
 		sub.snapChunk++
-		sub.snapDone = len(sub.snap) == 0 && len(sub.snapDevs) == 0
+		sub.snapDone = len(sub.snap) == 0 && len(sub.snapDevs) == 0 && len(sub.pend) == 0
 		if sub.snapDone {
 			sub.snap, sub.snapDevs = nil, nil
+			sub.done = s.seq
+			sub.wmOwed = sub.opts.Persisted // persisted.go: once the last chunk is out
 		}
+	case sub.wmOwed:
+		if !c.Send(s.watermark(sub)) {
+			return false
+		}
+		sub.wmOwed = false
 	case sub.skipped > 0:
-		frame := append(frameHeadNoReadings(nil, "gap", sub.id), `,"skipped":`...)
+		frame := append(frameHeadNoReadings(nil, "gap", sub.id, sub.done), `,"skipped":`...)
 		frame = strconv.AppendUint(frame, sub.skipped, 10)
 		frame = append(frame, `,"from":`...)
 		frame = strconv.AppendInt(frame, sub.gapFrom, 10)
@@ -807,22 +894,23 @@ func (s *hubState) sendHeld(c Client, sub *subscription) bool {
 		}
 		sub.skipped = 0
 	case sub.merged > 0:
-		frame := append(frameHeadNoReadings(nil, "conflated", sub.id), `,"merged":`...)
+		frame := append(frameHeadNoReadings(nil, "conflated", sub.id, sub.done), `,"merged":`...)
 		frame = strconv.AppendUint(frame, sub.merged, 10)
 		if !c.Send(append(frame, '}')) {
 			return false
 		}
 		sub.merged = 0
-	default:
+	case len(sub.pend) > 0:
 		var frame []byte
 		sent := s.sent[:0]
 		for sr := range sub.pend {
-			if len(frame) == 0 {
-				frame = frameHead(frame, "readings", sub.id)
-			} else {
+			if len(frame) > 0 {
 				frame = append(frame, ',')
 			}
 			frame = AppendReadingJSON(frame, &sr.reading, &sub.filter)
+			if sub.opts.Persisted {
+				frame = appendPos(frame, sr.pos)
+			}
 			sent = append(sent, sr)
 			if len(frame) >= chunk {
 				break
@@ -830,13 +918,29 @@ func (s *hubState) sendHeld(c Client, sub *subscription) bool {
 		}
 		s.sent = sent
 		defer clear(sent)
+		// Only the message that empties the backlog carries a position:
+		// then the dashboard has the latest value of every series up to
+		// the newest reading fanned out.
+		pos := int64(0)
+		if len(sent) == len(sub.pend) {
+			pos = s.seq
+		}
+		frame = append(frameHead(make([]byte, 0, len(frame)+64), "readings", sub.id, pos), frame...)
 		if !c.Send(append(frame, "]}"...)) {
 			return false
 		}
 		for _, sr := range sent {
 			delete(sub.pend, sr)
 		}
+		if pos > 0 {
+			sub.done = pos
+		}
 		s.hub.deliveries.Add(1)
+	default:
+		if !c.Send(sub.persisted[0]) {
+			return false
+		}
+		sub.persisted = sub.persisted[1:]
 	}
 	return true
 }
@@ -900,11 +1004,15 @@ func (s *hubState) startSnapshot(sub *subscription) {
 
 // snapshotChunk encodes sub's next snapshot chunk, about max bytes (at
 // least one entry), with current values:
-// {"type":"snapshot","sub":…,"chunk":i,"last":bool,"readings":[…]}, and
-// for a subscription with presence, once the readings are all sent,
-// "presence":[…] with the next devices of its list. It returns the frame
-// and how many series and devices it carries.
-func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int, int) {
+// {"type":"snapshot","pos":…,"sub":…,"chunk":i,"last":bool,"readings":[…]},
+// and for a subscription with presence, once the readings are all sent,
+// "presence":[…] with the next devices of its list. Series that changed
+// since an earlier chunk went out (held in sub.pend) follow the listed
+// ones, so that the last chunk, and only it, carries a position: the
+// latest one, up to which the snapshot is complete. It returns the frame,
+// how many listed series and devices it carries, and the held series it
+// carries.
+func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int, int, []*series) {
 	n := 0
 	var body []byte
 	for n < len(sub.snap) && (n == 0 || len(body) < max) {
@@ -914,35 +1022,58 @@ func (s *hubState) snapshotChunk(sub *subscription, max int) ([]byte, int, int) 
 		body = AppendReadingJSON(body, &sub.snap[n].reading, &sub.filter)
 		n++
 	}
-	frame := frameHeadNoReadings(make([]byte, 0, len(body)+128), "snapshot", sub.id)
-	frame = append(frame, `,"chunk":`...)
-	frame = strconv.AppendInt(frame, int64(sub.snapChunk), 10)
-	frame = append(frame, `,"last":`...)
-	lastAt := len(frame)
-	frame = append(frame, `false,"readings":[`...)
-	frame = append(frame, body...)
-	frame = append(frame, ']')
+	for _, sr := range sub.snap[:n] {
+		delete(sub.pend, sr) // sent with its current value
+	}
+	pend := s.sent[:0]
+	if n == len(sub.snap) {
+		for sr := range sub.pend {
+			if len(body) >= max && len(body) > 0 {
+				break
+			}
+			if len(body) > 0 {
+				body = append(body, ',')
+			}
+			body = AppendReadingJSON(body, &sr.reading, &sub.filter)
+			pend = append(pend, sr)
+		}
+	}
+	s.sent = pend
 	nd := 0
-	if sub.filter.Presence != PresenceNone && n == len(sub.snap) {
-		frame = append(frame, `,"presence":[`...)
+	var devs []byte
+	if sub.filter.Presence != PresenceNone && n == len(sub.snap) && len(pend) == len(sub.pend) {
 		now := time.Now().UnixNano()
-		for start := len(frame); nd < len(sub.snapDevs) && (nd == 0 || len(frame)-start+len(body) < max); nd++ {
+		for ; nd < len(sub.snapDevs) && (nd == 0 || len(devs)+len(body) < max); nd++ {
 			if nd > 0 {
-				frame = append(frame, ',')
+				devs = append(devs, ',')
 			}
 			// The sweep may lag by up to SweepInterval: online is
 			// recomputed against now.
 			d := *s.devices[sub.snapDevs[nd]]
 			d.online = d.online && now-d.lastSeen <= s.timeout(&d)
-			frame = append(frame, '{')
-			frame = appendDevice(frame, sub.snapDevs[nd], &d)
+			devs = append(devs, '{')
+			devs = appendDevice(devs, sub.snapDevs[nd], &d)
 		}
+	}
+	last := n == len(sub.snap) && len(pend) == len(sub.pend) && nd == len(sub.snapDevs)
+	pos := int64(0)
+	if last {
+		pos = s.seq
+	}
+	frame := frameHeadNoReadings(make([]byte, 0, len(body)+len(devs)+128), "snapshot", sub.id, pos)
+	frame = append(frame, `,"chunk":`...)
+	frame = strconv.AppendInt(frame, int64(sub.snapChunk), 10)
+	frame = append(frame, `,"last":`...)
+	frame = strconv.AppendBool(frame, last)
+	frame = append(frame, `,"readings":[`...)
+	frame = append(frame, body...)
+	frame = append(frame, ']')
+	if sub.filter.Presence != PresenceNone && n == len(sub.snap) && len(pend) == len(sub.pend) {
+		frame = append(frame, `,"presence":[`...)
+		frame = append(frame, devs...)
 		frame = append(frame, ']')
 	}
-	if n == len(sub.snap) && nd == len(sub.snapDevs) {
-		frame = slices.Replace(frame, lastAt, lastAt+len("false"), []byte("true")...)
-	}
-	return append(frame, '}'), n, nd
+	return append(frame, '}'), n, nd, pend
 }
 
 func cmpString(a, b string) int {
@@ -955,21 +1086,32 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-func frameHead(dst []byte, typ, id string) []byte {
-	return append(frameHeadNoReadings(dst, typ, id), `,"readings":[`...)
+// frameHead starts a message of readings (frameHeadNoReadings).
+func frameHead(dst []byte, typ, id string, pos int64) []byte {
+	return append(frameHeadNoReadings(dst, typ, id, pos), `,"readings":[`...)
 }
 
-// frameHeadNoReadings appends {"type":"<typ>","sub":<id> (no closing brace).
-func frameHeadNoReadings(dst []byte, typ, id string) []byte {
+// frameHeadNoReadings appends {"type":"<typ>","pos":<pos>,"sub":<id> (no
+// closing brace). pos is the stream position up to which the message
+// brings its subscriber (resume.go); it comes right after the type, where
+// the SSE feed reads it for the event id, and is left out when pos is 0
+// (the message completes nothing: a snapshot chunk before the last).
+func frameHeadNoReadings(dst []byte, typ, id string, pos int64) []byte {
 	dst = append(dst, `{"type":"`...)
 	dst = append(dst, typ...)
-	dst = append(dst, `","sub":`...)
+	dst = append(dst, '"')
+	if pos > 0 {
+		dst = append(dst, `,"pos":`...)
+		dst = strconv.AppendInt(dst, pos, 10)
+	}
+	dst = append(dst, `,"sub":`...)
 	return telemetry.AppendJSONString(dst, id)
 }
 
 // encodeFrame encodes the readings of rs that sub matches as one frame, or
-// returns nil when none matches.
-func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Reading) []byte {
+// returns nil when none matches. first is the position of rs[0] (the
+// others follow it); pos is the message's own (the last it covers).
+func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Reading, first, pos int64) []byte {
 	n := 0
 	for i := range rs {
 		r := &rs[i]
@@ -977,11 +1119,14 @@ func encodeFrame(dst []byte, typ string, sub *subscription, rs []telemetry.Readi
 			continue
 		}
 		if n == 0 {
-			dst = frameHead(dst, typ, sub.id)
+			dst = frameHead(dst, typ, sub.id, pos)
 		} else {
 			dst = append(dst, ',')
 		}
 		dst = AppendReadingJSON(dst, r, &sub.filter)
+		if first > 0 && sub.opts.Persisted { // what the watermark refers to (resume.go)
+			dst = appendPos(dst, first+int64(i))
+		}
 		n++
 	}
 	if n == 0 {

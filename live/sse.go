@@ -113,6 +113,11 @@ func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	filter.Scope = viewer.Scope
+	opts, err := sseOptions(r) // sseresume.go
+	if err != nil {
+		telemetry.WriteHTTPError(w, http.StatusBadRequest, telemetry.CodeInvalidRequest, err.Error())
+		return
+	}
 
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
@@ -141,7 +146,7 @@ func (h sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.cfg.ViewerActive != nil && viewer.ID != "" && !d.cfg.ViewerActive(viewer.ID) {
 		return
 	}
-	d.hub.Subscribe(r.Context(), c, id, filter)
+	d.hub.SubscribeWith(r.Context(), c, id, filter, opts)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -195,6 +200,11 @@ func appendSSEEvent(dst, msg []byte) []byte {
 	if typ, ok := messageType(msg); ok {
 		dst = append(dst, "event: "...)
 		dst = append(dst, typ...)
+		dst = append(dst, '\n')
+	}
+	if pos, ok := messagePos(msg); ok { // sseresume.go
+		dst = append(dst, "id: "...)
+		dst = append(dst, pos...)
 		dst = append(dst, '\n')
 	}
 	for {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -319,6 +320,9 @@ func TestAppendSSEEvent(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{`{"type":"readings","sub":"s"}`, "event: readings\ndata: {\"type\":\"readings\",\"sub\":\"s\"}\n\n"},
 		{`{"type":"presence"}`, "event: presence\ndata: {\"type\":\"presence\"}\n\n"},
+		// A message with a position is sent with it as the event id.
+		{`{"type":"readings","pos":1764849612000123,"sub":"s"}`, "event: readings\nid: 1764849612000123\ndata: {\"type\":\"readings\",\"pos\":1764849612000123,\"sub\":\"s\"}\n\n"},
+		{`{"type":"persisted","sub":"s","upto":{}}`, "event: persisted\ndata: {\"type\":\"persisted\",\"sub\":\"s\",\"upto\":{}}\n\n"},
 		{"{\"a\":\n1}", "data: {\"a\":\ndata: 1}\n\n"},
 		{`{"type":"Bad Type"}`, "data: {\"type\":\"Bad Type\"}\n\n"},
 	}
@@ -375,7 +379,9 @@ func TestSSESlowClientIsConflated(t *testing.T) {
 	close(w.release)
 	eventually(t, "the latest values", func() bool {
 		text := w.text()
-		if !strings.Contains(text, "event: conflated\ndata: {\"type\":\"conflated\",\"sub\":\"live\",\"merged\":") {
+		// The notice carries the position the stream is complete up to
+		// (resume.go), which is its event id.
+		if !regexp.MustCompile(`event: conflated\nid: (\d+)\ndata: \{"type":"conflated","pos":(\d+),"sub":"live","merged":`).MatchString(text) {
 			return false
 		}
 		for dev := range 4 {

@@ -213,6 +213,12 @@ type Config struct {
 	// ServiceURL is telemetryd's base URL (http://127.0.0.1:8080): the admin
 	// API, /v1/ingest and /v1/live hang off it.
 	ServiceURL string
+	// ServiceURLs, when set, are several instances of one cluster (admin
+	// API and all): connection i starts on ServiceURLs[i mod n], and one
+	// whose connection fails (a refused dial, a lost socket) moves to the
+	// next URL; with Verify a dashboard watches /v1/live on each. ServiceURL
+	// (provisioning) defaults to the first.
+	ServiceURLs []string
 	// AdminToken provisions the fleet through the admin API. It may be
 	// empty when CredsFile already holds every device the run needs.
 	AdminToken string
@@ -303,10 +309,23 @@ func (c Config) withDefaults() Config {
 			*p = d
 		}
 	}
+	var urls []string
+	for _, u := range c.ServiceURLs {
+		if u = strings.TrimSuffix(strings.TrimSpace(u), "/"); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if c.ServiceURL == "" && len(urls) > 0 {
+		c.ServiceURL = urls[0]
+	}
 	if c.ServiceURL == "" {
 		c.ServiceURL = "http://127.0.0.1:8080"
 	}
 	c.ServiceURL = strings.TrimSuffix(c.ServiceURL, "/")
+	if len(urls) == 0 {
+		urls = []string{c.ServiceURL}
+	}
+	c.ServiceURLs = urls
 	if c.LiveToken == "" {
 		c.LiveToken = c.AdminToken
 	}
@@ -443,7 +462,11 @@ func (c *Config) validate() error {
 	if sum > 1+1e-9 {
 		bad("fault rates add up to %.3f; at most one fault is drawn per frame, so they must add up to at most 1", sum)
 	}
-	for _, u := range []struct{ name, v string }{{"service URL", c.ServiceURL}, {"MQTT URL", c.MQTTURL}, {"InfluxDB URL", c.InfluxURL}} {
+	urls := []struct{ name, v string }{{"service URL", c.ServiceURL}, {"MQTT URL", c.MQTTURL}, {"InfluxDB URL", c.InfluxURL}}
+	for _, u := range c.ServiceURLs {
+		urls = append(urls, struct{ name, v string }{"service URL", u})
+	}
+	for _, u := range urls {
 		if p, err := url.Parse(u.v); err != nil || p.Scheme == "" || p.Host == "" {
 			bad("%s %q: want scheme://host:port", u.name, u.v)
 		}

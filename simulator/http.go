@@ -34,10 +34,11 @@ type httpLink struct {
 
 var errLinkClosed = errors.New("http link closed")
 
-func (r *runner) dialHTTP(_ context.Context, s *sender, gen uint64, token string) (link, error) {
+// dialHTTP returns a link posting to base's /v1/ingest.
+func (r *runner) dialHTTP(_ context.Context, s *sender, gen uint64, base, token string) (link, error) {
 	return &httpLink{
 		s: s, gen: gen, token: token, client: r.httpc,
-		url:     strings.TrimSuffix(r.cfg.ServiceURL, "/") + "/v1/ingest",
+		url:     strings.TrimSuffix(base, "/") + "/v1/ingest",
 		cancels: make(map[*http.Request]context.CancelFunc),
 	}, nil
 }

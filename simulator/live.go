@@ -14,13 +14,16 @@ import (
 // liveWatcher is the verifying dashboard: it subscribes to /v1/live for
 // this run's readings (tag sim_run) and notes when each one arrives. It
 // reconnects (and re-subscribes) if the service closes it; readings
-// published while it was away count as not seen.
+// published while it was away count as not seen. With several service
+// URLs it watches each (run per URL): a reading counts as seen on the
+// first dashboard that shows it, so the union covers a cluster whether or
+// not its instances share live data.
 type liveWatcher struct {
 	r       *runner
 	sources map[string]*source // read-only once the run starts
 
-	subscribed chan struct{}
-	subOnce    sync.Once
+	subscribed chan struct{} // closed once every URL's first snapshot arrived
+	pendingSub atomic.Int64  // URLs still without their first snapshot
 	errOnce    sync.Once
 	subErr     chan error
 
@@ -28,22 +31,26 @@ type liveWatcher struct {
 }
 
 func newLiveWatcher(r *runner, sources map[string]*source) *liveWatcher {
-	return &liveWatcher{r: r, sources: sources, subscribed: make(chan struct{}), subErr: make(chan error, 1)}
+	w := &liveWatcher{r: r, sources: sources, subscribed: make(chan struct{}), subErr: make(chan error, 1)}
+	w.pendingSub.Store(int64(len(r.liveURLs)))
+	return w
 }
 
 // liveConn handles one dashboard socket.
 type liveConn struct {
 	gws.BuiltinEventHandler
 	w      *liveWatcher
+	first  *sync.Once // this URL's first snapshot
 	closed chan error
 }
 
-// run keeps a subscription open until ctx is done.
-func (w *liveWatcher) run(ctx context.Context) {
+// run keeps a subscription to url open until ctx is done.
+func (w *liveWatcher) run(ctx context.Context, url string) {
 	attempt := 0
+	var first sync.Once
 	for ctx.Err() == nil {
-		lc := &liveConn{w: w, closed: make(chan error, 1)}
-		conn, err := dialGWS(ctx, lc, w.r.liveURL, w.r.cfg.LiveToken)
+		lc := &liveConn{w: w, first: &first, closed: make(chan error, 1)}
+		conn, err := dialGWS(ctx, lc, url, w.r.cfg.LiveToken)
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(wsIdle))
 			go conn.ReadLoop()
@@ -63,7 +70,7 @@ func (w *liveWatcher) run(ctx context.Context) {
 		}
 		w.failFirst(err)
 		w.reconnects.Add(1)
-		w.r.log.Warn("live dashboard connection lost; reconnecting", "error", err)
+		w.r.log.Warn("live dashboard connection lost; reconnecting", "url", url, "error", err)
 		attempt++
 		d := min(100*time.Millisecond<<min(attempt, 7), 5*time.Second)
 		select {
@@ -126,7 +133,11 @@ func (c *liveConn) OnMessage(conn *gws.Conn, m *gws.Message) {
 	}
 	switch msg.Type {
 	case "snapshot":
-		w.subOnce.Do(func() { close(w.subscribed) })
+		c.first.Do(func() {
+			if w.pendingSub.Add(-1) == 0 {
+				close(w.subscribed)
+			}
+		})
 	case "readings":
 	case "error":
 		if msg.Error != nil {

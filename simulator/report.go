@@ -113,6 +113,10 @@ type ConnectionReport struct {
 	AuthFailures uint64            `json:"auth_failures"`
 	CloseCodes   map[string]uint64 `json:"close_codes,omitempty"`
 	LiveReconn   uint64            `json:"live_reconnects,omitempty"`
+	// PerService counts WebSocket connections made to each service URL and
+	// Failovers the moves to the next one, with several URLs.
+	PerService map[string]uint64 `json:"per_service,omitempty"`
+	Failovers  uint64            `json:"failovers,omitempty"`
 }
 
 // Throughput over the generation time.
@@ -368,6 +372,13 @@ func (r *runner) buildReport(senders []*sender, genTime, total time.Duration, ve
 	if r.live != nil {
 		rep.Connection.LiveReconn = r.live.reconnects.Load()
 	}
+	if len(r.cfg.ServiceURLs) > 1 {
+		rep.Connection.PerService = map[string]uint64{}
+		for i, u := range r.cfg.ServiceURLs {
+			rep.Connection.PerService[u] = r.urlConnects[i].Load()
+		}
+		rep.Connection.Failovers = r.failovers.Load()
+	}
 	c.closeCodes.Range(func(k, v any) bool {
 		rep.Connection.CloseCodes[strconv.Itoa(int(k.(uint16)))] = v.(*atomic.Uint64).Load()
 		return true
@@ -494,6 +505,12 @@ func (rep *Report) WriteText(w io.Writer) {
 		codes = append(codes, k+"×"+strconv.FormatUint(cr.CloseCodes[k], 10))
 	}
 	p("conns      connects %d  disconnects %d  dial failures %d (auth %d)  close codes [%s]", cr.Connects, cr.Disconnects, cr.DialFailures, cr.AuthFailures, strings.Join(codes, " "))
+	for _, u := range sortedKeys(cr.PerService) {
+		p("service    %s  connects %d", u, cr.PerService[u])
+	}
+	if cr.PerService != nil {
+		p("failovers  %d", cr.Failovers)
+	}
 	lists := []struct {
 		name string
 		l    *LossList

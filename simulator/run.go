@@ -14,15 +14,18 @@ import (
 
 // runner is one run's shared state: settings, counters and endpoints.
 type runner struct {
-	cfg                Config
-	log                *slog.Logger
-	runID              string
-	c                  *counters
-	start              time.Time
-	genEnd             atomic.Int64 // latest moment a sender stopped generating (Unix ns)
-	ingestURL, liveURL string
-	live               *liveWatcher
-	httpc              *http.Client // TransportHTTP's links share its connections
+	cfg         Config
+	log         *slog.Logger
+	runID       string
+	c           *counters
+	start       time.Time
+	genEnd      atomic.Int64 // latest moment a sender stopped generating (Unix ns)
+	ingestURLs  []string     // one per service instance (cfg.ServiceURLs)
+	liveURLs    []string
+	live        *liveWatcher
+	urlConnects []atomic.Uint64 // device connections made per instance
+	failovers   atomic.Uint64   // devices moved to the next instance
+	httpc       *http.Client    // TransportHTTP's links share its connections
 }
 
 // wire is a finished JSON frame in the run's -format.
@@ -68,9 +71,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	began := time.Now()
 	r := &runner{
 		cfg: cfg, log: log, c: &counters{}, runID: cfg.RunID,
-		ingestURL: wsURL(cfg.ServiceURL, "/v1/ingest"),
-		httpc:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
-		liveURL:   wsURL(cfg.ServiceURL, "/v1/live"),
+		urlConnects: make([]atomic.Uint64, len(cfg.ServiceURLs)),
+		httpc:       &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
+	}
+	for _, u := range cfg.ServiceURLs {
+		r.ingestURLs = append(r.ingestURLs, wsURL(u, "/v1/ingest"))
+		r.liveURLs = append(r.liveURLs, wsURL(u, "/v1/live"))
 	}
 	if r.runID == "" {
 		r.runID = newRunID(began)
@@ -92,7 +98,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	defer liveDone.Wait()
 	if cfg.Verify {
 		r.live = newLiveWatcher(r, sources)
-		liveDone.Go(func() { r.live.run(liveCtx) })
+		for _, u := range r.liveURLs { // every instance: each shows what it ingested, at least
+			liveDone.Go(func() { r.live.run(liveCtx, u) })
+		}
 		if err := r.live.wait(ctx, 15*time.Second); err != nil {
 			stopLive()
 			return nil, fmt.Errorf("simulator: %w", err)

@@ -100,6 +100,7 @@ type sender struct {
 	probes        []probe // connection faults to perform
 	mustReconnect bool    // a disconnect fault: reconnect even if nothing is left to send
 	connected     bool
+	urlIdx        int // the service instance (cfg.ServiceURLs) it connects to
 }
 
 func newSender(r *runner, id, token, name string, mqtt, gateway bool, sources []*source, index int) *sender {
@@ -112,6 +113,23 @@ func newSender(r *runner, id, token, name string, mqtt, gateway bool, sources []
 		outstanding: make(map[uint64]*frame),
 		recent:      make(map[uint64]*frame),
 		nextSeq:     1,
+		urlIdx:      index % len(r.ingestURLs), // spread over the instances
+	}
+}
+
+// instance is the index of the service URL the sender connects to.
+func (s *sender) instance() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.urlIdx
+}
+
+// failOver moves the sender to the next service instance, so that a dead
+// one's devices reconnect through the others. Called with mu held.
+func (s *sender) failOver() {
+	if n := len(s.r.ingestURLs); n > 1 && !s.mqtt {
+		s.urlIdx = (s.urlIdx + 1) % n
+		s.r.failovers.Add(1)
 	}
 }
 
@@ -511,6 +529,7 @@ func (s *sender) dial(ctx context.Context) {
 	s.mu.Lock()
 	s.gen++
 	gen := s.gen
+	inst := s.urlIdx
 	s.mu.Unlock()
 	var l link
 	var err error
@@ -518,9 +537,9 @@ func (s *sender) dial(ctx context.Context) {
 	case s.mqtt:
 		l, err = s.r.dialMQTT(ctx, s, gen, s.token)
 	case s.r.cfg.Transport == TransportHTTP:
-		l, err = s.r.dialHTTP(ctx, s, gen, s.token)
+		l, err = s.r.dialHTTP(ctx, s, gen, s.r.cfg.ServiceURLs[inst], s.token)
 	default:
-		l, err = s.r.dialWS(ctx, s, gen, s.token)
+		l, err = s.r.dialWS(ctx, s, gen, s.r.ingestURLs[inst], s.token)
 	}
 	c := s.r.c
 	s.mu.Lock()
@@ -533,6 +552,7 @@ func (s *sender) dial(ctx context.Context) {
 		s.attempt++
 		d := s.backoff(s.attempt)
 		s.reconnectAt = time.Now().Add(d)
+		s.failOver()
 		lvl := s.r.log.Debug
 		if s.attempt == 5 || errors.Is(err, errAuth) && s.attempt == 1 {
 			lvl = s.r.log.Warn
@@ -548,6 +568,9 @@ func (s *sender) dial(ctx context.Context) {
 	s.link = l
 	s.connected = true
 	c.connects.Add(1)
+	if !s.mqtt {
+		s.r.urlConnects[inst].Add(1)
+	}
 	c.connected.Add(1)
 	if s.mustReconnect {
 		s.mustReconnect = false
@@ -608,6 +631,7 @@ func (s *sender) onClosed(gen uint64, code uint16, err error) {
 	} else if !s.mustReconnect {
 		c.errors.Add(1)
 		s.r.log.Debug("connection lost", "device", s.name, "code", code, "error", err)
+		s.failOver() // not a fault of ours: the instance may be gone
 	}
 	if code == 1008 {
 		c.revoked.Add(1)

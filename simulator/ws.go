@@ -39,10 +39,10 @@ func wsURL(base, path string) string {
 	return base + path
 }
 
-// dialWS opens a device WebSocket with token. A 401 wraps errAuth.
-func (r *runner) dialWS(ctx context.Context, s *sender, gen uint64, token string) (link, error) {
+// dialWS opens a device WebSocket to url with token. A 401 wraps errAuth.
+func (r *runner) dialWS(ctx context.Context, s *sender, gen uint64, url, token string) (link, error) {
 	l := &wsLink{s: s, gen: gen}
-	conn, err := dialGWS(ctx, l, r.ingestURL, token)
+	conn, err := dialGWS(ctx, l, url, token)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func (r *runner) dialWrongToken(ctx context.Context, s *sender, token string) er
 	if s.mqtt {
 		return r.probeMQTT(ctx, s, token)
 	}
-	conn, err := dialGWS(ctx, wrongTokenProbe{}, r.ingestURL, token)
+	conn, err := dialGWS(ctx, wrongTokenProbe{}, r.ingestURLs[s.instance()], token)
 	if err != nil {
 		return err
 	}

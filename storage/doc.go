@@ -74,8 +74,12 @@
 // # Servers
 //
 // [Detect] asks the server which InfluxDB it is (/ping's X-Influxdb-Version,
-// else /health); [Open] calls it once and fails with [ErrUnknownServer]
-// (permanent) when the server is none it knows. On 1.8 the token is
+// else /health); [Influx.Connect] calls it and fails with [ErrUnknownServer]
+// (permanent) when the server is none it knows. [Open] is [New] then one
+// Connect; a service that starts before its database uses New, Connect
+// once, and [Influx.KeepConnecting] in the background: until connected,
+// Write fails with the transient [ErrNotConnected] (so a durable caller
+// spools), and [Influx.State] says why. On 1.8 the token is
 // "user:password" (or "" without auth), the org is "" and the bucket is
 // "db/rp" or "db"; Open creates the database with CREATE DATABASE
 // (idempotent). On 2.x the token is an API token, and org and bucket must

@@ -68,17 +68,40 @@ type Influx struct {
 	writeURL string
 	closed   atomic.Bool
 	once     sync.Once
-	server   Server // set by Open
 	db, rp   string // InfluxQL database and retention policy ("": default)
+
+	// Connection state (connect.go): connected is closed once Connect
+	// succeeded, and server is set before it is.
+	connectMu sync.Mutex // one Connect at a time
+	connected chan struct{}
+	server    atomic.Pointer[Server]
+	state     atomic.Pointer[ConnState]
 }
 
-// Open creates the client and asks the server which InfluxDB it is
-// (Detect). On InfluxDB 1.x it creates the bucket's database (CREATE
-// DATABASE is idempotent); 2.x buckets and 3.x databases are made by their
-// operator or, on 3.x, by the first write. It does not retry: the caller
-// decides whether to try again, and an error matching telemetry.ErrPermanent
-// (a server that is no known InfluxDB, a refused token) will not change.
+// Open creates the client (New) and connects it (Connect): it asks the
+// server which InfluxDB it is and, on 1.x, creates the bucket's database.
+// It does not retry: the caller decides whether to try again, and an error
+// matching telemetry.ErrPermanent (a server that is no known InfluxDB, a
+// refused token) will not change. A service that must start before its
+// database uses New, then Connect once and KeepConnecting in the
+// background (connect.go).
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
+	s, err := New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Connect(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New creates the client without contacting the server. Its errors are
+// the configuration's (bucket, URL). Writes fail with ErrNotConnected,
+// which is transient, until Connect succeeds; queries go to the server
+// at once.
+func New(cfg Config, log *slog.Logger) (*Influx, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -121,33 +144,20 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Influx, error) {
 	client := influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
 
 	s := &Influx{
-		log:    log,
-		cfg:    cfg,
-		base:   base,
-		httpc:  httpc,
-		client: client,
-		http:   client.HTTPService(),
+		log:       log,
+		cfg:       cfg,
+		base:      base,
+		httpc:     httpc,
+		client:    client,
+		http:      client.HTTPService(),
+		connected: make(chan struct{}),
 	}
 	if s.writeURL, err = writeURL(s.http.ServerAPIURL(), cfg.Org, cfg.Bucket); err != nil {
 		client.Close()
 		return nil, fmt.Errorf("storage: open influxdb: %w", err)
 	}
-	srv, err := Detect(ctx, httpc, base, cfg.Token)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
-	}
-	s.server = srv
 	s.db, s.rp = splitBucket(cfg.Bucket)
-	version := srv.Version
-	if srv.Major == 1 {
-		if err := s.createDatabase(ctx, s.db); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("storage: open influxdb at %s: %w", base.Redacted(), err)
-		}
-	}
-	log.Info("influxdb connected", "url", base.Redacted(), "version", version, "major", srv.Major,
-		"org", cfg.Org, "bucket", cfg.Bucket, "gzip", cfg.Gzip, "timeout", cfg.Timeout)
+	s.setState(ConnState{Err: ErrNotConnected})
 	return s, nil
 }
 
@@ -168,6 +178,11 @@ func (s *Influx) Write(ctx context.Context, lines []byte) error {
 	}
 	if len(lines) == 0 {
 		return nil
+	}
+	if !s.Connected() {
+		// Before Connect a 1.x database may not exist yet: a write would be
+		// refused for good (404) instead of waiting.
+		return &WriteError{err: ErrNotConnected}
 	}
 	perr := s.http.DoPostRequest(ctx, s.writeURL, bytes.NewReader(lines), nil, func(r *http.Response) error {
 		return r.Body.Close()
@@ -296,13 +311,24 @@ func (s *Influx) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Version is the server's version as Open detected it, for example
+// Version is the server's version as Connect detected it, for example
 // "1.8.10" (or "unknown" for an influxd 1.x built without version
-// information).
-func (s *Influx) Version() string { return s.server.Version }
+// information); "" before.
+func (s *Influx) Version() string {
+	if srv := s.server.Load(); srv != nil {
+		return srv.Version
+	}
+	return ""
+}
 
-// Major is the server's major version (1, 2 or 3) as Open detected it.
-func (s *Influx) Major() int { return s.server.Major }
+// Major is the server's major version (1, 2 or 3) as Connect detected it;
+// 0 before.
+func (s *Influx) Major() int {
+	if srv := s.server.Load(); srv != nil {
+		return srv.Major
+	}
+	return 0
+}
 
 // Close releases idle connections. Writes after Close fail with an error
 // matching telemetry.ErrClosed. Close is idempotent.

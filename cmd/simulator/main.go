@@ -91,7 +91,10 @@ Flags (those naming a TELEMETRY_* variable default to it):
 		}
 		return def
 	}
-	fs.StringVar(&c.ServiceURL, "url", env("TELEMETRY_URL", "http://127.0.0.1:8080"), "telemetryd base URL (env TELEMETRY_URL)")
+	urls := &urlList{}
+	_ = urls.Set(env("TELEMETRY_URL", "http://127.0.0.1:8080"))
+	urls.set = false // the first -url replaces the default
+	fs.Var(urls, "url", "telemetryd base URL; several instances as a,b,c or repeated -url: devices are spread among them and fail over to the next, -verify watches each (env TELEMETRY_URL)")
 	fs.StringVar(&c.AdminToken, "admin-token", env("TELEMETRY_ADMIN_TOKEN", ""), "admin token for provisioning (env TELEMETRY_ADMIN_TOKEN)")
 	fs.StringVar(&c.LiveToken, "live-token", env("TELEMETRY_VIEWER_TOKEN", ""), "token for the verifying dashboard; default the admin token (env TELEMETRY_VIEWER_TOKEN)")
 	fs.StringVar(&c.MQTTURL, "mqtt-url", env("TELEMETRY_MQTT_URL", "tcp://127.0.0.1:1883"), "MQTT broker URL (env TELEMETRY_MQTT_URL)")
@@ -141,6 +144,10 @@ Flags (those naming a TELEMETRY_* variable default to it):
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
+	c.ServiceURLs = urls.urls
+	if len(urls.urls) > 0 {
+		c.ServiceURL = urls.urls[0] // provisioning
+	}
 	c.Transport = simulator.Transport(o.transport)
 	var err error
 	if c.Burst, err = simulator.ParseBurst(o.burst); err != nil {
@@ -163,6 +170,27 @@ Flags (those naming a TELEMETRY_* variable default to it):
 		}
 	}
 	return o, nil
+}
+
+// urlList is -url: comma-separated, repeatable; the first value given
+// replaces the default.
+type urlList struct {
+	urls []string
+	set  bool
+}
+
+func (l *urlList) String() string { return strings.Join(l.urls, ",") }
+
+func (l *urlList) Set(v string) error {
+	if !l.set {
+		l.urls, l.set = nil, true
+	}
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			l.urls = append(l.urls, u)
+		}
+	}
+	return nil
 }
 
 // mergeFaults returns a with every non-zero rate of b.

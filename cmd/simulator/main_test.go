@@ -47,6 +47,27 @@ func TestParseFlagsAndEnv(t *testing.T) {
 	}
 }
 
+func TestParseSeveralURLs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{nil, nil, []string{"http://127.0.0.1:8080"}},
+		{nil, map[string]string{"TELEMETRY_URL": "http://a:1,http://b:2"}, []string{"http://a:1", "http://b:2"}},
+		{[]string{"-url", "http://a:1, http://b:2,http://c:3"}, map[string]string{"TELEMETRY_URL": "http://env:1"}, []string{"http://a:1", "http://b:2", "http://c:3"}},
+		{[]string{"-url", "http://a:1", "-url", "http://b:2"}, nil, []string{"http://a:1", "http://b:2"}},
+	} {
+		o, err := parse(tc.args, envOf(tc.env), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.cfg.ServiceURLs; strings.Join(got, " ") != strings.Join(tc.want, " ") || o.cfg.ServiceURL != tc.want[0] {
+			t.Errorf("%v %v: urls %v (service %s), want %v", tc.args, tc.env, got, o.cfg.ServiceURL, tc.want)
+		}
+	}
+}
+
 func TestRunExitCodes(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

@@ -351,6 +351,18 @@ func TestBrowserDashboard(t *testing.T) {
 	if got := mustEval[string](tb, `document.querySelector('#device-list button.device[data-id="dev-1"]').dataset.online`); got != "true" {
 		t.Fatalf("dev-1 online = %s, want true", got)
 	}
+
+	// The landing view is the fleet's latest values, from the snapshot of
+	// every device, over a compressed socket (issue 20).
+	tb.waitFor("the fleet's latest values", `document.querySelector('#detail').dataset.view === "fleet" && [...document.querySelectorAll('#latest tbody tr')].some((tr) => tr.textContent.includes("energy") && tr.textContent.includes("12.5")) && [...document.querySelectorAll('#latest tbody tr')].some((tr) => tr.textContent.includes("temperature"))`, 20*time.Second)
+	tb.waitFor("the compressed live state", `telemetryDashboard.connection().state === "live" && telemetryDashboard.connection().compressed && document.querySelector('#conn-text').textContent.includes("compressed")`, 20*time.Second)
+	// A value storage refuses (another writer fixed probe.mode as a string
+	// first; the type guard cannot know) is marked refused once storage
+	// says so, after it was shown live.
+	now := time.Now()
+	writeInflux(t, influx, fmt.Sprintf("probe,device_id=other mode=\"auto\" %d\n", now.Add(-time.Second).UnixNano()))
+	other.c.send(t, fmt.Sprintf(`{"seq":2,"ts":%d,"measurement":"probe","metrics":{"mode":3},"tags":{"site":"plant-4"}}`, now.UnixMilli()))
+	tb.waitFor("the refused marker", `[...document.querySelectorAll('#latest tbody tr')].some((tr) => tr.textContent.includes("mode") && tr.dataset.refused === "true" && tr.textContent.includes("(refused)"))`, 20*time.Second)
 	tb.do(chromedp.Click(chromedp.CSS(`#device-list button.device[data-id="dev-1"]`)))
 	tb.waitFor("the live state over WebSocket", `telemetryDashboard.connection().state === "live" && telemetryDashboard.connection().transport === "ws"`, 20*time.Second)
 	tb.wantTemps("back-filled history", want)
@@ -366,6 +378,27 @@ func TestBrowserDashboard(t *testing.T) {
 	tb.waitFor("the unit in the chart caption", `document.querySelector('figure.chart[data-field="temperature"] figcaption').textContent.includes("(Cel)")`, 10*time.Second)
 	tb.waitFor("the state timeline", `document.querySelector('figure.chart[data-field="status"]')?.dataset.kind === "state"`, 10*time.Second)
 	tb.waitFor("the latest-values table", `[...document.querySelectorAll('#latest tbody tr')].some((tr) => tr.textContent.includes("temperature") && tr.textContent.includes("24.5") && tr.textContent.includes("Cel"))`, 10*time.Second)
+	// The unconfirmed marker: live values were shown unconfirmed, then
+	// confirmed by the persisted watermark.
+	tb.waitFor("the live values confirmed", `telemetryDashboard.stats().confirmed > 0 && [...document.querySelectorAll('#latest tbody tr')].some((tr) => tr.textContent.includes("24.5") && tr.dataset.unconfirmed === "false" && !tr.textContent.includes("(unconfirmed)"))`, 20*time.Second)
+
+	// A dropped connection resumes: the readings sent meanwhile arrive,
+	// replayed by the server, without a back-fill of the page's own.
+	before := mustEval[map[string]float64](tb, `telemetryDashboard.stats()`)
+	mustEval[bool](tb, `(telemetryDashboard.dropConnection(), true)`)
+	var missed []envReading
+	for i := range 2 {
+		r := envReading{ts: time.Now().Add(time.Duration(i-2) * 100 * time.Millisecond).Truncate(time.Millisecond), temp: 25.5 + float64(i), door: false, status: "ok"}
+		missed = append(missed, r)
+		want[r.ts.UnixMilli()] = r.temp
+	}
+	dev.send(t, missed...)
+	tb.waitFor("the resume", fmt.Sprintf(`telemetryDashboard.stats().resumes > %v && telemetryDashboard.connection().state === "live"`, before["resumes"]), 20*time.Second)
+	tb.wantTemps("the missed points after the resume", want)
+	after := mustEval[map[string]float64](tb, `telemetryDashboard.stats()`)
+	if after["backfills"] != before["backfills"] || after["replayed"] < before["replayed"]+2 || after["resets"] != before["resets"] {
+		t.Fatalf("stats before %v, after %v: want the 2 missed readings replayed, no back-fill, no reset", before, after)
+	}
 	shot := tb.screenshot("dashboard.png")
 	if os.Getenv("TELEMETRY_UPDATE_SCREENSHOT") != "" {
 		b, err := os.ReadFile(shot)
@@ -393,6 +426,11 @@ func TestBrowserDashboard(t *testing.T) {
 	svc2 := startService(t, influx, nil, tokens, "-http-addr", addr)
 	tb.waitFor("live again after the restart", `telemetryDashboard.connection().state === "live"`, 30*time.Second)
 	tb.wantTemps("the gap back-filled without duplicates", want)
+	// The new server cannot resume the old one's positions: it said so
+	// (reset), and the page took the snapshot and back-filled.
+	if st := mustEval[map[string]float64](tb, `telemetryDashboard.stats()`); st["resets"] < 1 || st["backfills"] <= after["backfills"] {
+		t.Fatalf("stats after the restart %v: want a reset and a back-fill", st)
+	}
 	dev2 := newBrowserDevice(t, svc2, "tok-dev-1")
 	ts := time.Now().Truncate(time.Millisecond)
 	dev2.send(t, envReading{ts: ts, temp: 40, status: "ok"})

@@ -49,13 +49,18 @@ func setup(args []string, lookupEnv func(string) (string, bool), stderr io.Write
 	return cfg, r, log, cfg.Sec.check()
 }
 
-// openStore connects to InfluxDB (openStorage) and returns where the
-// bridge writes: through the disk spool (when enabled), which replays to
-// InfluxDB in the background, or straight to InfluxDB. durable is nil
-// without the spool; closeStore closes both.
+// openStore builds the InfluxDB client, tries it once (connectAtStart:
+// only a permanent failure ends the start; storageJob connects later) and
+// returns where the bridge writes: through the disk spool (when enabled),
+// which replays to InfluxDB in the background, or straight to InfluxDB.
+// durable is nil without the spool; closeStore closes both.
 func openStore(ctx context.Context, cfg config, log *slog.Logger) (store *storage.Influx, sink bridge.Sink, durable *storage.Durable, closeStore func(), err error) {
-	store, err = openStorage(ctx, cfg, log)
+	store, err = newStorage(cfg, log) // storagestart.go
 	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if err := connectAtStart(ctx, store, cfg, log); err != nil {
+		store.Close()
 		return nil, nil, nil, nil, err
 	}
 	if !cfg.Spool {
@@ -70,8 +75,9 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (store *storag
 }
 
 // bridgeConfig: the registry authorizes gateways and labels readings; the
-// durable store (nil without the spool) keeps what InfluxDB refuses.
-func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.Durable) bridge.Config {
+// durable store (nil without the spool) keeps what InfluxDB refuses; the
+// hub hears of completed frames for the persisted watermark.
+func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.Durable, hub *live.Hub) bridge.Config {
 	c := bridge.Config{
 		Limits:        bridge.Limits{MaxClockSkew: cfg.MaxClockSkew},
 		QueueFrames:   cfg.QueueFrames,
@@ -82,6 +88,7 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 		DrainTimeout: max(cfg.ShutdownGrace-shutdownTimeout, time.Second),
 		Children:     reg,
 		Labels:       reg,
+		Durable:      hub,
 	}
 	r.applyBridge(&c)
 	if durable != nil { // a nil *Durable in the interface would not be nil
@@ -90,12 +97,13 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 	return c
 }
 
-// hubConfig: the slow-dashboard policy, and snapshot chunks well under the
-// dashboards' queue bound.
-func hubConfig(cfg config) live.HubConfig {
+// hubConfig: the slow-dashboard policy, snapshot chunks well under the
+// dashboards' queue bound, and resume reading storage's history (live.go).
+func hubConfig(cfg config, store *storage.Influx) live.HubConfig {
 	return live.HubConfig{
 		SlowPolicy:         live.SlowPolicy(cfg.LiveSlowPolicy),
 		SnapshotChunkBytes: min(64<<10, cfg.LiveQueueBytes/4),
+		Resume:             cfg.Live.resumeConfig(store),
 	}
 }
 
@@ -106,6 +114,8 @@ func dashboardConfig(cfg config, reg *devices.Registry) live.DashboardConfig {
 		Viewers:         reg,
 		ViewerActive:    reg.ViewerActive,
 		MaxPendingBytes: cfg.LiveQueueBytes,
+		// permessage-deflate for dashboards that offer it (live.go)
+		DisableCompression: !cfg.Live.Compression,
 	}
 }
 
@@ -145,7 +155,7 @@ func openMQTT(cfg config, r rules, devs ingest.DeviceChecker, br *bridge.Bridge,
 		return nil, err
 	}
 	return ingest.NewMQTT(ingest.MQTTConfig{
-		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: cfg.MQTTClientID,
+		URL: cfg.MQTTURL, Topic: cfg.MQTTTopic, ClientID: mqttClientID(cfg), ShareGroup: cfg.MQTTShareGroup,
 		Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
 		Connections: cfg.MQTTConnections, Limits: payloadLimits(cfg, r),
 		Devices: devs, TLS: tlsConf,
@@ -166,6 +176,7 @@ type endpoints struct {
 	reg     *devices.Registry
 	guard   *authguard.Guard // authguard.go: credential guessing throttled
 	server  *server
+	ready   *readiness // health.go
 }
 
 // routes is every public endpoint.
@@ -181,7 +192,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.Handle("GET /readyz", readiness(e.store, e.mqtt))
+	mux.Handle("GET /readyz", e.ready)
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
 		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg,
 		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ type config struct {
 	LogFormat       string
 	LogLevel        string
 	ShutdownGrace   time.Duration
+	DrainDelay      time.Duration
 	MQTTURL         string
 	MQTTTopic       string
 	MQTTClientID    string
@@ -37,6 +39,8 @@ type config struct {
 	MQTTFrameBurst  int           // per-device bucket of MQTT messages (ingest/mqttlimits.go)
 	AuthMaxFailures int           // authguard: failed authentications per address and minute before a block
 	AuthBlock       time.Duration // authguard: how long a blocked address gets 429
+	MQTTShareGroup  string        // cluster_mqtt.go
+	InstanceID      string        // stable id of this instance in a cluster (cluster_mqtt.go)
 	InfluxURL       string
 	InfluxToken     string
 	InfluxOrg       string
@@ -47,6 +51,7 @@ type config struct {
 	InfluxWriters   int
 	FlushInterval   time.Duration
 	QueueFrames     int
+	Live            liveConfig // live.go
 	MaxClockSkew    time.Duration
 	MaxFrameBytes   int
 	MaxReadings     int
@@ -145,6 +150,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.LogFormat, "log-format", "TELEMETRY_LOG_FORMAT", "json", "log format: json or text")
 	e.str(&c.LogLevel, "log-level", "TELEMETRY_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.dur(&c.ShutdownGrace, "shutdown-grace", "TELEMETRY_SHUTDOWN_GRACE", 25*time.Second, "longest graceful shutdown after SIGTERM")
+	e.dur(&c.DrainDelay, "drain-delay", "TELEMETRY_DRAIN_DELAY", 5*time.Second, "after SIGTERM, how long /readyz answers 503 while everything still works, before ingest stops (load balancers stop sending first); 0: none")
 	e.mqttURL(&c.MQTTURL)
 	e.str(&c.MQTTTopic, "mqtt-topic", "TELEMETRY_MQTT_TOPIC", "devices/+/telemetry", "MQTT topic to consume; '+' is the device id")
 	e.str(&c.MQTTClientID, "mqtt-client-id", "TELEMETRY_MQTT_CLIENT_ID", "telemetryd", "stable MQTT client id (keeps the persistent session)")
@@ -154,6 +160,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.AuthMaxFailures, "auth-max-failures", "TELEMETRY_AUTH_MAX_FAILURES", 10, "failed authentications (device, viewer or admin token) from one client address within a minute before that address gets 429 with Retry-After; -1: never throttle (behind a proxy every client shares its address)")
 	e.dur(&c.AuthBlock, "auth-block", "TELEMETRY_AUTH_BLOCK", time.Minute, "how long an address over -auth-max-failures is answered 429")
 	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
+	e.str(&c.MQTTShareGroup, "mqtt-share-group", "TELEMETRY_MQTT_SHARE_GROUP", "", "cluster: every instance with this group consumes its share of $share/<group>/<topic>, each message once, under the client id <mqtt-client-id>-<instance-id>-<n>; empty: a plain subscription (see docs/cluster.md)")
+	e.str(&c.InstanceID, "instance-id", "TELEMETRY_INSTANCE_ID", "", "stable id of this instance in a cluster ([A-Za-z0-9._-], at most 64); keep it across restarts, never random. Empty: the host name")
 	e.str(&c.InfluxURL, "influx-url", "TELEMETRY_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB URL")
 	e.str(&c.InfluxToken, "influx-token", "TELEMETRY_INFLUX_TOKEN", "", `InfluxDB token ("user:password" or empty on 1.8)`)
 	e.str(&c.InfluxOrg, "influx-org", "TELEMETRY_INFLUX_ORG", "", `InfluxDB organization ("" on 1.8)`)
@@ -168,6 +176,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.int(&c.MaxFrameBytes, "max-frame-bytes", "TELEMETRY_MAX_FRAME_BYTES", ingest.DefaultWSConfig().MaxFrameSize, "largest WebSocket frame or MQTT message from a device")
 	e.int(&c.MaxReadings, "max-readings", "TELEMETRY_MAX_READINGS", payload.DefaultLimits().MaxReadings, "most readings in one frame or MQTT message")
 	registerSecurityFlags(e, &c.Sec)
+	registerLiveFlags(e, &c.Live) // live.go
 	e.str(&c.RegistryURL, "registry-url", "TELEMETRY_REGISTRY_URL", "", "postgres://user:password@host:port/db of a device registry shared by several instances (cluster mode, docs/cluster.md); empty: the SQLite file under -data-dir")
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
@@ -185,6 +194,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if fs.NArg() > 0 {
 		return c, fs, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.resolveInstanceID(os.Hostname); err != nil { // cluster_mqtt.go
+		return c, fs, err
 	}
 	if _, err := gzipWrites(c.InfluxGzip, c.InfluxURL); err != nil {
 		return c, fs, err

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/telemetryd/telemetryd/bridge"
 	"github.com/telemetryd/telemetryd/storage"
@@ -15,7 +14,7 @@ var _ bridge.DeadLetterer = (*storage.Durable)(nil)
 // openDurable puts the disk spool and the dead letters between the bridge
 // and InfluxDB. It reports what recovery found in the spool.
 func openDurable(cfg config, store *storage.Influx, log *slog.Logger) (*storage.Durable, func(), error) {
-	sp, rep, err := storage.OpenSpool(filepath.Join(cfg.DataDir, "spool"), storage.SpoolConfig{MaxBytes: int64(cfg.SpoolMaxBytes)}, log)
+	sp, rep, err := storage.OpenSpool(spoolPath(cfg), storage.SpoolConfig{MaxBytes: int64(cfg.SpoolMaxBytes)}, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spool: %w", err)
 	}

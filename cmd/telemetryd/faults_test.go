@@ -212,7 +212,7 @@ func procArgs(t *testing.T, influx *influxtest.Server, broker *mqtttest.Broker, 
 		"-influx-url", influx.URL(), "-influx-bucket", testDB + "/autogen",
 		"-mqtt-url", broker.URL(), "-mqtt-client-id", "telemetryd-proc-" + t.Name(),
 		"-device-tokens", tokensFile(t, wsTokens...), "-data-dir", dataDir,
-		"-shutdown-grace", "10s", "-spool-after", "300ms", "-influx-timeout", "1s",
+		"-shutdown-grace", "10s", "-spool-after", "300ms", "-influx-timeout", "1s", "-drain-delay", "0",
 	}, extra...)
 }
 

@@ -90,9 +90,16 @@ func startService(t *testing.T, influx *influxtest.Server, broker *mqtttest.Brok
 	if broker != nil {
 		mqttURL = broker.URL()
 	}
+	return startServiceAt(t, influx.URL(), mqttURL, tokens, extra...)
+}
+
+// startServiceAt runs telemetryd against the InfluxDB at influxURL (which
+// need not answer) and the broker at mqttURL ("": MQTT off).
+func startServiceAt(t *testing.T, influxURL, mqttURL, tokens string, extra ...string) *service {
+	t.Helper()
 	args := append([]string{
 		"-http-addr", "127.0.0.1:0",
-		"-influx-url", influx.URL(),
+		"-influx-url", influxURL,
 		"-influx-bucket", testDB + "/autogen",
 		"-mqtt-url", mqttURL,
 		"-mqtt-client-id", "telemetryd-test-" + strings.ReplaceAll(t.Name(), "/", "-"),
@@ -101,6 +108,7 @@ func startService(t *testing.T, influx *influxtest.Server, broker *mqtttest.Brok
 		"-data-dir", t.TempDir(),
 		"-log-level", "debug",
 		"-shutdown-grace", "10s",
+		"-drain-delay", "0",
 	}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &service{cancel: cancel, done: make(chan struct{}), stderr: &syncBuffer{}}

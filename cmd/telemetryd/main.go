@@ -35,7 +35,6 @@ import (
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
 	"github.com/telemetryd/telemetryd/storage"
-	"github.com/telemetryd/telemetryd/telemetry"
 )
 
 func main() {
@@ -71,7 +70,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
-	// The registry before storage: it fails fast, storage waits for InfluxDB.
+	dataDir, err := storage.LockDir(cfg.DataDir) // one process per data dir: its spool and dead letters are its own
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dataDir.Unlock() }()
+	// The registry before storage: it fails fast; storage does not wait for InfluxDB (storagestart.go).
 	reg, err := openRegistry(ctx, cfg, log) // registry.go
 	if err != nil {
 		return err
@@ -92,11 +96,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer closeStore()
 
 	// The live side: the hub rebroadcasts what the bridge normalized.
-	hub := live.NewHub(hubConfig(cfg), log.With("component", "hub"))
+	hub := live.NewHub(hubConfig(cfg, store), log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
 
-	br := bridge.New(bridgeConfig(cfg, rules, reg, durable), sink, hub, log.With("component", "bridge"))
-	seedFieldTypes(ctx, br, store, log)
+	br := bridge.New(bridgeConfig(cfg, rules, reg, durable, hub), sink, hub, log.With("component", "bridge"))
+	storageUp := storageJob(ctx, store, br, durable, log) // storagestart.go: connect, seed the type guard, replay
 	ws := ingest.NewWS(wsConfig(cfg, rules, auth), auth, br, log.With("component", "ws"))
 	mq, err := openMQTT(cfg, rules, auth, br, log) // nil: MQTT off
 	if err != nil {
@@ -110,20 +114,22 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	defer stopAdmin()
 	guard := authguard.New(authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock})
-	srv := newServer(cfg, log) // server.go: TLS, handshake timeout, connection counting
+	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
+	health := newReadiness(store, durable, mq) // health.go: /readyz
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, guard: guard, server: srv}, log)); err != nil {
+		store: store, durable: durable, reg: reg, guard: guard, server: srv, ready: health}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
-	stopReplay := start(ctx, when(durable != nil, logged(log, "spool replay stopped", durable.Run)))
+	stopReplay := start(ctx, storageUp)
 	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)
 	srv.serveUntil(ctx, ready) // the signal, or the server failing, starts the shutdown
 
+	health.drain(log, cfg.DrainDelay) // 0. /readyz 503 while everything still works: balancers stop sending first
 	began := time.Now()
 	log.Info("shutting down", "grace", cfg.ShutdownGrace)
 	ws.Drain() // 1. ingest: no new sockets or frames, no new MQTT messages
@@ -191,32 +197,6 @@ func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want json or text", cfg.LogFormat)
-}
-
-// openStorage connects to InfluxDB, retrying until it answers or ctx ends,
-// so that the service can start before its database.
-func openStorage(ctx context.Context, cfg config, log *slog.Logger) (*storage.Influx, error) {
-	delay := 500 * time.Millisecond
-	for {
-		scfg, err := storageConfig(cfg) // deadletters.go: shared with the replay
-		if err != nil {
-			return nil, err
-		}
-		store, err := storage.Open(ctx, scfg, log.With("component", "storage"))
-		if err == nil {
-			return store, nil
-		}
-		if errors.Is(err, telemetry.ErrPermanent) {
-			return nil, err // not an InfluxDB, or a refused token: retrying changes nothing
-		}
-		log.Warn("InfluxDB not reachable yet; retrying", "url", cfg.InfluxURL, "retry_in", delay, "error", err)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("storage: %w", err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 10*time.Second)
-	}
 }
 
 // originChecker allows requests without an Origin (devices, non-browser

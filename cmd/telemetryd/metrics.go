@@ -94,6 +94,7 @@ func metricDefs() []metricDef {
 		{"telemetryd_readings_rejected_total", "Readings rejected, by rejection code (decoder, validation, type guard and storage alike).", c, []string{"reason"}},
 		{"telemetryd_acks_sent_total", "Acknowledgements sent to devices (WebSocket acks, MQTT PUBACKs), by transport.", c, []string{"transport"}},
 		{"telemetryd_mqtt_connected", "MQTT client connections up and subscribed.", g, nil},
+		{"telemetryd_mqtt_client_messages_total", "MQTT messages the broker delivered, per client connection: in a share group, this instance's share (client_id is <mqtt-client-id>-<instance-id>-<n>).", c, []string{"client_id"}},
 		{"telemetryd_mqtt_unacked_messages", "MQTT messages received and not yet acknowledged to the broker.", g, nil},
 		{"telemetryd_mqtt_redelivered_total", "MQTT messages the broker sent again (DUP flag): duplicates of messages not acknowledged before a reconnect or restart.", c, nil},
 		// Bridge and storage.
@@ -147,7 +148,7 @@ type collector struct {
 
 func newCollector(src metricSources) *collector {
 	c := &collector{src: src, descs: map[string]*prometheus.Desc{}, types: map[string]prometheus.ValueType{}}
-	for _, d := range metricDefs() {
+	for _, d := range append(metricDefs(), liveProtocolMetricDefs()...) { // live.go
 		c.descs[d.name] = prometheus.NewDesc(d.name, d.help, d.labels, nil)
 		c.types[d.name] = d.typ
 	}
@@ -214,6 +215,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if mq := c.src.mqtt; mq != nil {
 		s := mq.Stats()
 		emit("telemetryd_mqtt_connected", float64(s.Connected))
+		for _, cl := range mq.Clients() {
+			emit("telemetryd_mqtt_client_messages_total", float64(cl.Messages), cl.ClientID)
+		}
 		emit("telemetryd_mqtt_unacked_messages", float64(s.Unacked))
 		emit("telemetryd_mqtt_redelivered_total", float64(s.Redelivered))
 		for _, r := range mq.Refused() {
@@ -279,6 +283,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_live_slow_clients_dropped_total", float64(s.SlowClientsDropped))
 		emit("telemetryd_live_series_not_remembered_total", float64(s.SeriesNotRemembered))
 	}
+	emitLiveProtocol(emit, c.src.hub, c.src.dash) // live.go
 }
 
 // constHistogram converts a telemetry histogram (per-bucket counts, in

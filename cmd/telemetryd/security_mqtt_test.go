@@ -197,7 +197,12 @@ func testSecurityInfluxTLS(t *testing.T, influx *influxtest.Server) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	if _, err := openStorage(ctx, cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "certificate") {
+	store, err := newStorage(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if err := store.Connect(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted InfluxDB: %v", err)
 	}
 

@@ -12,7 +12,8 @@ type subcommandFunc func(ctx context.Context, args []string, lookupEnv func(stri
 // (`telemetryd [flags]`). Add one entry per command.
 func subcommands() map[string]subcommandFunc {
 	return map[string]subcommandFunc{
-		"deadletters": deadlettersCommand,
+		"deadletters":  deadlettersCommand,
+		"spool-replay": spoolReplayCommand, // spoolreplay.go: a dead instance's spool
 		// Identity (admin_cli.go).
 		"devices":        devicesCommand,
 		"viewers":        viewersCommand,

@@ -4,11 +4,20 @@
 // events only) keeps their online state current; selecting a device (or a
 // label selector) opens a second feed with its readings. A feed is a
 // WebSocket on /v1/live, or Server-Sent Events on /v1/live/sse when
-// WebSockets cannot get through. Every (re)connection starts with a
+// WebSockets cannot get through. A first connection starts with a
 // snapshot; on it the page back-fills the charts from /api/v1/history.
-// Points are kept per series in a sorted array keyed by timestamp, so live
-// points that arrive before, during or after a back-fill merge without
-// gaps and without duplicates.
+// A reconnection resumes from the last position the feed received: the
+// server replays what was missed and the page back-fills nothing; only
+// when the server cannot resume (it says "reset", e.g. it restarted) does a
+// snapshot and a back-fill follow. Points are kept per series in a sorted
+// array keyed by timestamp, so live points that arrive before, during or
+// after a back-fill merge without gaps and without duplicates.
+//
+// Without a selection the page shows the fleet's latest values: a feed of
+// every device in the viewer's scope, its snapshot filling the table.
+// Feeds that carry readings ask for "persisted" messages: a latest value
+// that is not yet durable in InfluxDB is marked unconfirmed until it is,
+// and one storage refused is marked refused.
 'use strict';
 (function () {
   const TOKEN_KEY = 'telemetryd.viewerToken';
@@ -56,6 +65,11 @@
   let windowName = '15m';
   let windowMs = WINDOWS[windowName];
   let unauthorized = false;
+  // The persisted watermark: per device the position up to which readings
+  // are durable; positions storage refused.
+  const upto = new Map();
+  const refused = new Set();
+  const stats = { resumes: 0, resets: 0, backfills: 0, confirmed: 0, replayed: 0 };
 
   const skey = (d, m, f) => d + '\u0000' + m + '\u0000' + f;
   const ckey = (m, f) => m + '\u0000' + f;
@@ -69,14 +83,17 @@
       this.kind = ''; // 'number' | 'bool' | 'string'
       this.unit = '';
       this.backfilled = false;
+      this.lastPos = 0; // stream position of the newest point; 0: from history or a snapshot
     }
 
     // add inserts one point; a point with the same timestamp replaces it.
-    add(ts, v) {
+    // pos is its stream position when it came live.
+    add(ts, v, pos) {
       if (v === null || v === undefined) return;
       if (!this.kind) this.kind = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'bool' : 'string';
       const p = this.points;
       const n = p.length;
+      if (n === 0 || p[n - 1][0] <= ts) this.lastPos = pos || 0;
       if (n === 0 || p[n - 1][0] < ts) { p.push([ts, v]); return; }
       let lo = 0, hi = n;
       while (lo < hi) { const mid = (lo + hi) >> 1; if (p[mid][0] < ts) lo = mid + 1; else hi = mid; }
@@ -106,6 +123,19 @@
     }
 
     last() { return this.points.length ? this.points[this.points.length - 1] : null; }
+
+    // unconfirmed: the newest point came live and is not durable yet.
+    unconfirmed() { return this.lastPos > 0 && !((upto.get(this.device) || 0) >= this.lastPos); }
+
+    refused() { return this.lastPos > 0 && refused.has(this.lastPos); }
+  }
+
+  function onPersisted(m) {
+    const before = [...series.values()].filter((s) => s.unconfirmed());
+    for (const [d, p] of Object.entries(m.upto || {})) if (p > (upto.get(d) || 0)) upto.set(d, p);
+    for (const r of m.refused || []) refused.add(r.pos);
+    stats.confirmed += before.filter((s) => !s.unconfirmed()).length;
+    scheduleRender();
   }
 
   // ---- connection state
@@ -128,6 +158,10 @@
         state = 'live'; text = 'live';
       }
     }
+    // Compression: every open socket negotiated permessage-deflate.
+    const compressed = transport.mode === 'ws' && feeds.size > 0 && [...feeds].every((f) => f.compressed);
+    if (compressed && (state === 'live' || state === 'reconnecting')) text += ' · compressed';
+    el.dataset.compressed = String(compressed);
     el.dataset.state = state;
     el.dataset.transport = transport.mode;
     const t = $('conn-text');
@@ -152,10 +186,16 @@
   // Feed is one subscription over one connection, reconnecting with
   // exponential backoff (0.5 s doubling to 10 s, with jitter).
   class Feed {
-    constructor(name, filter, onMessage) {
+    // opts.resume: reconnect from the last position (feeds of readings;
+    // presence comes whole in every snapshot). opts.persisted: ask for
+    // the persisted watermark.
+    constructor(name, filter, onMessage, opts) {
       this.name = name;
       this.filter = filter;
       this.onMessage = onMessage;
+      this.opts = opts || {};
+      this.pos = 0; // last stream position received
+      this.compressed = false;
       this.state = 'connecting';
       this.attempt = 0;
       this.stopped = true;
@@ -219,7 +259,11 @@
       let opened = false;
       ws.onopen = () => {
         opened = true;
-        ws.send(JSON.stringify(Object.assign({ op: 'subscribe', id: this.name }, this.filter)));
+        this.compressed = /permessage-deflate/.test(ws.extensions || '');
+        const sub = Object.assign({ op: 'subscribe', id: this.name }, this.filter);
+        if (this.opts.persisted) sub.persisted = true;
+        if (this.opts.resume && this.pos) sub.since = this.pos;
+        ws.send(JSON.stringify(sub));
       };
       ws.onmessage = (ev) => {
         let m;
@@ -242,7 +286,12 @@
       for (const [k, v] of Object.entries(f.tags || {})) url.searchParams.append('tag', k + '=' + v);
       if (f.presence) url.searchParams.set('presence', f.presence);
       url.searchParams.set('sub', this.name);
+      if (this.opts.persisted) url.searchParams.set('persisted', '1');
+      // The page reopens the EventSource itself, so the position goes in
+      // the URL (an EventSource's own retry would send Last-Event-ID).
+      if (this.opts.resume && this.pos) url.searchParams.set('since', String(this.pos));
       if (token) url.searchParams.set('token', token);
+      this.compressed = false;
       const es = new EventSource(url.href);
       this.es = es;
       let opened = false;
@@ -252,7 +301,7 @@
         opened = true;
         this.received(m);
       };
-      for (const type of ['snapshot', 'readings', 'presence', 'conflated', 'gap']) es.addEventListener(type, onEvent);
+      for (const type of ['snapshot', 'readings', 'presence', 'conflated', 'gap', 'resumed', 'reset', 'persisted']) es.addEventListener(type, onEvent);
       // EventSource would retry on its own, but without our backoff, state
       // and back-fill; so every error closes it and the feed reconnects.
       es.onerror = () => {
@@ -264,6 +313,14 @@
     }
 
     received(m) {
+      // Only a message after which the feed has everything up to its
+      // position carries one (a snapshot's last chunk, not the others).
+      if (typeof m.pos === 'number' && m.pos > 0) this.pos = m.pos;
+      if (m.type === 'resumed') {
+        stats.resumes++;
+        stats.replayed += m.replayed || 0;
+      }
+      if (m.type === 'reset') stats.resets++;
       // A snapshot comes in chunks (docs/dashboard.md): the later ones are
       // more last values, and the last one may carry the presence list.
       if (m.type === 'snapshot' && m.chunk > 0) {
@@ -280,10 +337,14 @@
         this.noticeTimer = setTimeout(updateConnection, 5000);
         return;
       }
-      if (m.type === 'snapshot') {
+      if (m.type === 'snapshot' || m.type === 'resumed') {
         this.attempt = 0;
         transport.strikes = 0;
         this.setState('live');
+      }
+      if (m.type === 'persisted') {
+        onPersisted(m);
+        return;
       }
       if (m.type === 'error') {
         console.warn('telemetryd:', m.error && m.error.message);
@@ -471,7 +532,8 @@
 
   function selectionDevices() { return [...selected]; }
 
-  function inSelection(deviceId) { return selected.has(deviceId); }
+  // Without a selection (the landing view) every device of the feed counts.
+  function inSelection(deviceId) { return !selection || selected.has(deviceId); }
 
   function select(sel) {
     selection = sel;
@@ -484,13 +546,15 @@
     charts.clear();
     const hash = !sel ? '' : sel.kind === 'device' ? '#device=' + encodeURIComponent(sel.id) : '#tags=' + encodeURIComponent(tagsText(sel.tags).replace(/ /g, ''));
     history.replaceState(history.state, '', location.pathname + location.search + hash);
-    $('detail-h').textContent = !sel ? 'Select a device' : sel.kind === 'device' ? (devices.get(sel.id) || { name: sel.id }).name : 'Devices with ' + tagsText(sel.tags);
+    $('detail-h').textContent = !sel ? 'Fleet: latest values' : sel.kind === 'device' ? (devices.get(sel.id) || { name: sel.id }).name : 'Devices with ' + tagsText(sel.tags);
     $('detail-hint').hidden = !!sel;
+    $('detail').dataset.view = sel ? 'selection' : 'fleet';
     renderFleet();
     render();
-    if (!sel) return;
-    const filter = sel.kind === 'device' ? { devices: [sel.id] } : { devices: ['*'], tags: sel.tags };
-    selFeed = new Feed('selection', filter, onSelectionMessage);
+    // The landing view: the latest value of every series of every device
+    // in the viewer's scope (the server adds the scope), live.
+    const filter = !sel ? { devices: ['*'] } : sel.kind === 'device' ? { devices: [sel.id] } : { devices: ['*'], tags: sel.tags };
+    selFeed = new Feed(sel ? 'selection' : 'latest', filter, onSelectionMessage, { resume: true, persisted: true });
     selFeed.start();
   }
 
@@ -510,15 +574,17 @@
       if (v === null) continue;
       const s = seriesFor(r.device_id, r.measurement, field);
       if (r.units && r.units[field]) s.unit = r.units[field];
-      s.add(r.ts, v);
-      if (!s.backfilled && !s.backfilling) backfill([s]);
+      s.add(r.ts, v, r.pos);
+      if (selection && !s.backfilled && !s.backfilling) backfill([s]);
     }
   }
 
+  // A snapshot (first connection, or a reset) is followed by a back-fill;
+  // a resume replays the missed readings itself.
   function onSelectionMessage(m) {
     if (m.type !== 'snapshot' && m.type !== 'readings') return;
     for (const r of m.readings || []) addReading(r);
-    if (m.type === 'snapshot') discoverAndBackfill();
+    if (m.type === 'snapshot' && selection) discoverAndBackfill();
     scheduleRender();
   }
 
@@ -543,6 +609,7 @@
 
   function backfill(list) {
     const signal = selAbort.signal;
+    stats.backfills++;
     const queue = list.slice();
     for (const s of queue) s.backfilling = true;
     const worker = async () => {
@@ -591,6 +658,7 @@
     const oldestNs = (from - 60e3) * 1e6;
     const groups = new Map(); // chart key -> [Series]
     for (const s of [...series.values()].sort((a, b) => a.device.localeCompare(b.device))) {
+      if (!selection) continue; // the landing view is the table alone
       s.trim(oldestNs);
       if (!s.kind) continue;
       const k = ckey(s.measurement, s.field);
@@ -683,12 +751,23 @@
       const [ts, v] = s.last();
       const tr = document.createElement('tr');
       tr.dataset.key = skey(s.device, s.measurement, s.field);
+      const unconfirmed = s.unconfirmed(), isRefused = s.refused();
+      tr.dataset.unconfirmed = String(unconfirmed && !isRefused);
+      tr.dataset.refused = String(isRefused);
       const cells = [deviceName(s.device), s.measurement, s.field, formatValue(v), s.unit, new Date(ts / 1e6).toLocaleTimeString()];
       cells.forEach((text, i) => {
         const td = document.createElement(i === 0 ? 'th' : 'td');
         if (i === 0) td.scope = 'row';
         if (i === 3 && typeof v === 'number') td.className = 'num';
         td.textContent = text;
+        if (i === 3 && (isRefused || unconfirmed)) {
+          td.classList.add(isRefused ? 'refused' : 'unconfirmed');
+          td.title = isRefused ? 'refused by storage: not stored' : 'not yet stored durably';
+          const mark = document.createElement('span');
+          mark.className = 'mark';
+          mark.textContent = isRefused ? ' (refused)' : ' (unconfirmed)';
+          td.append(mark);
+        }
         tr.append(td);
       });
       rows.push(tr);
@@ -762,7 +841,11 @@
 
   // Read-only hooks for tests and the curious (browser console).
   window.telemetryDashboard = Object.freeze({
-    connection: () => ({ state: $('conn').dataset.state, transport: transport.mode }),
+    connection: () => ({ state: $('conn').dataset.state, transport: transport.mode, compressed: $('conn').dataset.compressed === 'true' }),
+    stats: () => Object.assign({}, stats),
+    // dropConnection closes every feed's connection, as a network drop
+    // would; the feeds reconnect (and resume) by themselves.
+    dropConnection: () => { for (const f of feeds) { const ws = f.ws, es = f.es; if (ws) ws.close(4000, 'dropped'); if (es) { es.close(); f.es = null; f.failed(true); } } },
     devices: () => [...devices.values()].map((d) => Object.assign({}, d, { labels: Object.assign({}, d.labels) })),
     selection: () => JSON.parse(JSON.stringify({ selection, devices: [...selected] })),
     series: () => [...series.values()].map((s) => ({ device: s.device, measurement: s.measurement, field: s.field, kind: s.kind, points: s.points.length })),
