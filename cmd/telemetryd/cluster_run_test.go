@@ -73,11 +73,7 @@ func TestRunClusterSmoke(t *testing.T) {
 	testsupport.Binary(t, "", "make tools installs it", "/usr/sbin/haproxy", "haproxy")
 	testsupport.Binary(t, "", "make tools installs it", "/usr/sbin/nats-server", "nats-server")
 	influxd := testsupport.Binary(t, "TELEMETRY_INFLUXD", "make tools installs it", ".tools/bin/influxd", "influxd")
-	telemetryd := telemetrydBinary(t)
-	simulator := filepath.Join(filepath.Dir(telemetryd), "simulator")
-	if out, err := exec.Command("go", "build", "-o", simulator, "../simulator").CombinedOutput(); err != nil {
-		t.Fatalf("building the simulator: %v\n%s", err, out)
-	}
+	telemetryd, simulator := telemetrydBinary(t), simulatorBinary(t)
 	// The PostgreSQL user must reach its directory inside the data dir.
 	data, err := os.MkdirTemp("", "run-cluster-")
 	if err != nil {
