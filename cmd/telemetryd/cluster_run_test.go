@@ -41,6 +41,11 @@ func TestHAProxyConfig(t *testing.T) {
 	if out, err := check(env); err != nil {
 		t.Fatalf("haproxy -c: %v\n%s", err, out)
 	}
+	// As docker-compose's cluster profile sets it (names resolved later).
+	compose := haproxyEnv(":8080", ":8404", "telemetryd-a:8080", "telemetryd-b:8080", "telemetryd-c:8080")
+	if out, err := check(compose); err != nil {
+		t.Fatalf("haproxy -c with the compose environment: %v\n%s", err, out)
+	}
 	if out, err := check([]string{"PATH=" + os.Getenv("PATH")}); err == nil {
 		t.Fatalf("haproxy -c accepted the configuration without addresses:\n%s", out)
 	}
