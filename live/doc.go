@@ -36,6 +36,10 @@
 // alike; a client cannot widen it. Disconnect closes a revoked viewer's
 // sockets (1008) and streams.
 //
+// Several instances: live/relay feeds other instances' readings in through
+// Publish, their last values through Seed (snapshot cache only, never
+// presence), and tells dashboards about itself through Notice (remote.go).
+//
 // Presence is derived from readings alone (presence.go): a device is online
 // from a reading until a silence longer than its offline timeout, and the
 // transitions are announced to subscriptions that ask for them.

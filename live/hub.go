@@ -305,6 +305,10 @@ type hubOp struct {
 	detach  bool
 	stats   chan HubStats
 	devices chan []DeviceStatus
+	// Relay hooks (remote.go).
+	seed     []telemetry.Reading
+	notice   []byte
+	standing bool
 }
 
 type series struct {
@@ -605,6 +609,7 @@ type hubState struct {
 	devices    map[string]*device
 	backlogged map[Client]*clientState // clients with something held back
 	sent       []*series               // scratch of flush
+	notice     []byte                  // standing notice for new clients (remote.go)
 
 	resumeState // resume.go: positions, the window, the watermark
 }
@@ -624,6 +629,10 @@ func (s *hubState) apply(o hubOp) {
 		o.stats <- st
 	case o.devices != nil:
 		o.devices <- s.deviceList()
+	case o.seed != nil:
+		s.seed(o.seed) // remote.go
+	case o.notice != nil:
+		s.setNotice(o.notice, o.standing) // remote.go
 	case o.detach:
 		delete(s.clients, o.client)
 		delete(s.backlogged, o.client)
@@ -633,6 +642,7 @@ func (s *hubState) apply(o hubOp) {
 		if cs == nil {
 			cs = &clientState{}
 			s.clients[o.client] = cs
+			s.sendNotice(o.client) // remote.go
 		}
 		cs.subs = slices.DeleteFunc(cs.subs, func(x *subscription) bool { return x.id == o.sub.id })
 		cs.subs = append(cs.subs, o.sub)
@@ -689,6 +699,13 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 		srs = append(srs, sr)
 		s.seen(&rs[i], now)
 	}
+	s.deliver(rs, srs, first, last)
+}
+
+// deliver sends rs (whose series are srs, at positions first to last) to
+// every matching subscription, one shared frame per subscription shape, or
+// holds them for clients that are behind.
+func (s *hubState) deliver(rs []telemetry.Reading, srs []*series, first, last int64) {
 	s.srs = srs
 	defer clear(srs)
 	if len(s.clients) == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
 	"github.com/telemetryd/telemetryd/live"
+	"github.com/telemetryd/telemetryd/live/relay"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -176,7 +177,8 @@ type endpoints struct {
 	reg     *devices.Registry
 	guard   *authguard.Guard // authguard.go: credential guessing throttled
 	server  *server
-	ready   *readiness // health.go
+	ready   *readiness   // health.go
+	relay   *relay.Relay // nil: this process only
 }
 
 // routes is every public endpoint.
@@ -194,7 +196,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	})
 	mux.Handle("GET /readyz", e.ready)
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
-		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg,
+		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg, relay: e.relay,
 		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),
 	}, log))
 	return e.guard.Wrap(mux)

@@ -66,6 +66,7 @@ type config struct {
 	LiveQueueBytes     int
 	Sec                securityConfig // identity, TLS, limits
 	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
+	LiveNATSURL        string         // cluster.go: "" in-process live hub only
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -186,6 +187,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.dur(&c.SpoolAfter, "spool-after", "TELEMETRY_SPOOL_AFTER", 2*time.Second, "a direct InfluxDB write slower than this goes to the spool instead")
 	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
 	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
+	e.str(&c.LiveNATSURL, "live-nats-url", "TELEMETRY_LIVE_NATS_URL", "", "NATS server (with JetStream) joining the live side of several instances: every dashboard sees every instance's readings, snapshots hold the whole fleet; empty: this process only")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}

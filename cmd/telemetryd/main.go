@@ -98,8 +98,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	// The live side: the hub rebroadcasts what the bridge normalized.
 	hub := live.NewHub(hubConfig(cfg, store), log.With("component", "hub"))
 	dash := live.NewDashboards(dashboardConfig(cfg, reg), hub, log.With("component", "dashboards"))
+	rel, err := openRelay(cfg, hub, log) // cluster.go; nil: this process only
+	if err != nil {
+		return err
+	}
 
-	br := bridge.New(bridgeConfig(cfg, rules, reg, durable, hub), sink, hub, log.With("component", "bridge"))
+	br := bridge.New(bridgeConfig(cfg, rules, reg, durable, hub), sink, livePublisher(hub, rel), log.With("component", "bridge"))
 	storageUp := storageJob(ctx, store, br, durable, log) // storagestart.go: connect, seed the type guard, replay
 	ws := ingest.NewWS(wsConfig(cfg, rules, auth), auth, br, log.With("component", "ws"))
 	mq, err := openMQTT(cfg, rules, auth, br, log) // nil: MQTT off
@@ -117,13 +121,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
 	health := newReadiness(store, durable, mq) // health.go: /readyz
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
-		store: store, durable: durable, reg: reg, guard: guard, server: srv, ready: health}, log)); err != nil {
+		store: store, durable: durable, reg: reg, guard: guard, server: srv, ready: health, relay: rel}, log)); err != nil {
 		return err
 	}
 
 	// Start downstream first; each stage stops on its own, in reverse order.
 	stopReplay := start(ctx, storageUp)
-	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run))
+	stopLive := start(ctx, hub.Run, dash.Run, reg.Run, guard.Run, when(mosquitto != nil, mosquitto.Run), when(rel != nil, logged(log, "live relay stopped", rel.Run)))
 	stopBridge := start(ctx, br.Run)
 	stopIngest := start(ctx, ws.Run, when(mq != nil, mq.Run))
 	log.Info("telemetryd serving", "version", currentBuild().Version, "addr", srv.Addr(), "mqtt", cfg.MQTTURL != "", "influx", cfg.InfluxURL, "bucket", cfg.InfluxBucket)

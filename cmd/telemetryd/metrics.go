@@ -17,6 +17,7 @@ import (
 	"github.com/telemetryd/telemetryd/devices"
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/live"
+	"github.com/telemetryd/telemetryd/live/relay"
 	"github.com/telemetryd/telemetryd/storage"
 	"github.com/telemetryd/telemetryd/telemetry"
 )
@@ -44,6 +45,8 @@ type metricSources struct {
 	// guard: credential-guessing throttle (authguard.go).
 	guard *authguard.Guard
 	build buildInfo
+	// relay is the live fan-out across instances (nil: this process only).
+	relay *relay.Relay
 }
 
 // metricsHandler serves GET /metrics from a private registry: the
@@ -137,6 +140,21 @@ func metricDefs() []metricDef {
 		{"telemetryd_live_deliveries_total", "Frames delivered to dashboard clients.", c, nil},
 		{"telemetryd_live_slow_clients_dropped_total", "Dashboard clients disconnected for falling behind (-live-slow-policy=disconnect).", c, nil},
 		{"telemetryd_live_series_not_remembered_total", "Series not cached for snapshots because the cache was full.", c, nil},
+		// Live relay (cluster mode only).
+		{"telemetryd_live_relay_connected", "1 when connected to NATS with the fleet's last values loaded; 0 while dashboards are told they may miss other instances' readings.", g, nil},
+		{"telemetryd_live_relay_outages_total", "Times the live relay went degraded (NATS lost, or last values not loadable).", c, nil},
+		{"telemetryd_live_relay_published_messages_total", "NATS messages of readings sent to the other instances.", c, nil},
+		{"telemetryd_live_relay_published_readings_total", "Readings sent to the other instances.", c, nil},
+		{"telemetryd_live_relay_received_messages_total", "NATS messages of readings received from the other instances.", c, nil},
+		{"telemetryd_live_relay_received_readings_total", "Readings received from the other instances.", c, nil},
+		{"telemetryd_live_relay_dropped_batches_total", "Batches not sent to the other instances because the relay's publish buffer was full (shown here and stored all the same).", c, nil},
+		{"telemetryd_live_relay_unsent_readings_total", "Readings not sent to the other instances because NATS was unreachable or refused them.", c, nil},
+		{"telemetryd_live_relay_dropped_messages_total", "Messages from the other instances not taken, by reason (receive_overflow: NATS dropped them for this slow receiver; corrupt: they did not decode).", c, []string{"reason"}},
+		{"telemetryd_live_relay_last_values_written_total", "Series last values written to the JetStream last-value stream.", c, nil},
+		{"telemetryd_live_relay_last_value_errors_total", "Last-value writes that failed (retried next flush).", c, nil},
+		{"telemetryd_live_relay_last_values_loaded_total", "Last values loaded from the stream into the hub (at start and after each reconnect).", c, nil},
+		{"telemetryd_live_relay_catchup_readings_total", "Last values sent again on the live subject after an outage.", c, nil},
+		{"telemetryd_live_relay_series_not_kept_total", "Readings of series beyond the relay's series bound (relayed live, not written as last values).", c, nil},
 	}
 }
 
@@ -262,6 +280,28 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if d := c.src.dash; d != nil {
 		emit("telemetryd_live_connections", float64(d.Connections()))
+	}
+	if r := c.src.relay; r != nil {
+		s := r.Stats()
+		connected := 0.0
+		if s.Connected {
+			connected = 1
+		}
+		emit("telemetryd_live_relay_connected", connected)
+		emit("telemetryd_live_relay_outages_total", float64(s.Outages))
+		emit("telemetryd_live_relay_published_messages_total", float64(s.PublishedMessages))
+		emit("telemetryd_live_relay_published_readings_total", float64(s.PublishedReadings))
+		emit("telemetryd_live_relay_received_messages_total", float64(s.ReceivedMessages))
+		emit("telemetryd_live_relay_received_readings_total", float64(s.ReceivedReadings))
+		emit("telemetryd_live_relay_dropped_batches_total", float64(s.DroppedBatches))
+		emit("telemetryd_live_relay_unsent_readings_total", float64(s.UnsentReadings))
+		emit("telemetryd_live_relay_dropped_messages_total", float64(s.ReceiveDropped), "receive_overflow")
+		emit("telemetryd_live_relay_dropped_messages_total", float64(s.CorruptMessages), "corrupt")
+		emit("telemetryd_live_relay_last_values_written_total", float64(s.LastValuesWritten))
+		emit("telemetryd_live_relay_last_value_errors_total", float64(s.LastValueErrors))
+		emit("telemetryd_live_relay_last_values_loaded_total", float64(s.LastValuesLoaded))
+		emit("telemetryd_live_relay_catchup_readings_total", float64(s.CatchupReadings))
+		emit("telemetryd_live_relay_series_not_kept_total", float64(s.SeriesNotKept))
 	}
 	if h := c.src.hub; h != nil {
 		// The Hub answers from its own goroutine; a scrape never waits long
