@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,11 +91,11 @@ func TestRunClusterSmoke(t *testing.T) {
 	}
 	port := func() string { return freePort(t) }
 	lb, stats, inst := port(), port(), []string{port(), port(), port()}
-	influxPort := port()
+	influxPort, pgPort, natsPort := port(), port(), port()
 	cmd := exec.Command("bash", filepath.Join(repoRoot, "deploy", "run-cluster.sh"))
 	cmd.Env = append(os.Environ(), "TELEMETRY_DATA_DIR="+data,
 		"LB_PORT="+lb, "LB_STATS_PORT="+stats, "INSTANCE_PORTS="+strings.Join(inst, " "),
-		"PG_PORT="+port(), "NATS_PORT="+port(), "NATS_MONITOR_PORT="+port(),
+		"PG_PORT="+pgPort, "NATS_PORT="+natsPort, "NATS_MONITOR_PORT="+port(),
 		"INFLUX_PORT="+influxPort, "MQTT_PORT="+port(),
 		"TELEMETRYD_BIN="+telemetryd, "SIMULATOR_BIN="+simulator, "INFLUXD_BIN="+influxd,
 		"SIMULATOR_DEVICES=6", "TELEMETRY_LOG_FORMAT=json")
@@ -195,7 +196,13 @@ func TestRunClusterSmoke(t *testing.T) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		t.Fatalf("run-cluster.sh did not stop on SIGINT\n%s", out)
 	}
-	for _, p := range append([]string{lb, influxPort}, inst...) {
-		eventually(t, 30*time.Second, "port "+p+" released", func() bool { return httpStatus("http://127.0.0.1:"+p+"/") == 0 })
+	for _, p := range append([]string{lb, influxPort, pgPort, natsPort}, inst...) {
+		eventually(t, 30*time.Second, "port "+p+" released", func() bool {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
 	}
 }
