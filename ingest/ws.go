@@ -650,10 +650,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	c.reserve(&wf.slot, msg.HasSeq)
 	if dedupe {
-		switch w.dedup.check(dk, received, func(stored bool) { c.finishResend(&wf.slot, wf.seq, stored) }) {
+		verdict, answer := w.dedup.check(dk, received, func(stored bool, a dedupAnswer) { c.finishResend(&wf.slot, wf.seq, stored, a) })
+		switch verdict {
 		case dedupStored:
 			w.resent.Add(1)
-			c.answerFinal(&wf.slot, c.ackMsg(wf.seq))
+			c.answerFinal(&wf.slot, c.resendAnswers(wf.seq, true, answer)...)
 			return
 		case dedupWaiting:
 			w.resent.Add(1)
@@ -663,8 +664,12 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		wf.dedup, wf.dk = w.dedup, dk
 	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
-	if err != nil && wf.dedup != nil {
-		wf.dedup.done(dk, false) // nothing of it was accepted
+	if wf.dedup != nil {
+		if err != nil {
+			wf.dedup.done(dk, false, nil) // nothing of it was accepted
+		} else if len(rcpt.Rejected) > 0 {
+			wf.dedup.rejected(dk, rcpt.Rejected)
+		}
 	}
 	wf.wait.stop()
 	// wf lives on until the ack (Done is its method); the readings' memory
@@ -715,18 +720,30 @@ type wsFrame struct {
 
 func (wf *wsFrame) finish(o telemetry.Outcome) {
 	if wf.dedup != nil {
-		wf.dedup.done(wf.dk, o.Err == nil)
+		wf.dedup.done(wf.dk, o.Err == nil, o.Rejected)
 	}
 	wf.conn.finish(&wf.slot, wf.seq, o)
 }
 
 // finishResend answers a resend that waited for its original's outcome.
-func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool) {
+func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool, a dedupAnswer) {
+	c.answerPost(s, c.resendAnswers(seq, stored, a)...)
+}
+
+// resendAnswers are the answers of a resent frame: those its original got.
+func (c *deviceConn) resendAnswers(seq uint64, stored bool, a dedupAnswer) [][]byte {
 	if !stored {
-		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
-		return
+		return [][]byte{errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)}
 	}
-	c.answerPost(s, c.ackMsg(seq))
+	var out [][]byte
+	if len(a.rejected) > 0 {
+		out = append(out, errorMsg(&seq, CodeRejected, strconv.Itoa(len(a.rejected))+" reading(s) rejected", 0, a.rejected))
+	}
+	out = append(out, c.ackMsg(seq))
+	if len(a.refused) > 0 {
+		out = append(out, errorMsg(&seq, CodeRejected, strconv.Itoa(len(a.refused))+" reading(s) refused by storage", 0, a.refused))
+	}
+	return out
 }
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only

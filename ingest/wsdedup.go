@@ -16,18 +16,31 @@ import (
 // therefore remembers, for a window, the frames it accepted: same device,
 // same seq and the same bytes (a device that restarted its seq counter
 // sends other bytes under an old seq, and is not confused with a resend).
-// A resend of a frame already stored is acked without being stored again;
-// a resend of one still being written is answered with the original's
-// outcome (ack, or not_stored); a resend of one that failed is consumed
-// anew.
+// A resend of a frame already stored gets the original's answers (its
+// ack, and the rejections of the readings that were refused) without being
+// stored again; a resend of one still being written is answered with the
+// original's outcome once it is known (the same answers, or not_stored); a
+// resend of one that failed is consumed anew.
 //
 // Bound and policy: at most WSConfig.DedupEntries frames (default 65536)
 // are remembered, for WSConfig.DedupWindow (default 5 min); when full, the
 // oldest is forgotten first (a resend after that is stored again: the
 // guarantee holds within the window and the capacity). Frames without seq
 // are never remembered (they have no ack to lose). At most maxDedupWaiters
-// resends wait on one pending original; more are consumed.
-const maxDedupWaiters = 4
+// resends wait on one pending original; more are consumed. A frame with
+// more than maxDedupRejections refused readings is forgotten once its
+// outcome is known, so that remembered answers stay small (its resend is
+// consumed again).
+const (
+	maxDedupWaiters    = 4
+	maxDedupRejections = 64
+)
+
+// dedupAnswer is what an original frame was answered: the readings refused
+// when it was consumed (validation) and those storage refused afterwards.
+type dedupAnswer struct {
+	rejected, refused []telemetry.Rejection
+}
 
 type dedupKey struct {
 	device telemetry.DeviceID
@@ -37,8 +50,10 @@ type dedupKey struct {
 
 type dedupEntry struct {
 	at      time.Time
-	stored  bool                // the original is durable
-	waiters []func(stored bool) // resends waiting for a pending original
+	stored  bool // the original is durable
+	answer  dedupAnswer
+	forget  bool                               // too many rejections to remember
+	waiters []func(stored bool, a dedupAnswer) // resends waiting for a pending original
 }
 
 type dedup struct {
@@ -70,19 +85,20 @@ const (
 )
 
 // check looks k up at now. For a new frame it registers k as pending;
-// for a resend of a pending frame it registers wait.
-func (d *dedup) check(k dedupKey, now time.Time, wait func(stored bool)) dedupVerdict {
+// for a resend of a pending frame it registers wait; for a resend of a
+// stored one it returns the original's answer.
+func (d *dedup) check(k dedupKey, now time.Time, wait func(stored bool, a dedupAnswer)) (dedupVerdict, dedupAnswer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e := d.entries[k]; e != nil && now.Sub(e.at) <= d.window {
 		if e.stored {
-			return dedupStored
+			return dedupStored, e.answer
 		}
 		if len(e.waiters) < maxDedupWaiters {
 			e.waiters = append(e.waiters, wait)
-			return dedupWaiting
+			return dedupWaiting, dedupAnswer{}
 		}
-		return dedupNew // consumed again, not remembered twice
+		return dedupNew, dedupAnswer{} // consumed again, not remembered twice
 	}
 	if old := d.ring[d.next]; old != (dedupKey{}) {
 		if e := d.entries[old]; e != nil && e.stored {
@@ -96,13 +112,26 @@ func (d *dedup) check(k dedupKey, now time.Time, wait func(stored bool)) dedupVe
 	d.ring[d.next] = k
 	d.next = (d.next + 1) % len(d.ring)
 	d.entries[k] = &dedupEntry{at: now}
-	return dedupNew
+	return dedupNew, dedupAnswer{}
 }
 
-// done records the outcome of the original frame k and answers the
-// resends that waited for it. A failed frame is forgotten (a resend must
-// be stored).
-func (d *dedup) done(k dedupKey, stored bool) {
+// rejected records the readings refused when the original frame k was
+// consumed.
+func (d *dedup) rejected(k dedupKey, rs []telemetry.Rejection) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e := d.entries[k]; e != nil {
+		if len(rs) > maxDedupRejections {
+			e.forget = true
+		}
+		e.answer.rejected = rs
+	}
+}
+
+// done records the outcome of the original frame k (refused: what storage
+// refused of it) and answers the resends that waited for it. A failed frame
+// is forgotten (a resend must be stored).
+func (d *dedup) done(k dedupKey, stored bool, refused []telemetry.Rejection) {
 	d.mu.Lock()
 	e := d.entries[k]
 	if e == nil {
@@ -111,13 +140,18 @@ func (d *dedup) done(k dedupKey, stored bool) {
 	}
 	waiters := e.waiters
 	e.waiters = nil
-	if stored && !e.at.IsZero() {
+	e.answer.refused = refused
+	if len(refused) > maxDedupRejections {
+		e.forget = true
+	}
+	answer := e.answer
+	if stored && !e.at.IsZero() && !e.forget {
 		e.stored = true
 	} else {
 		delete(d.entries, k)
 	}
 	d.mu.Unlock()
 	for _, w := range waiters {
-		w(stored)
+		w(stored, answer)
 	}
 }

@@ -224,22 +224,28 @@ func TestMQTTBrokerRestartLosesNothingAcked(t *testing.T) {
 	if nAcked < total/2 {
 		t.Fatalf("only %d of %d publishes acknowledged by the broker", nAcked, total)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for influx.CountPoints(t, testDB, "telemetry", "n") < int64(nAcked) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	stored := map[int64]bool{}
-	for _, s := range influx.Query(t, testDB, `SELECT "n" FROM "telemetry"`) {
-		for _, v := range s.Values {
-			n, _ := v[1].(json.Number).Int64()
-			stored[n] = true
+	var missing []int
+	defer func() {
+		if t.Failed() {
+			t.Logf("acknowledged by the broker but not stored: %v", missing)
 		}
-	}
-	acked.Range(func(k, _ any) bool {
-		if !stored[int64(k.(int))] {
-			t.Errorf("message %d acknowledged by the broker but not stored", k)
+	}()
+	eventually(t, 30*time.Second, "every acknowledged message stored", func() bool {
+		stored := map[int64]bool{}
+		for _, s := range influx.Query(t, testDB, `SELECT "n" FROM "telemetry"`) {
+			for _, v := range s.Values {
+				n, _ := v[1].(json.Number).Int64()
+				stored[n] = true
+			}
 		}
-		return true
+		missing = missing[:0]
+		acked.Range(func(k, _ any) bool {
+			if !stored[int64(k.(int))] {
+				missing = append(missing, k.(int))
+			}
+			return true
+		})
+		return len(missing) == 0
 	})
 }
 

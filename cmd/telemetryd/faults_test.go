@@ -273,15 +273,27 @@ func TestFaultSpoolFull(t *testing.T) {
 	startFleet(t, f, func() string { return svc.ws("/v1/ingest") }, broker.URL())
 	f.waitMoreAcks(t, 50, 20*time.Second)
 	influx.Kill(t)
-	// The spool fills up; then acks stop and devices are told to back off.
-	eventually(t, 30*time.Second, "devices told overloaded", func() bool { return count(&f.errCodes, "overloaded") > 0 })
-	// Frames already written to the spool may still be acked just after the
-	// first refusal; after that, nothing more may be acknowledged.
-	time.Sleep(500 * time.Millisecond)
-	stalled := f.ackedByService()
-	time.Sleep(time.Second)
-	if grew := f.ackedByService() - stalled; grew > 0 {
-		t.Fatalf("%d readings acknowledged while the spool was full", grew)
+	waitMetric(t, svc, "a write refused by the full spool", atLeast(1), "telemetryd_spool_full_total")
+	// From now until InfluxDB is back no frame a device sends may be
+	// acknowledged, and that is certain, not a matter of waiting long
+	// enough: such a frame is accepted after the spool refused a batch, so
+	// it lands in a later batch; acks follow batch order; and the refused
+	// batch cannot fit before the spool drains to InfluxDB. (Frames sent
+	// before may still be acked: their batch may have reached the spool
+	// before it filled.) Every ack is checked as it arrives (forbidAcks),
+	// so one that breaks the rule is caught whenever it comes.
+	f.forbidAcks()
+	// What shows the service took in those frames and held them: every
+	// device is refused one sent later, for back-pressure. Its earlier
+	// frames were consumed before it, in the socket's order.
+	eventually(t, 60*time.Second, "every WebSocket device told overloaded for a frame sent after the spool filled", func() bool {
+		if early := f.forbidden(); len(early) > 0 {
+			t.Fatalf("%d frames sent after the spool filled acknowledged while it was full, e.g. %v", len(early), early[0])
+		}
+		return f.refusedAll()
+	})
+	if early := f.allowAcks(); len(early) > 0 {
+		t.Fatalf("%d frames sent after the spool filled acknowledged while it was full, e.g. %v", len(early), early[0])
 	}
 	influx.Restart(t)
 	f.waitMoreAcks(t, 100, 60*time.Second) // ingest resumes once the spool drains

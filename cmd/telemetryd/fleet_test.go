@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +41,14 @@ type fleet struct {
 	errCodes sync.Map // error code → count
 	stop     chan struct{}
 	wg       sync.WaitGroup
+
+	// A no-ack check (forbidAcks): under mu. floor[d] is the newest seq
+	// WebSocket device d had sent when the check began; an ack for a later
+	// seq is recorded in early, an overloaded answer in refused.
+	ws      []*wsDevice
+	floor   map[string]int
+	early   []readingKey
+	refused map[string]int
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -50,27 +58,68 @@ func newFleet(t *testing.T) *fleet {
 func (f *fleet) ack(dev string, seq int) {
 	f.mu.Lock()
 	f.acked[readingKey{dev, seq}] = true
+	if floor, ok := f.floor[dev]; ok && seq > floor {
+		f.early = append(f.early, readingKey{dev, seq})
+	}
 	f.mu.Unlock()
+}
+
+// overloaded notes an overloaded answer to WebSocket device dev's frame seq.
+func (f *fleet) overloaded(dev string, seq int) {
+	f.mu.Lock()
+	if floor, ok := f.floor[dev]; ok && seq > floor {
+		f.refused[dev]++
+	}
+	f.mu.Unlock()
+}
+
+// forbidAcks begins a no-ack check: from now until allowAcks, no
+// WebSocket device may be acknowledged a frame it sends from now on. The
+// check is made on every ack as it arrives, so it needs no waiting: an
+// ack that breaks it is recorded whenever it comes, and allowAcks reports
+// it.
+func (f *fleet) forbidAcks() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.floor, f.early, f.refused = map[string]int{}, nil, map[string]int{}
+	for _, d := range f.ws {
+		f.floor[d.id] = int(d.lastSent.Load())
+	}
+}
+
+// refusedAll reports whether every WebSocket device was answered
+// overloaded for a frame it sent since forbidAcks.
+func (f *fleet) refusedAll() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.ws {
+		if f.refused[d.id] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// forbidden returns the acks that broke the check so far.
+func (f *fleet) forbidden() []readingKey {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.early)
+}
+
+// allowAcks ends the check and returns the acks that broke it.
+func (f *fleet) allowAcks() []readingKey {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	early := f.early
+	f.floor, f.early, f.refused = nil, nil, nil
+	return early
 }
 
 func (f *fleet) ackedCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.acked)
-}
-
-// ackedByService counts the readings acknowledged by telemetryd itself
-// (WebSocket acks), leaving out MQTT PUBACKs, which come from the broker.
-func (f *fleet) ackedByService() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for k := range f.acked {
-		if strings.HasPrefix(k.device, "ws-") {
-			n++
-		}
-	}
-	return n
 }
 
 func count(m *sync.Map, k any) int64 {
@@ -99,6 +148,7 @@ type wsDevice struct {
 	token    string
 	url      func() string
 	interval time.Duration
+	lastSent atomic.Int64 // newest seq, stored before it is sent
 
 	mu      sync.Mutex
 	pending map[int]int64 // seq → ts, sent but not acked
@@ -115,6 +165,9 @@ type wsSession struct {
 
 func (f *fleet) addWS(id, token string, url func() string, interval time.Duration) {
 	d := &wsDevice{f: f, id: id, token: token, url: url, interval: interval, pending: map[int]int64{}}
+	f.mu.Lock()
+	f.ws = append(f.ws, d)
+	f.mu.Unlock()
 	f.wg.Add(1)
 	go d.run()
 }
@@ -134,6 +187,9 @@ func (s *wsSession) OnMessage(_ *gws.Conn, m *gws.Message) {
 	}
 	if msg.Error != nil {
 		inc(&d.f.errCodes, msg.Error.Code)
+		if msg.Error.Code == "overloaded" && msg.Error.Seq != nil {
+			d.f.overloaded(d.id, int(*msg.Error.Seq))
+		}
 	}
 }
 
@@ -197,6 +253,7 @@ func (d *wsDevice) run() {
 				d.mu.Lock()
 				d.pending[seq] = ts
 				d.mu.Unlock()
+				d.lastSent.Store(int64(seq))
 				d.f.sent.Add(1)
 				if err := d.conn.WriteString(faultPayload(seq, ts)); err != nil {
 					break send
@@ -275,8 +332,16 @@ func (f *fleet) verify(t *testing.T, influx *influxtest.Server, timeout time.Dur
 	}
 	f.mu.Unlock()
 	var stored map[readingKey]int
-	deadline := time.Now().Add(timeout)
-	for {
+	var missing []readingKey
+	defer func() {
+		if len(missing) > 0 {
+			for _, k := range missing[:min(len(missing), 20)] {
+				t.Logf("acknowledged but not stored: device %s seq %d", k.device, k.seq)
+			}
+			t.Logf("lost %d of %d acknowledged readings", len(missing), len(acked))
+		}
+	}()
+	eventually(t, timeout, "every acknowledged reading stored", func() bool {
 		stored = map[readingKey]int{}
 		for _, s := range influx.Query(t, testDB, `SELECT "n" FROM "`+faultMeasurement+`" GROUP BY "device_id"`) {
 			for _, v := range s.Values {
@@ -284,27 +349,14 @@ func (f *fleet) verify(t *testing.T, influx *influxtest.Server, timeout time.Dur
 				stored[readingKey{s.Tags["device_id"], n}]++
 			}
 		}
-		missing := 0
+		missing = missing[:0]
 		for k := range acked {
 			if stored[k] == 0 {
-				missing++
+				missing = append(missing, k)
 			}
 		}
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			shown := 0
-			for k := range acked {
-				if stored[k] == 0 && shown < 20 {
-					t.Errorf("acknowledged but not stored: device %s seq %d", k.device, k.seq)
-					shown++
-				}
-			}
-			t.Fatalf("lost %d of %d acknowledged readings", missing, len(acked))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(missing) == 0
+	})
 	for k, n := range stored {
 		if n != 1 {
 			t.Errorf("device %s seq %d stored %d times", k.device, k.seq, n)
