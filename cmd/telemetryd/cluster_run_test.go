@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,6 +185,41 @@ func TestRunClusterSmoke(t *testing.T) {
 		}
 		return n > 0
 	})
+
+	// kill -9 of instance b: HAProxy takes it out of rotation, requests
+	// through it keep being answered, and the WebSocket devices go on
+	// through a and c.
+	m := regexp.MustCompile(`b http://127\.0\.0\.1:\d+\s+\(pid (\d+)\)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no pid of instance b in the banner:\n%s", out)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, clusterWait, "HAProxy marks b DOWN", func() bool {
+		resp, err := http.Get("http://127.0.0.1:" + stats + "/;csv")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), "\ntelemetryd,b,") && regexp.MustCompile(`\ntelemetryd,b,(?:[^,\n]*,){15}DOWN`).Match(body)
+	})
+	for range 6 {
+		if s := httpStatus(through.url("/readyz")); s != http.StatusOK {
+			t.Fatalf("readyz through HAProxy with b down: %d", s)
+		}
+	}
+	wsOn := func() float64 {
+		n := 0.0
+		for _, p := range []string{inst[0], inst[2]} {
+			n += max(0, scrape(t, &service{addr: "127.0.0.1:" + p}).get("telemetryd_readings_accepted_total", `transport="ws"`))
+		}
+		return n
+	}
+	was := wsOn()
+	eventually(t, clusterWait, "WebSocket readings through a and c with b down", func() bool { return wsOn() > was+5 })
 
 	// Ctrl-C: everything stops, every port is released.
 	stopped = true
