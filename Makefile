@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzTemplateAgrees$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzLineProtocol$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCBOR$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzCBORMatchesJSON$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 
 # The benchmark harness (docs/performance.md): the shipped binary against
 # raw baselines in the same run; table in bench/out/results.{json,md}.

@@ -16,7 +16,28 @@ const (
 	// FormatCBOR: the same native schema in CBOR (RFC 8949), in WebSocket
 	// binary frames, MQTT payloads or HTTP bodies.
 	FormatCBOR Format = "cbor"
+	// FormatSenML: SenML JSON envelopes {"seq":N,"measurement":…,"senml":[…]},
+	// one record per metric (see formats.go).
+	FormatSenML Format = "senml"
+	// FormatSenMLCBOR: the same envelopes in CBOR, records with RFC 8428
+	// §6's integer labels.
+	FormatSenMLCBOR Format = "senml-cbor"
+	// FormatLP: InfluxDB line protocol, one line per reading (HTTP: POST
+	// /api/v2/write, the 204 the ack; MQTT: the payload, PUBACK the ack).
+	FormatLP Format = "lp"
 )
+
+// formats lists every Format, for validation and help texts.
+var formats = []Format{FormatJSON, FormatSenML, FormatCBOR, FormatSenMLCBOR, FormatLP}
+
+// binary reports whether f travels in WebSocket binary frames.
+func (f Format) binary() bool { return f == FormatCBOR || f == FormatSenMLCBOR }
+
+// senml reports whether f is a SenML encoding: no tags, so no sim_run tag.
+func (f Format) senml() bool { return f == FormatSenML || f == FormatSenMLCBOR }
+
+// tagged reports whether the readings carry the sim_run tag.
+func (f Format) tagged() bool { return !f.senml() }
 
 // The simulator builds every frame as JSON (faults, renumbering and
 // resends work on that text) and, for FormatCBOR, transcodes the finished
@@ -29,8 +50,16 @@ const (
 // malformed fault's truncated text) becomes {"seq":N,"truncated":"<text>"}:
 // well-formed CBOR that the service refuses as a whole (invalid_payload),
 // naming seq N, as it does the truncated JSON.
-func toCBOR(frame []byte) []byte {
-	out, rest, err := cborValue(nil, frame)
+func toCBOR(frame []byte) []byte { return toCBORLabels(frame, false) }
+
+// toCBORLabels is toCBOR; with senml, the keys of the records in the
+// envelope's "senml" array become RFC 8428 §6's integer labels.
+func toCBORLabels(frame []byte, senml bool) []byte {
+	mode := labelsNone
+	if senml {
+		mode = labelsEnvelope
+	}
+	out, rest, err := cborValue(nil, frame, mode)
 	if err == nil && len(skipSpace(rest)) == 0 {
 		return out
 	}
@@ -83,15 +112,41 @@ func cborHead(dst []byte, major byte, n uint64) []byte {
 
 func cborText(dst []byte, s string) []byte { return append(cborHead(dst, 3, uint64(len(s))), s...) }
 
+// labels says which map keys become SenML integer labels: none, none
+// here but those of the records in this envelope's "senml" array, or
+// those of this map (a record).
+type labels int
+
+const (
+	labelsNone labels = iota
+	labelsEnvelope
+	labelsRecords // the "senml" array: its maps are records
+	labelsRecord
+)
+
+// senmlLabels are RFC 8428 §6's integer labels (the service's table is
+// its own; the simulator talks to it only over the wire).
+var senmlLabels = map[string]int64{
+	"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6,
+	"n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8,
+}
+
+func cborInt(dst []byte, n int64) []byte {
+	if n < 0 {
+		return cborHead(dst, 1, uint64(-(n + 1)))
+	}
+	return cborHead(dst, 0, uint64(n))
+}
+
 // cborValue transcodes the JSON value at the start of in.
-func cborValue(dst, in []byte) ([]byte, []byte, error) {
+func cborValue(dst, in []byte, mode labels) ([]byte, []byte, error) {
 	in = skipSpace(in)
 	if len(in) == 0 {
 		return dst, in, errNotJSON
 	}
 	switch c := in[0]; {
 	case c == '{' || c == '[':
-		return cborContainer(dst, in)
+		return cborContainer(dst, in, mode)
 	case c == '"':
 		s, rest, err := jsonText(in)
 		if err != nil {
@@ -131,7 +186,7 @@ func hasWord(in []byte, w string) bool { return len(in) >= len(w) && string(in[:
 
 // cborContainer transcodes an object or array: its items first, then the
 // head with their count.
-func cborContainer(dst, in []byte) ([]byte, []byte, error) {
+func cborContainer(dst, in []byte, mode labels) ([]byte, []byte, error) {
 	obj := in[0] == '{'
 	end := byte(']')
 	if obj {
@@ -153,13 +208,31 @@ func cborContainer(dst, in []byte) ([]byte, []byte, error) {
 			if err != nil {
 				return dst, in, err
 			}
-			items = cborText(items, k)
+			child := labelsNone
+			if l, ok := senmlLabels[k]; ok && mode == labelsRecord {
+				items = cborInt(items, l)
+			} else {
+				items = cborText(items, k)
+			}
+			if mode == labelsEnvelope && k == "senml" {
+				child = labelsRecords
+			}
 			if rest = skipSpace(rest); len(rest) == 0 || rest[0] != ':' {
 				return dst, in, errNotJSON
 			}
 			in = rest[1:]
+			if items, in, err = cborValue(items, in, child); err != nil {
+				return dst, in, err
+			}
+			in = skipSpace(in)
+			n++
+			continue
 		}
-		if items, in, err = cborValue(items, in); err != nil {
+		child := labelsNone
+		if mode == labelsRecords {
+			child = labelsRecord
+		}
+		if items, in, err = cborValue(items, in, child); err != nil {
 			return dst, in, err
 		}
 		in = skipSpace(in)

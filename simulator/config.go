@@ -238,8 +238,9 @@ type Config struct {
 	// Gateways that report for ChildrenPerGateway devices each, in batches.
 	Gateways, ChildrenPerGateway int
 	Transport                    Transport
-	// Format is the payload encoding (default json; cbor: the same frames
-	// in CBOR, binary frames on WebSocket).
+	// Format is the payload encoding: json (default), senml, cbor,
+	// senml-cbor (CBOR ones in binary frames on WebSocket) or lp (line
+	// protocol; HTTP or MQTT only). See formats.go.
 	Format Format
 	// Profile of the signals: environment, vehicle, power, status or mixed.
 	Profile string
@@ -405,10 +406,12 @@ func (c *Config) validate() error {
 	default:
 		bad("transport %q: want ws, mqtt, http, mixed or gateway", c.Transport)
 	}
-	switch c.Format {
-	case FormatJSON, FormatCBOR:
-	default:
-		bad("format %q: want json or cbor", c.Format)
+	switch {
+	case !slices.Contains(formats, c.Format):
+		bad("format %q: want json, senml, cbor, senml-cbor or lp", c.Format)
+	case c.Format == FormatLP && c.Transport != TransportHTTP && c.Transport != TransportMQTT:
+		// A line-protocol WebSocket frame has no seq, so nothing would ack it.
+		bad("format lp needs -transport http (the 204 is the ack) or mqtt (the PUBACK is), not %s", c.Transport)
 	}
 	if c.Profile != ProfileMixed && !slices.Contains(profiles, c.Profile) {
 		bad("profile %q: want environment, vehicle, power, status or mixed", c.Profile)

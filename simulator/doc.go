@@ -21,9 +21,12 @@
 //
 // # Readings and the counting model
 //
-// Every reading carries the tag sim_run=<run id> and the integer field
-// sim_seq, a per-device sequence number, and a device timestamp in
-// nanoseconds that is strictly increasing per device. A reading is
+// Every reading carries the tag sim_run=<run id> (but in SenML, which has
+// no tags: such a run is found by its devices and time window, see
+// formats.go) and the field sim_seq, a per-device sequence number, and a
+// device timestamp in nanoseconds that is strictly increasing per device.
+// Config.Format chooses the encoding (json, senml, cbor, senml-cbor, lp).
+// A reading is
 //
 //   - sent once its frame was written at least once;
 //   - acked when its frame was answered with {"ack":seq} (WebSocket) or a

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,11 +36,16 @@ type httpLink struct {
 
 var errLinkClosed = errors.New("http link closed")
 
-// dialHTTP returns a link posting to base's /v1/ingest.
+// dialHTTP returns a link posting to base's /v1/ingest (line protocol:
+// its /api/v2/write).
 func (r *runner) dialHTTP(_ context.Context, s *sender, gen uint64, base, token string) (link, error) {
+	path := "/v1/ingest"
+	if r.cfg.Format == FormatLP {
+		path = "/api/v2/write?org=sim&bucket=sim&precision=ns"
+	}
 	return &httpLink{
 		s: s, gen: gen, token: token, client: r.httpc,
-		url:     strings.TrimSuffix(base, "/") + "/v1/ingest",
+		url:     strings.TrimSuffix(base, "/") + path,
 		cancels: make(map[*http.Request]context.CancelFunc),
 	}, nil
 }
@@ -69,10 +76,9 @@ func (l *httpLink) post(seq uint64, body []byte, raw bool) {
 		return
 	}
 	req.Header.Set("Authorization", "Bearer "+l.token)
-	if l.s.r.cfg.Format == FormatCBOR {
-		req.Header.Set("Content-Type", "application/cbor")
-	} else {
-		req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentTypes[l.s.r.cfg.Format])
+	if l.s.r.cfg.Format == FormatLP {
+		req.Header.Set("Authorization", "Token "+l.token) // as InfluxDB clients send it
 	}
 	l.mu.Lock()
 	if l.closed.Load() {
@@ -104,6 +110,9 @@ func (l *httpLink) post(seq uint64, body []byte, raw bool) {
 	case resp.StatusCode == http.StatusUnauthorized:
 		l.lost(1008, fmt.Errorf("HTTP %s", resp.Status)) // the credential was revoked
 		return
+	case l.s.r.cfg.Format == FormatLP && !raw:
+		l.influxAnswer(seq, body, resp, answer)
+		return
 	}
 	var m struct {
 		Ack   *uint64         `json:"ack"`
@@ -133,6 +142,77 @@ func (l *httpLink) post(seq uint64, body []byte, raw bool) {
 	if resp.StatusCode == http.StatusOK && m.Ack != nil {
 		l.s.onAck(*m.Ack)
 	}
+}
+
+var contentTypes = map[Format]string{
+	FormatJSON: "application/json", FormatSenML: "application/senml+json",
+	FormatCBOR: "application/cbor", FormatSenMLCBOR: "application/senml+cbor",
+	FormatLP: "text/plain; charset=utf-8",
+}
+
+// influxPoint is one dropped point of an InfluxDB partial-write message,
+// as the service words it: "point N: <message> (<code>);".
+var influxPoint = regexp.MustCompile(`point (\d+): (.*?) \(([a-z_]+)\);`)
+
+// influxAnswer turns a /api/v2/write answer into the socket's messages:
+// 204 the ack; a partial write (400, 422) its rejections (points are
+// 1-based there), then the ack — unless every line failed to parse (400
+// dropping them all), which is the frame's invalid_payload; 429 and 503
+// a resend after Retry-After.
+func (l *httpLink) influxAnswer(seq uint64, body []byte, resp *http.Response, answer []byte) {
+	var m struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(answer, &m) // an empty 204 has none
+	e := serverError{Seq: &seq, Message: m.Message}
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+		l.s.onAck(seq)
+		return
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		e.Code = "rate_limited"
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			e.Code = "overloaded"
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			e.RetryAfterMS = int64(s) * 1000
+		}
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		for _, p := range influxPoint.FindAllStringSubmatch(m.Message, -1) {
+			n, _ := strconv.Atoi(p[1])
+			e.Rejected = append(e.Rejected, rejection{Index: n - 1, Code: p[3], Message: p[2]})
+		}
+		if resp.StatusCode == http.StatusBadRequest && unparsable(e.Rejected, bytes.Count(body, []byte{'\n'})) {
+			e.Code, e.Rejected = "invalid_payload", nil
+			l.s.onError(&e)
+			return
+		}
+		e.Code = "rejected"
+		l.s.onError(&e)
+		l.s.onAck(seq)
+		return
+	default:
+		e.Code = m.Code
+		if e.Code == "" {
+			e.Code = "http_" + strconv.Itoa(resp.StatusCode)
+		}
+	}
+	l.s.onError(&e)
+}
+
+// unparsable reports whether every one of a frame's lines was dropped for
+// not parsing (invalid_reading, the decoder's code for a syntax error).
+func unparsable(rej []rejection, lines int) bool {
+	if len(rej) != lines {
+		return false
+	}
+	for _, r := range rej {
+		if r.Code != "invalid_reading" {
+			return false
+		}
+	}
+	return true
 }
 
 // lost ends the link once (a network failure, a revoked token, the

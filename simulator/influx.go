@@ -110,16 +110,24 @@ func quoteString(s string) string {
 	return `'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`).Replace(s) + `'`
 }
 
-// where selects one run's readings in a time window (ns).
+// where selects one run's readings in a time window (ns): by its sim_run
+// tag, or, for a run whose format carries no tags (runID ""), by the
+// window alone — the callers then keep only the run's devices.
 func where(runID string, from, to int64) string {
+	if runID == "" {
+		return fmt.Sprintf(`WHERE time >= %d AND time <= %d`, from, to)
+	}
 	return fmt.Sprintf(`WHERE %s::tag = %s AND time >= %d AND time <= %d`, quoteIdent(RunTag), quoteString(runID), from, to)
 }
 
-// count returns how many readings of the run are stored.
-func (c *influxClient) count(ctx context.Context, measurements []string, runID string, from, to int64) (int64, error) {
-	q := fmt.Sprintf(`SELECT count(%s) FROM %s %s`, quoteIdent(SeqField), c.from(measurements), where(runID, from, to))
+// count returns how many readings of the run's devices (known) are stored.
+func (c *influxClient) count(ctx context.Context, measurements []string, runID string, from, to int64, known func(device string) bool) (int64, error) {
+	q := fmt.Sprintf(`SELECT count(%s) FROM %s %s GROUP BY %s`, quoteIdent(SeqField), c.from(measurements), where(runID, from, to), quoteIdent(deviceIDTag))
 	var total int64
 	err := c.query(ctx, q, func(s *influxSeries) error {
+		if !known(s.Tags[deviceIDTag]) {
+			return nil
+		}
 		for _, row := range s.Values {
 			if len(row) > 1 {
 				if n, err := asInt(row[1]); err == nil {

@@ -54,10 +54,11 @@ func (w *liveWatcher) run(ctx context.Context, url string) {
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(wsIdle))
 			go conn.ReadLoop()
-			sub, _ := json.Marshal(map[string]any{
-				"op": "subscribe", "id": "sim", "devices": []string{"*"},
-				"tags": map[string]string{RunTag: w.r.runID},
-			})
+			req := map[string]any{"op": "subscribe", "id": "sim", "devices": []string{"*"}}
+			if w.r.cfg.Format.tagged() {
+				req["tags"] = map[string]string{RunTag: w.r.runID}
+			} // else every device: OnMessage keeps the run's own (formats.go)
+			sub, _ := json.Marshal(req)
 			if err = conn.WriteMessage(gws.OpcodeText, sub); err == nil {
 				select {
 				case err = <-lc.closed:

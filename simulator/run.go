@@ -28,12 +28,58 @@ type runner struct {
 	httpc       *http.Client    // TransportHTTP's links share its connections
 }
 
-// wire is a finished JSON frame in the run's -format.
+// wire is a finished frame in the run's -format: the JSON frames (native
+// or SenML) are built as text, which faults, renumbering and resends work
+// on, and transcoded last.
 func (r *runner) wire(frame []byte) []byte {
-	if r.cfg.Format == FormatCBOR {
+	switch r.cfg.Format {
+	case FormatCBOR:
 		return toCBOR(frame)
+	case FormatSenMLCBOR:
+		return toCBORLabels(frame, true)
 	}
 	return frame
+}
+
+// encode builds a frame of readings in the run's -format (before wire);
+// recRef is non-nil for SenML (formats.go).
+func (r *runner) encode(seq uint64, rs []reading, variant int, batch bool) (payload []byte, body int, recRef []int) {
+	switch {
+	case r.cfg.Format.senml():
+		return encodeSenML(seq, rs, variant)
+	case r.cfg.Format == FormatLP:
+		return encodeLP(rs, r.runID), 0, nil
+	}
+	payload, body = encodeFrame(seq, rs, r.runID, variant, batch)
+	return payload, body, nil
+}
+
+// malformed is the malformed fault's version of a frame.
+func (r *runner) malformed(payload []byte, body int, cut float64) []byte {
+	if r.cfg.Format == FormatLP {
+		return malformedLP(r.runID)
+	}
+	return truncate(payload, body, cut)
+}
+
+// withSeq renumbers a frame; line protocol carries no seq (its frames are
+// told apart by the request that carries them).
+func (r *runner) withSeq(payload []byte, body int, seq uint64) ([]byte, int) {
+	if r.cfg.Format == FormatLP {
+		return payload, body
+	}
+	return withSeq(payload, body, seq)
+}
+
+// expectedRejections is how many rejection entries the service sends for
+// a reading with the invalid or skew fault: one, but for SenML one per
+// record of a skewed reading (its time is every record's) and one for the
+// invalid value's record.
+func expectedRejections(f Format, rd *reading) int {
+	if f.senml() && rd.fault == FaultSkew {
+		return 1 + len(rd.fields)
+	}
+	return 1
 }
 
 func (r *runner) noteGenEnd(t time.Time) {
@@ -258,9 +304,14 @@ func (r *runner) verify(ctx context.Context, senders []*sender, sources map[stri
 	from := r.start.Add(-time.Second).UnixNano()
 	to := time.Now().Add(cfg.SkewBy + time.Hour).UnixNano()
 
+	runTag := r.runID
+	if !cfg.Format.tagged() {
+		runTag = "" // found by its devices and time window (formats.go)
+	}
+	known := func(device string) bool { return sources[device] != nil }
 	deadline := time.Now().Add(cfg.VerifyTimeout)
 	for {
-		n, err := db.count(ctx, ms, r.runID, from, to)
+		n, err := db.count(ctx, ms, runTag, from, to, known)
 		if err != nil {
 			return err
 		}
@@ -278,8 +329,11 @@ func (r *runner) verify(ctx context.Context, senders []*sender, sources map[stri
 		}
 	}
 	var foreign uint64
-	err := db.list(ctx, ms, r.runID, from, to, func(device string, seq int64) {
+	err := db.list(ctx, ms, runTag, from, to, func(device string, seq int64) {
 		src := sources[device]
+		if src == nil && runTag == "" {
+			return // another fleet's reading in the window
+		}
 		if src == nil || seq < 1 || seq > int64(^uint32(0)) {
 			foreign++
 			return

@@ -35,6 +35,7 @@ type frame struct {
 	payload    []byte
 	body       int // start of the part after the seq prefix
 	refs       []ref
+	recRef     []int     // SenML: the refs index of each record (nil: one entry per reading)
 	kind       FaultKind // FaultMalformed or FaultDuplicate for such frames
 	action     FaultKind // connection fault performed right after the first send
 	acted      bool      // action done (run goroutine only)
@@ -301,7 +302,7 @@ func (s *sender) finishBatch(now time.Time) {
 		rs[i].simSeq = rs[i].src.add(rs[i].ts, rs[i].fault)
 		refs[i] = ref{src: rs[i].src, simSeq: rs[i].simSeq, fault: rs[i].fault}
 		if rs[i].fault == FaultInvalid || rs[i].fault == FaultSkew {
-			awaitRej++
+			awaitRej += expectedRejections(s.r.cfg.Format, &rs[i])
 			s.r.c.faultInjected[rs[i].fault].Add(1)
 		}
 		if rs[i].fault == FaultMalformed {
@@ -312,11 +313,11 @@ func (s *sender) finishBatch(now time.Time) {
 	defer s.mu.Unlock()
 	f := &frame{seq: s.nextSeq, refs: refs, needSend: true}
 	s.nextSeq++
-	f.payload, f.body = encodeFrame(f.seq, rs, s.r.runID, variant, s.gateway)
+	f.payload, f.body, f.recRef = s.r.encode(f.seq, rs, variant, s.gateway)
 	switch fault {
 	case FaultMalformed:
 		f.kind = FaultMalformed
-		f.payload = truncate(f.payload, f.body, cut)
+		f.payload = s.r.malformed(f.payload, f.body, cut)
 	case FaultOversize, FaultDisconnect, FaultWrongToken:
 		f.action = fault
 	}
@@ -326,9 +327,9 @@ func (s *sender) finishBatch(now time.Time) {
 	s.outstanding[f.seq] = f
 	s.r.c.buffered.Add(1)
 	if fault == FaultDuplicate {
-		d := &frame{seq: s.nextSeq, refs: refs, kind: FaultDuplicate, needSend: true}
+		d := &frame{seq: s.nextSeq, refs: refs, recRef: f.recRef, kind: FaultDuplicate, needSend: true}
 		s.nextSeq++
-		d.payload, d.body = withSeq(f.payload, f.body, d.seq)
+		d.payload, d.body = s.r.withSeq(f.payload, f.body, d.seq)
 		d.payload = s.r.wire(d.payload)
 		s.outstanding[d.seq] = d
 		s.r.c.buffered.Add(1)
@@ -792,6 +793,18 @@ func (s *sender) onRejected(seq uint64, list []rejection) {
 	var refs []ref
 	if f != nil {
 		refs = f.refs
+		if f.recRef != nil { // SenML: an index names a record, refs has one entry per reading
+			mapped := make([]rejection, len(list))
+			for i, rj := range list {
+				mapped[i] = rj
+				if rj.Index >= 0 && rj.Index < len(f.recRef) {
+					mapped[i].Index = f.recRef[rj.Index]
+				} else {
+					mapped[i].Index = -1
+				}
+			}
+			list = mapped
+		}
 		for _, rj := range list {
 			if rj.Index >= 0 && rj.Index < len(refs) && refs[rj.Index].fault != FaultNone && f.awaitRej > 0 {
 				f.awaitRej--

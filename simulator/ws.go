@@ -98,7 +98,7 @@ func (f dialFunc) Dial(network, addr string) (net.Conn, error) { return f(networ
 func (l *wsLink) send(f *frame) error {
 	_ = l.conn.SetDeadline(time.Now().Add(wsIdle))
 	op := gws.OpcodeText
-	if l.s.r.cfg.Format == FormatCBOR {
+	if l.s.r.cfg.Format.binary() {
 		op = gws.OpcodeBinary
 	}
 	return l.conn.WriteMessage(op, f.payload)

@@ -100,7 +100,7 @@ Flags (those naming a TELEMETRY_* variable default to it):
 	fs.IntVar(&c.Gateways, "gateways", 0, "gateways reporting for -children-per-gateway devices each (gateway mode default: devices/children)")
 	fs.IntVar(&c.ChildrenPerGateway, "children-per-gateway", 10, "devices behind each gateway")
 	fs.StringVar(&o.transport, "transport", "ws", "ws, mqtt, http (POST /v1/ingest per frame), mixed (connections alternate) or gateway (devices behind WebSocket gateways)")
-	fs.StringVar((*string)(&c.Format), "format", "json", "payload encoding: json or cbor (the same frames in CBOR; WebSocket binary frames)")
+	fs.StringVar((*string)(&c.Format), "format", "json", "payload encoding: json, senml, cbor, senml-cbor (CBOR: WebSocket binary frames) or lp (line protocol; -transport http or mqtt)")
 	fs.StringVar(&c.Profile, "profile", "environment", "signals: environment, vehicle, power, status or mixed")
 	fs.Float64Var(&c.Rate, "rate", 1, "readings per second per device")
 	fs.Float64Var(&c.Jitter, "jitter", 0.2, "spread of each interval, ± this fraction")

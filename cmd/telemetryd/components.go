@@ -185,7 +185,7 @@ type endpoints struct {
 func routes(e endpoints, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ingest", e.ws)
-	mountHTTPIngest(mux, e.ws, log.With("component", "http-ingest")) // ingest_http.go: POST /v1/ingest, /api/v2/write, /write
+	httpIngest := mountHTTPIngest(mux, e.ws, log.With("component", "http-ingest")) // ingest_http.go: POST /v1/ingest, /api/v2/write, /write
 	mux.Handle("GET /v1/live", e.dash)
 	// web.go: the dashboard page, its API and /v1/live/sse.
 	mountWeb(mux, webDeps{dash: e.dash, hub: e.hub, store: e.store, registered: e.reg.Devices, log: log.With("component", "web")})
@@ -196,7 +196,7 @@ func routes(e endpoints, log *slog.Logger) http.Handler {
 	})
 	mux.Handle("GET /readyz", e.ready)
 	mux.Handle("GET /metrics", metricsHandler(metricSources{
-		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, registry: e.reg, relay: e.relay,
+		bridge: e.bridge, hub: e.hub, dash: e.dash, ws: e.ws, mqtt: e.mqtt, http: httpIngest, registry: e.reg, relay: e.relay,
 		incompleteRequests: e.server.IncompleteRequests, durable: e.durable, guard: e.guard, build: currentBuild(),
 	}, log))
 	return e.guard.Wrap(mux)

@@ -136,6 +136,26 @@ func TestHTTPIngestEndToEnd(t *testing.T) {
 		if a := httpPost(t, svc.url("/v1/ingest"), "Bearer tok-http", bytes.Repeat([]byte(" "), 300<<10)); a.status != 413 {
 			t.Fatalf("oversized: %d %s", a.status, a.raw)
 		}
+		// HTTP.Stats in /metrics: the five requests above, each where it belongs.
+		m := scrape(t, svc)
+		for _, c := range []struct {
+			name   string
+			labels []string
+			want   float64
+		}{
+			{"telemetryd_frames_received_total", []string{`transport="http"`}, 5},
+			{"telemetryd_acks_sent_total", []string{`transport="http"`}, 2},
+			{"telemetryd_readings_accepted_total", []string{`transport="http"`}, 2},
+			{"telemetryd_http_readings_rejected_total", nil, 1},
+			{"telemetryd_frames_rejected_total", []string{`transport="http"`, `reason="invalid_payload"`}, 1},
+			{"telemetryd_frames_rejected_total", []string{`transport="http"`, `reason="unauthorized"`}, 1},
+			{"telemetryd_frames_rejected_total", []string{`transport="http"`, `reason="too_large"`}, 1},
+			{"telemetryd_frames_rejected_total", []string{`transport="http"`, `reason="rate_limited"`}, 0},
+		} {
+			if got := m.get(c.name, c.labels...); got != c.want {
+				t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+			}
+		}
 	})
 
 	t.Run("InfluxDB client's blocking writer", func(t *testing.T) {

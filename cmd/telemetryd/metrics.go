@@ -35,6 +35,7 @@ type metricSources struct {
 	dash   *live.Dashboards
 	ws     *ingest.WS
 	mqtt   *ingest.MQTT
+	http   *ingest.HTTP // POST /v1/ingest, /api/v2/write, /write
 	// registry: auth failures and sizes.
 	registry *devices.Registry
 	// incompleteRequests counts HTTP connections closed before a complete
@@ -91,11 +92,12 @@ func metricDefs() []metricDef {
 		{"telemetryd_http_incomplete_requests_total", "HTTP connections closed before sending a complete request (slow handshakes cut by -read-header-timeout among them).", c, nil},
 		{"telemetryd_registry_devices", "Devices and gateways in the registry, revoked ones included.", g, nil},
 		{"telemetryd_registry_viewers", "Dashboard viewers in the registry, revoked ones included.", g, nil},
-		{"telemetryd_frames_received_total", "Frames (WebSocket messages, MQTT publishes) received from devices, by transport.", c, []string{"transport"}},
-		{"telemetryd_frames_rejected_total", "Whole frames refused, by transport and reason (invalid_payload, overloaded, unknown_device).", c, []string{"transport", "reason"}},
+		{"telemetryd_frames_received_total", "Frames (WebSocket messages, MQTT publishes, HTTP ingest requests) received from devices, by transport (ws, mqtt, http).", c, []string{"transport"}},
+		{"telemetryd_frames_rejected_total", "Whole frames refused, by transport and reason (invalid_payload, overloaded, rate_limited, unknown_device; HTTP also unauthorized, too_large, not_stored).", c, []string{"transport", "reason"}},
 		{"telemetryd_readings_accepted_total", "Readings accepted into the pipeline, by transport.", c, []string{"transport"}},
 		{"telemetryd_readings_rejected_total", "Readings rejected, by rejection code (decoder, validation, type guard and storage alike).", c, []string{"reason"}},
-		{"telemetryd_acks_sent_total", "Acknowledgements sent to devices (WebSocket acks, MQTT PUBACKs), by transport.", c, []string{"transport"}},
+		{"telemetryd_http_readings_rejected_total", "Readings of HTTP ingest requests named in a refusal (decoder, validation, type guard or storage), all codes together.", c, nil},
+		{"telemetryd_acks_sent_total", "Acknowledgements sent to devices (WebSocket acks, MQTT PUBACKs, HTTP 200/204 answers), by transport.", c, []string{"transport"}},
 		{"telemetryd_mqtt_connected", "MQTT client connections up and subscribed.", g, nil},
 		{"telemetryd_mqtt_client_messages_total", "MQTT messages the broker delivered, per client connection: in a share group, this instance's share (client_id is <mqtt-client-id>-<instance-id>-<n>).", c, []string{"client_id"}},
 		{"telemetryd_mqtt_unacked_messages", "MQTT messages received and not yet acknowledged to the broker.", g, nil},
@@ -247,6 +249,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit("telemetryd_frames_rejected_total", float64(s.Overflow), "mqtt", "overloaded")
 		emit("telemetryd_readings_accepted_total", float64(s.ReadingsAccepted), "mqtt")
 		emit("telemetryd_acks_sent_total", float64(s.Acked), "mqtt")
+	}
+	if h := c.src.http; h != nil {
+		s := h.Stats()
+		emit("telemetryd_frames_received_total", float64(s.Requests), "http")
+		emit("telemetryd_frames_rejected_total", float64(s.Unauthorized), "http", "unauthorized")
+		emit("telemetryd_frames_rejected_total", float64(s.TooLarge), "http", "too_large")
+		emit("telemetryd_frames_rejected_total", float64(s.Invalid), "http", "invalid_payload")
+		emit("telemetryd_frames_rejected_total", float64(s.RateLimited), "http", "rate_limited")
+		emit("telemetryd_frames_rejected_total", float64(s.Overloaded), "http", "overloaded")
+		emit("telemetryd_frames_rejected_total", float64(s.NotStored), "http", "not_stored")
+		emit("telemetryd_readings_accepted_total", float64(s.ReadingsAccepted), "http")
+		emit("telemetryd_http_readings_rejected_total", float64(s.ReadingsRejected))
+		emit("telemetryd_acks_sent_total", float64(s.Acked), "http")
 	}
 	if br := c.src.bridge; br != nil {
 		s := br.Stats()

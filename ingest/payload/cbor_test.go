@@ -74,8 +74,8 @@ func TestDecodeCBOR(t *testing.T) {
 	}
 }
 
-// sortFields orders fields by name: a CBOR map's keys reach the JSON
-// decoder in no particular order.
+// sortFields orders fields by name: the cases build their CBOR from Go
+// maps, whose encoding has no particular key order.
 func sortFields(rs []telemetry.Reading) {
 	for _, r := range rs {
 		for i := 1; i < len(r.Fields); i++ {

@@ -46,8 +46,9 @@
 //   - CBOR (RFC 8949, cbor.go): a payload starting with a CBOR array or map
 //     header (never the first byte of text). The schemas above with the
 //     same text keys, or SenML-CBOR with RFC 8428 §6's integer labels;
-//     decoded under fixed limits, transcoded to JSON and decoded as JSON,
-//     so both encodings share every rule (a CBOR integer is a number).
+//     checked under fixed limits (fxamacker/cbor), then walked into the
+//     value tree the JSON decoder builds and decoded by the same rules
+//     (no JSON text in between; a CBOR integer is a number).
 //
 //   - InfluxDB line protocol (lineproto.go): a payload whose first line is
 //     "measurement[,tags] field=...", decoded by line-protocol/v2, one

@@ -126,10 +126,12 @@ type Decoder struct {
 	// Where the fast paths' Messages get their memory (fast.go).
 	blocks messageBlocks
 
-	// CBOR (cbor.go): the decoding mode, built on first use, and the
-	// buffer a payload is transcoded into.
-	cbor     cbor.DecMode
-	cborJSON []byte
+	// CBOR (cbor.go): the decoding mode, built on first use, the arena a
+	// payload's values are built in, and the walker's scratch buffer.
+	cbor        cbor.DecMode
+	arena       fastjson.Arena
+	cborScratch []byte
+	cborKeys    map[string]string
 }
 
 const recentSlots = 256 // a power of two
@@ -195,6 +197,13 @@ func (d *Decoder) decodeGeneral(data []byte, now time.Time) (Message, error) {
 		m.Seq, m.HasSeq = scanSeq(data)
 		return m, fmt.Errorf("%w: malformed JSON: %v", ErrInvalidPayload, err)
 	}
+	return d.decodeValue(root, now)
+}
+
+// decodeValue applies the payload rules to a decoded value tree: JSON's
+// (decodeGeneral) or CBOR's (cbor.go).
+func (d *Decoder) decodeValue(root *fastjson.Value, now time.Time) (Message, error) {
+	d.nameAt = 0
 	switch root.Type() {
 	case fastjson.TypeArray:
 		return d.decodeSenML(Message{}, root.GetArray(), defaultMeasurement, now)
