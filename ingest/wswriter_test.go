@@ -177,6 +177,20 @@ func (h *wsHarness) send(seqs ...int) []*telemetry.Frame {
 			h.t.Fatalf("consumer got %d of %d frames", len(fs), len(seqs))
 		}
 	}
+	// The consumer has them; wait for the read loop to be done with each
+	// (the first part of its answer), so that what the test does next
+	// (Done, a close) comes after, as it does in the service.
+	c := h.deviceConn()
+	testsupport.Eventually(h.t, 5*time.Second, "the read loop done with the frames", func() bool {
+		c.ansMu.Lock()
+		defer c.ansMu.Unlock()
+		for _, s := range c.answers {
+			if !s.preDone {
+				return false
+			}
+		}
+		return true
+	})
 	return fs
 }
 
