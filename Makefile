@@ -7,7 +7,7 @@ TOOLS   := $(CURDIR)/.tools/bin
 INFLUXD := $(TOOLS)/influxd
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build tools apt-lists node run test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
+.PHONY: all build tools apt-lists node run run-cluster test test-unit fuzz vet fmt-check bench bench-smoke clean docs test-browser screenshot
 
 all: build
 
@@ -32,7 +32,8 @@ docs:
 # (browser tests), docker-compose (compose files validated), PostgreSQL 15
 # (shared registry), nats-server (live relay across instances), HAProxy
 # (run-cluster's balancer), Node.js and npm (the Node ws client tests).
-APT_TOOLS := /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose /usr/lib/postgresql/15/bin/initdb /usr/sbin/nats-server /usr/sbin/haproxy
+PG_BIN  ?= /usr/lib/postgresql/15/bin
+APT_TOOLS := /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose $(PG_BIN)/initdb /usr/sbin/nats-server /usr/sbin/haproxy
 tools: $(INFLUXD) $(APT_TOOLS) node
 
 $(INFLUXD):
@@ -46,7 +47,7 @@ apt-lists:
 /usr/sbin/mosquitto /usr/bin/chromium /usr/bin/docker-compose: | apt-lists
 	$(APT_GET) mosquitto mosquitto-clients chromium docker-compose >/dev/null
 
-/usr/lib/postgresql/15/bin/initdb: | apt-lists
+$(PG_BIN)/initdb: | apt-lists
 	$(APT_GET) postgresql >/dev/null
 
 /usr/sbin/nats-server: | apt-lists
@@ -60,6 +61,11 @@ node: | apt-lists
 
 run: tools build
 	./deploy/run-local.sh
+
+# Three instances on PostgreSQL, NATS, Mosquitto and InfluxDB behind
+# HAProxy, with the demo fleet (docs/cluster.md, "Running it").
+run-cluster: tools build
+	PG_BIN=$(PG_BIN) ./deploy/run-cluster.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -30,6 +30,9 @@
 //	   vs encoding/json into a map + influxdb-client-go write.Point
 //	P8 2× overload: RSS bounded, drops counted, latency recovery
 //	P9 readings/s acked, HTTP line protocol (/api/v2/write) vs InfluxDB's /write
+//	PC cluster mode: three instances (MQTT share group, NATS fan-out) vs
+//	   one on the same load: CPU per reading per instance and
+//	   cross-instance device→dashboard p99
 //
 // The harness writes bench/out/results.json (and results.md), a CPU and a
 // heap profile of telemetryd per scenario (bench/out/P*.cpu.pprof,

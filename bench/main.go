@@ -55,7 +55,7 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P4z", "P4r", "P5", "P6", "P7", "P8", "P9"}
+var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P4z", "P4r", "P5", "P6", "P7", "P8", "P9", "PC"}
 
 // config is the harness's settings (flags).
 type config struct {

@@ -60,6 +60,7 @@ func scenarios() []scenario {
 		{"P4r", "resume: readings/s replayed to a reconnecting dashboard", runP4r, true, false},
 		{"P5", "device→dashboard latency p99 (MQTT)", runP5, true, true},
 		{"P9", "readings/s acked, HTTP line protocol, 1000-line writes", runP9, true, true},
+		{"PC", "cluster: 3 instances vs 1, CPU/reading and cross-instance p99", runPC, true, false},
 		// P8 last: its overload leaves the pipeline and storage busy.
 		{"P8", "2× overload", runP8, true, false},
 	}

@@ -253,7 +253,7 @@ func TestDockerComposeConfig(t *testing.T) {
 	dc := testsupport.Binary(t, "", "make tools installs it", "docker-compose")
 	file := filepath.Join(repoRoot, "docker-compose.yml")
 	for _, args := range [][]string{{"config", "-q"}, {"--profile", "simulator", "config", "-q"},
-		{"--profile", "influxdb3", "config", "-q"}, {"--profile", "influxdb1", "config", "-q"}, {"config", "--services"}} {
+		{"--profile", "influxdb3", "config", "-q"}, {"--profile", "influxdb1", "config", "-q"}, {"--profile", "cluster", "config", "-q"}, {"config", "--services"}} {
 		cmd := exec.Command(dc, append([]string{"-f", file, "--project-directory", repoRoot}, args...)...)
 		cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME=telemetryd-test")
 		out, err := cmd.CombinedOutput()
@@ -262,7 +262,8 @@ func TestDockerComposeConfig(t *testing.T) {
 		}
 		if args[1] == "--services" {
 			got := strings.Fields(string(out))
-			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "prometheus", "grafana"} {
+			for _, want := range []string{"influxdb", "mosquitto-auth", "mosquitto", "telemetryd", "prometheus", "grafana",
+				"postgres", "nats", "mosquitto-cluster", "telemetryd-a", "telemetryd-b", "telemetryd-c", "haproxy"} {
 				if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+want+" ") {
 					t.Errorf("service %s missing: %v", want, got)
 				}
