@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,13 @@ type Config struct {
 	Block       time.Duration
 	// MaxTracked bounds the addresses tracked (default 16384).
 	MaxTracked int
+	// TrustedProxies are the balancers in front of the service. A request
+	// from one of them is charged to the client its X-Forwarded-For names
+	// (the rightmost address that is not itself a trusted proxy), so that
+	// one bad client behind a balancer does not block every other one.
+	// Empty: the TCP peer is the client, and X-Forwarded-For is ignored
+	// (anyone could write it).
+	TrustedProxies []netip.Prefix
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
 }
@@ -222,6 +230,43 @@ func HasCredential(r *http.Request) bool {
 	return q.Get("token") != "" || q.Get("p") != ""
 }
 
+// client is the address a request is charged to: its TCP peer, or, when
+// that is a trusted proxy, the client the proxies' X-Forwarded-For names.
+func (g *Guard) client(r *http.Request) string {
+	if len(g.cfg.TrustedProxies) == 0 || !g.trusted(r.RemoteAddr) {
+		return r.RemoteAddr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if _, err := netip.ParseAddr(hop); err != nil {
+			break // not an address: trust nothing further left
+		}
+		if !g.trusted(hop) {
+			return hop
+		}
+	}
+	return r.RemoteAddr
+}
+
+func (g *Guard) trusted(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, t := range g.cfg.TrustedProxies {
+		if t.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // Wrap guards next: a request with a credential from a blocked address is
 // answered 429 with Retry-After; one that next answers 401 counts as a
 // failure of its address.
@@ -234,7 +279,8 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if blocked, wait := g.Blocked(r.RemoteAddr); blocked {
+		client := g.client(r)
+		if blocked, wait := g.Blocked(client); blocked {
 			g.throttled.Add(1)
 			telemetry.WriteHTTPRetry(w, http.StatusTooManyRequests, CodeTooManyFailures,
 				"too many failed authentications from this address; retry later", wait)
@@ -243,7 +289,7 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		rec := &recorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		if rec.status == http.StatusUnauthorized {
-			g.Fail(r.RemoteAddr)
+			g.Fail(client)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package authguard
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
@@ -148,6 +149,38 @@ func TestHasCredential(t *testing.T) {
 	for _, tt := range tests {
 		if got := HasCredential(tt.req()); got != tt.want {
 			t.Errorf("%s: HasCredential = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestClientBehindTrustedProxy(t *testing.T) {
+	g := New(Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}})
+	plain := New(Config{})
+	tests := []struct {
+		name, remote string
+		xff          []string
+		want         string
+		wantPlain    string
+	}{
+		{"direct client", "192.0.2.7:5000", nil, "192.0.2.7:5000", "192.0.2.7:5000"},
+		{"untrusted peer's header ignored", "192.0.2.7:5000", []string{"198.51.100.1"}, "192.0.2.7:5000", "192.0.2.7:5000"},
+		{"through the balancer", "127.0.0.1:40000", []string{"198.51.100.1"}, "198.51.100.1", "127.0.0.1:40000"},
+		{"spoofed left part skipped", "127.0.0.1:40000", []string{"203.0.113.9, 198.51.100.1"}, "198.51.100.1", "127.0.0.1:40000"},
+		{"two trusted hops", "127.0.0.1:40000", []string{"198.51.100.1", "10.1.2.3"}, "198.51.100.1", "127.0.0.1:40000"},
+		{"garbage stops the walk", "127.0.0.1:40000", []string{"198.51.100.1, nonsense"}, "127.0.0.1:40000", "127.0.0.1:40000"},
+		{"balancer without header", "127.0.0.1:40000", nil, "127.0.0.1:40000", "127.0.0.1:40000"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/v1/ingest", nil)
+		r.RemoteAddr = tt.remote
+		for _, v := range tt.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := g.client(r); got != tt.want {
+			t.Errorf("%s: client = %q, want %q", tt.name, got, tt.want)
+		}
+		if got := plain.client(r); got != tt.wantPlain {
+			t.Errorf("%s (no trusted proxies): client = %q, want %q", tt.name, got, tt.wantPlain)
 		}
 	}
 }

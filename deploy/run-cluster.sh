@@ -163,6 +163,7 @@ export TELEMETRY_MOSQUITTO_PASSWORD_FILE=$mosq_passwd
 export TELEMETRY_MOSQUITTO_ACL_FILE=$mosq_acl
 export TELEMETRY_MOSQUITTO_PID_FILE=$data/mosquitto/mosquitto.pid
 export TELEMETRY_LOG_FORMAT=${TELEMETRY_LOG_FORMAT:-text}
+export TELEMETRY_TRUSTED_PROXIES=127.0.0.1 # HAProxy: X-Forwarded-For names the device
 inst_pids=()
 for i in 0 1 2; do
   n=${names[i]}

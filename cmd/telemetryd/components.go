@@ -98,6 +98,12 @@ func bridgeConfig(cfg config, r rules, reg *devices.Registry, durable *storage.D
 	return c
 }
 
+// guardConfig throttles credential guessing per client address.
+func guardConfig(cfg config) authguard.Config {
+	proxies, _ := parsePrefixes(cfg.TrustedProxies) // checked by parseFlags
+	return authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock, TrustedProxies: proxies}
+}
+
 // hubConfig: the slow-dashboard policy, snapshot chunks well under the
 // dashboards' queue bound, and resume reading storage's history (live.go).
 func hubConfig(cfg config, store *storage.Influx) live.HubConfig {

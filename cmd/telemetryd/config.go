@@ -39,6 +39,7 @@ type config struct {
 	MQTTFrameBurst  int           // per-device bucket of MQTT messages (ingest/mqttlimits.go)
 	AuthMaxFailures int           // authguard: failed authentications per address and minute before a block
 	AuthBlock       time.Duration // authguard: how long a blocked address gets 429
+	TrustedProxies  string        // authguard: balancers whose X-Forwarded-For names the client
 	MQTTShareGroup  string        // cluster_mqtt.go
 	InstanceID      string        // stable id of this instance in a cluster (cluster_mqtt.go)
 	InfluxURL       string
@@ -159,6 +160,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.MQTTPassword, "mqtt-password", "TELEMETRY_MQTT_PASSWORD", "", "MQTT password")
 	e.int(&c.MQTTConnections, "mqtt-connections", "TELEMETRY_MQTT_CONNECTIONS", 1, "MQTT clients in a shared subscription (more throughput, no per-device order)")
 	e.int(&c.AuthMaxFailures, "auth-max-failures", "TELEMETRY_AUTH_MAX_FAILURES", 10, "failed authentications (device, viewer or admin token) from one client address within a minute before that address gets 429 with Retry-After; -1: never throttle (behind a proxy every client shares its address)")
+	e.str(&c.TrustedProxies, "trusted-proxies", "TELEMETRY_TRUSTED_PROXIES", "", "comma-separated addresses or CIDR prefixes of the load balancers in front of telemetryd (e.g. 127.0.0.1/32): a request from one of them is charged, for -auth-max-failures, to the client its X-Forwarded-For names; empty: the TCP peer")
 	e.dur(&c.AuthBlock, "auth-block", "TELEMETRY_AUTH_BLOCK", time.Minute, "how long an address over -auth-max-failures is answered 429")
 	e.int(&c.MQTTFrameBurst, "mqtt-device-frame-burst", "TELEMETRY_MQTT_DEVICE_FRAME_BURST", 0, "per-device bucket of MQTT messages above -device-frame-rate; 0: a minute of the rate, so the backlog a persistent session delivers after an outage is not refused (refused MQTT messages are acked and dropped)")
 	e.str(&c.MQTTShareGroup, "mqtt-share-group", "TELEMETRY_MQTT_SHARE_GROUP", "", "cluster: every instance with this group consumes its share of $share/<group>/<topic>, each message once, under the client id <mqtt-client-id>-<instance-id>-<n>; empty: a plain subscription (see docs/cluster.md)")
@@ -206,7 +208,31 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if !live.SlowPolicy(c.LiveSlowPolicy).Valid() {
 		return c, fs, fmt.Errorf(`-live-slow-policy: %q is not "conflate" or "disconnect"`, c.LiveSlowPolicy)
 	}
+	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
+		return c, fs, fmt.Errorf("-trusted-proxies: %w", err)
+	}
 	return c, fs, nil
+}
+
+// parsePrefixes reads a comma-separated list of addresses (one host each)
+// and CIDR prefixes.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", item)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // gzipWrites decides -influx-gzip for an InfluxDB URL. Compression trades

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -38,5 +39,33 @@ func TestGzipWrites(t *testing.T) {
 	}
 	if _, err := parseConfig(nil, env, io.Discard); err == nil {
 		t.Error("TELEMETRY_INFLUX_GZIP=maybe accepted")
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+		bad  bool
+	}{
+		{"", nil, false},
+		{"127.0.0.1", []string{"127.0.0.1/32"}, false},
+		{"10.1.2.3/8, ::1", []string{"10.0.0.0/8", "::1/128"}, false},
+		{"::ffff:127.0.0.1", []string{"127.0.0.1/32"}, false},
+		{"balancer.local", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := parsePrefixes(tt.in)
+		if (err != nil) != tt.bad {
+			t.Errorf("parsePrefixes(%q) error = %v, want bad=%v", tt.in, err, tt.bad)
+			continue
+		}
+		var s []string
+		for _, p := range got {
+			s = append(s, p.String())
+		}
+		if strings.Join(s, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("parsePrefixes(%q) = %v, want %v", tt.in, s, tt.want)
+		}
 	}
 }

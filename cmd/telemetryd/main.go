@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer stopAdmin()
-	guard := authguard.New(authguard.Config{MaxFailures: cfg.AuthMaxFailures, Block: cfg.AuthBlock})
+	guard := authguard.New(guardConfig(cfg))
 	srv := newServer(cfg, log)                 // server.go: TLS, handshake timeout, connection counting
 	health := newReadiness(store, durable, mq) // health.go: /readyz
 	if err := srv.listen(cfg.HTTPAddr, routes(endpoints{ws: ws, mqtt: mq, bridge: br, hub: hub, dash: dash,
