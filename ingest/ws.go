@@ -261,6 +261,9 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	w.upgrades.Add(1)
 	c := &deviceConn{w: w, conn: socket, out: out, raw: raw, id: id, slot: slot}
+	if w.dedup != nil {
+		c.dedupSum = w.dedup.deviceSum(id)
+	}
 	c.flushFn = c.flush
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop() // OnClose releases the slot
@@ -418,6 +421,7 @@ type deviceConn struct {
 	out        *corkConn // what conn writes to
 	raw        net.Conn  // the hijacked connection under out
 	id         telemetry.DeviceID
+	dedupSum   uint64 // the device's part of its frames' dedup keys
 	closed     atomic.Bool
 	slot       *deviceSlot
 	overloaded int // consecutive overloaded frames; read loop only
@@ -604,7 +608,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	var dk dedupKey
 	dedupe := err == nil && msg.HasSeq && w.dedup != nil
 	if dedupe {
-		dk = w.dedup.key(c.id, msg.Seq, message.Bytes())
+		dk = w.dedup.key(c.dedupSum, msg.Seq, message.Bytes())
 	}
 	message.Close() // the decoder copied what it keeps
 	// Decoded first only to name the frame (seq) in the answer.
@@ -650,7 +654,8 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	c.reserve(&wf.slot, msg.HasSeq)
 	if dedupe {
-		switch w.dedup.check(dk, received, func(stored bool) { c.finishResend(&wf.slot, wf.seq, stored) }) {
+		verdict, ticket := w.dedup.check(dk, received, wf)
+		switch verdict {
 		case dedupStored:
 			w.resent.Add(1)
 			c.answerFinal(&wf.slot, c.ackMsg(wf.seq))
@@ -660,11 +665,11 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			c.answerPre(&wf.slot)
 			return
 		}
-		wf.dedup, wf.dk = w.dedup, dk
+		wf.dedup, wf.ticket = w.dedup, ticket
 	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
 	if err != nil && wf.dedup != nil {
-		wf.dedup.done(dk, false) // nothing of it was accepted
+		wf.dedup.done(wf.ticket, false) // nothing of it was accepted
 	}
 	wf.wait.stop()
 	// wf lives on until the ack (Done is its method); the readings' memory
@@ -704,21 +709,24 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 // the context it is consumed under and what its answer needs, in one
 // allocation.
 type wsFrame struct {
-	frame telemetry.Frame
-	wait  waitBound
-	conn  *deviceConn
-	seq   uint64
-	slot  answerSlot // its place in the socket's answer order
-	dedup *dedup     // non-nil: remembered under dk (wsdedup.go)
-	dk    dedupKey
+	frame  telemetry.Frame
+	wait   waitBound
+	conn   *deviceConn
+	seq    uint64
+	slot   answerSlot // its place in the socket's answer order
+	dedup  *dedup     // non-nil: remembered under ticket (wsdedup.go)
+	ticket uint64
 }
 
 func (wf *wsFrame) finish(o telemetry.Outcome) {
 	if wf.dedup != nil {
-		wf.dedup.done(wf.dk, o.Err == nil)
+		wf.dedup.done(wf.ticket, o.Err == nil)
 	}
 	wf.conn.finish(&wf.slot, wf.seq, o)
 }
+
+// resendDone answers wf, a resend that waited for its original's outcome.
+func (wf *wsFrame) resendDone(stored bool) { wf.conn.finishResend(&wf.slot, wf.seq, stored) }
 
 // finishResend answers a resend that waited for its original's outcome.
 func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool) {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -27,97 +28,192 @@ import (
 // guarantee holds within the window and the capacity). Frames without seq
 // are never remembered (they have no ack to lose). At most maxDedupWaiters
 // resends wait on one pending original; more are consumed.
+//
+// Layout: every accepted frame is checked here, so the memory is one
+// pointer-free ring of entries in insertion order (the eviction order) and
+// an open-addressed index into it (linear probing, backward-shift deletion:
+// no tombstones, so lookups stay short under the constant insert/evict
+// churn). Nothing is allocated per frame and the GC has nothing to scan. A
+// frame is identified by its seq and a 64-bit hash of its device and bytes
+// (the device's part hashed once per socket).
 const maxDedupWaiters = 4
 
 type dedupKey struct {
-	device telemetry.DeviceID
-	seq    uint64
-	sum    uint64 // maphash of the frame's bytes
+	seq uint64
+	sum uint64 // the device's hash mixed with maphash of the frame's bytes
 }
 
+// dedupEntry is one remembered frame, at ring position (gen-1) % capacity.
 type dedupEntry struct {
-	at      time.Time
-	stored  bool                // the original is durable
-	waiters []func(stored bool) // resends waiting for a pending original
+	key    dedupKey
+	at     time.Duration // since dedup.epoch
+	gen    uint64        // insertion number, from 1; 0: empty
+	stored bool          // the original is durable
 }
+
+// dedupWaiter is a resend waiting for its pending original's outcome.
+type dedupWaiter interface{ resendDone(stored bool) }
 
 type dedup struct {
 	seed   maphash.Seed
+	epoch  time.Time
 	window time.Duration
 
 	mu      sync.Mutex
-	entries map[dedupKey]*dedupEntry
-	ring    []dedupKey // insertion order, for eviction; len == capacity
-	next    int
+	ring    []dedupEntry
+	index   []uint64                 // 0: empty; else the hash's high 32 bits << 32 | ring position+1
+	shift   uint                     // a tag's home position is tag >> shift
+	gen     uint64                   // the last insertion number given
+	waiters map[uint64][]dedupWaiter // by gen: pending originals that resends wait for (rare)
 }
 
 func newDedup(capacity int, window time.Duration) *dedup {
-	return &dedup{seed: maphash.MakeSeed(), window: window,
-		entries: make(map[dedupKey]*dedupEntry), ring: make([]dedupKey, capacity)}
+	size := 1 << bits.Len(uint(2*capacity-1)) // ≥ 2×capacity: at most half full
+	return &dedup{seed: maphash.MakeSeed(), epoch: time.Now(), window: window,
+		ring: make([]dedupEntry, capacity), index: make([]uint64, size),
+		shift: uint(32 - bits.TrailingZeros(uint(size))), waiters: map[uint64][]dedupWaiter{}}
 }
 
-func (d *dedup) key(device telemetry.DeviceID, seq uint64, frame []byte) dedupKey {
-	return dedupKey{device: device, seq: seq, sum: maphash.Bytes(d.seed, frame)}
+// deviceSum is the device's part of its frames' keys (once per socket).
+func (d *dedup) deviceSum(device telemetry.DeviceID) uint64 {
+	return maphash.String(d.seed, string(device))
+}
+
+func (d *dedup) key(deviceSum, seq uint64, frame []byte) dedupKey {
+	// The multiply keeps a device's sum from cancelling another's bytes.
+	return dedupKey{seq: seq, sum: maphash.Bytes(d.seed, frame) ^ deviceSum*0x9e3779b97f4a7c15}
+}
+
+// home is the index position where a key's probe starts: the top bits of
+// its 32-bit tag (the index has at most 2^32 positions).
+func (d *dedup) home(tag uint64) int { return int(tag >> d.shift) }
+
+func tagOf(k dedupKey) uint64 { return k.sum >> 32 }
+
+// find returns k's index position, or -1.
+func (d *dedup) find(k dedupKey) int {
+	tag, mask := tagOf(k), len(d.index)-1
+	for i := d.home(tag); ; i = (i + 1) & mask {
+		v := d.index[i]
+		if v == 0 {
+			return -1
+		}
+		if v>>32 == tag && d.ring[uint32(v)-1].key == k {
+			return i
+		}
+	}
+}
+
+// unindex removes the index entry at position i, shifting the entries of
+// its probe run back so that no lookup stops early.
+func (d *dedup) unindex(i int) {
+	mask := len(d.index) - 1
+	for j := (i + 1) & mask; d.index[j] != 0; j = (j + 1) & mask {
+		h := d.home(d.index[j] >> 32)
+		// Move j into the hole i unless its home lies cyclically in (i, j].
+		if (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
+			d.index[i] = d.index[j]
+			i = j
+		}
+	}
+	d.index[i] = 0
+}
+
+// forget removes the entry at ring position pos from the index (if the
+// index still points there: a newer entry of the same key may have
+// replaced it) and empties it.
+func (d *dedup) forget(pos int) {
+	if e := &d.ring[pos]; e.gen != 0 {
+		if i := d.find(e.key); i >= 0 && int(uint32(d.index[i]))-1 == pos {
+			d.unindex(i)
+		}
+		*e = dedupEntry{}
+	}
 }
 
 // dedupVerdict says what to do with a frame.
 type dedupVerdict int
 
 const (
-	dedupNew     dedupVerdict = iota // consume it; call done with its outcome
+	dedupNew     dedupVerdict = iota // consume it; call done with the ticket and its outcome
 	dedupStored                      // a resend of a stored frame: ack it
-	dedupWaiting                     // a resend of a pending frame: wait is called with the outcome
+	dedupWaiting                     // a resend of a pending frame: w.resendDone is called with the outcome
 )
 
-// check looks k up at now. For a new frame it registers k as pending;
-// for a resend of a pending frame it registers wait.
-func (d *dedup) check(k dedupKey, now time.Time, wait func(stored bool)) dedupVerdict {
+// check looks k up at now. For a new frame it registers k as pending and
+// returns its ticket for done (0: not remembered, nothing to call); for a
+// resend of a pending frame it registers w.
+func (d *dedup) check(k dedupKey, now time.Time, w dedupWaiter) (dedupVerdict, uint64) {
+	at := now.Sub(d.epoch)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e := d.entries[k]; e != nil && now.Sub(e.at) <= d.window {
-		if e.stored {
-			return dedupStored
+	i := d.find(k)
+	if i >= 0 {
+		e := &d.ring[uint32(d.index[i])-1]
+		if at-e.at <= d.window {
+			if e.stored {
+				return dedupStored, 0
+			}
+			if ws := d.waiters[e.gen]; len(ws) < maxDedupWaiters {
+				d.waiters[e.gen] = append(ws, w)
+				return dedupWaiting, 0
+			}
+			return dedupNew, 0 // consumed again, not remembered twice
 		}
-		if len(e.waiters) < maxDedupWaiters {
-			e.waiters = append(e.waiters, wait)
-			return dedupWaiting
-		}
-		return dedupNew // consumed again, not remembered twice
+		// Expired: the new entry replaces it in the index; its ring
+		// place is reused in its turn.
+		d.unindex(i)
 	}
-	if old := d.ring[d.next]; old != (dedupKey{}) {
-		if e := d.entries[old]; e != nil && e.stored {
-			delete(d.entries, old)
-		} else if e != nil {
-			// A pending entry is kept until its outcome; only its
-			// place in the ring is reused.
-			e.at = time.Time{}
-		}
+	pos := int(d.gen % uint64(len(d.ring)))
+	d.forget(pos) // the oldest; a pending one's waiters stay in d.waiters until its done
+	d.gen++
+	d.ring[pos] = dedupEntry{key: k, at: at, gen: d.gen}
+	tag, mask := tagOf(k), len(d.index)-1
+	j := d.home(tag)
+	for d.index[j] != 0 {
+		j = (j + 1) & mask
 	}
-	d.ring[d.next] = k
-	d.next = (d.next + 1) % len(d.ring)
-	d.entries[k] = &dedupEntry{at: now}
-	return dedupNew
+	d.index[j] = tag<<32 | uint64(pos+1)
+	return dedupNew, d.gen
 }
 
-// done records the outcome of the original frame k and answers the
-// resends that waited for it. A failed frame is forgotten (a resend must
-// be stored).
-func (d *dedup) done(k dedupKey, stored bool) {
-	d.mu.Lock()
-	e := d.entries[k]
-	if e == nil {
-		d.mu.Unlock()
+// done records the outcome of the original frame with ticket gen and
+// answers the resends that waited for it. A failed frame is forgotten (a
+// resend must be stored).
+func (d *dedup) done(gen uint64, stored bool) {
+	if gen == 0 {
 		return
 	}
-	waiters := e.waiters
-	e.waiters = nil
-	if stored && !e.at.IsZero() {
-		e.stored = true
-	} else {
-		delete(d.entries, k)
+	d.mu.Lock()
+	pos := int((gen - 1) % uint64(len(d.ring)))
+	if e := &d.ring[pos]; e.gen == gen { // else evicted meanwhile
+		if stored {
+			e.stored = true
+		} else {
+			d.forget(pos)
+		}
+	}
+	var waiters []dedupWaiter
+	if len(d.waiters) > 0 {
+		if waiters = d.waiters[gen]; waiters != nil {
+			delete(d.waiters, gen)
+		}
 	}
 	d.mu.Unlock()
 	for _, w := range waiters {
-		w(stored)
+		w.resendDone(stored)
 	}
+}
+
+// remembered is how many frames the index holds (tests).
+func (d *dedup) remembered() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, v := range d.index {
+		if v != 0 {
+			n++
+		}
+	}
+	return n
 }

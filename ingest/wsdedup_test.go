@@ -1,35 +1,51 @@
 package ingest
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
 
+type recordWaiter struct{ got *[]bool }
+
+func (r recordWaiter) resendDone(stored bool) { *r.got = append(*r.got, stored) }
+
 func TestDedup(t *testing.T) {
 	d := newDedup(2, time.Minute)
 	t0 := time.Unix(1000, 0)
-	a := d.key("dev-1", 1, []byte(`{"seq":1,"v":1}`))
-	b := d.key("dev-1", 1, []byte(`{"seq":1,"v":2}`)) // same seq, other bytes
-	c := d.key("dev-2", 1, []byte(`{"seq":1,"v":1}`)) // same bytes, other device
+	dev1, dev2 := d.deviceSum("dev-1"), d.deviceSum("dev-2")
+	a := d.key(dev1, 1, []byte(`{"seq":1,"v":1}`))
+	b := d.key(dev1, 1, []byte(`{"seq":1,"v":2}`)) // same seq, other bytes
+	c := d.key(dev2, 1, []byte(`{"seq":1,"v":1}`)) // same bytes, other device
 	var waited []bool
-	wait := func(stored bool) { waited = append(waited, stored) }
+	wait := recordWaiter{&waited}
+	tickets := map[dedupKey]uint64{}
+	check := func(k dedupKey, at time.Time) dedupVerdict {
+		v, ticket := d.check(k, at, wait)
+		if ticket != 0 {
+			tickets[k] = ticket
+		}
+		return v
+	}
 	steps := []struct {
 		name string
 		do   func() dedupVerdict
 		want dedupVerdict
 	}{
-		{"new", func() dedupVerdict { return d.check(a, t0, wait) }, dedupNew},
-		{"resend while pending waits", func() dedupVerdict { return d.check(a, t0, wait) }, dedupWaiting},
-		{"other bytes are new", func() dedupVerdict { return d.check(b, t0, wait) }, dedupNew},
-		{"stored", func() dedupVerdict { d.done(a, true); return d.check(a, t0.Add(time.Second), wait) }, dedupStored},
-		{"failed is forgotten", func() dedupVerdict { d.done(b, false); return d.check(b, t0, wait) }, dedupNew},
-		{"after the window", func() dedupVerdict { return d.check(a, t0.Add(2*time.Minute), wait) }, dedupNew},
+		{"new", func() dedupVerdict { return check(a, t0) }, dedupNew},
+		{"resend while pending waits", func() dedupVerdict { return check(a, t0) }, dedupWaiting},
+		{"other bytes are new", func() dedupVerdict { return check(b, t0) }, dedupNew},
+		{"stored", func() dedupVerdict { d.done(tickets[a], true); return check(a, t0.Add(time.Second)) }, dedupStored},
+		{"failed is forgotten", func() dedupVerdict { d.done(tickets[b], false); return check(b, t0) }, dedupNew},
+		{"after the window", func() dedupVerdict { return check(a, t0.Add(2*time.Minute)) }, dedupNew},
 		{"capacity evicts the oldest", func() dedupVerdict {
-			d.done(a, true)
-			d.done(b, true)
-			d.check(c, t0.Add(2*time.Minute), wait) // evicts the oldest slot
-			return d.check(b, t0.Add(2*time.Minute), wait)
+			d.done(tickets[a], true)
+			d.done(tickets[b], true)
+			check(c, t0.Add(2*time.Minute)) // evicts the oldest slot
+			return check(b, t0.Add(2*time.Minute))
 		}, dedupNew},
+		{"the newest is still remembered", func() dedupVerdict { return check(c, t0.Add(2*time.Minute)) }, dedupWaiting},
 	}
 	for _, st := range steps {
 		if got := st.do(); got != st.want {
@@ -39,7 +55,84 @@ func TestDedup(t *testing.T) {
 	if len(waited) != 1 || !waited[0] {
 		t.Fatalf("waiters answered %v, want [true]", waited)
 	}
-	if len(d.entries) > 2+1 { // capacity, plus at most the pending ones
-		t.Fatalf("%d entries for capacity 2", len(d.entries))
+	if n := d.remembered(); n > 2 {
+		t.Fatalf("%d entries for capacity 2", n)
+	}
+}
+
+// TestDedupChurn runs a small dedup far beyond its capacity with frames
+// resent, stored, failed and left pending in random order, against a model
+// of its contract: a frame is remembered while it is among the last
+// capacity accepted and has not failed. (The index's backward-shift
+// deletion must never lose an entry a lookup needs, nor keep one.)
+func TestDedupChurn(t *testing.T) {
+	const capacity = 37
+	d := newDedup(capacity, time.Hour)
+	now := time.Unix(5000, 0)
+	devs := []uint64{d.deviceSum("dev-1"), d.deviceSum("dev-2")}
+	type entry struct {
+		k       dedupKey
+		ticket  uint64
+		state   int // 0 pending, 1 stored, 2 failed
+		waiters int
+	}
+	var model []*entry // every accepted frame, in order
+	var answers []bool
+	w := recordWaiter{&answers}
+	rng := rand.New(rand.NewPCG(1, 2))
+	waited := 0
+	for i := range 20000 {
+		seq := uint64(rng.IntN(40))
+		k := d.key(devs[rng.IntN(2)], seq, fmt.Appendf(nil, `{"seq":%d,"v":%d}`, seq, rng.IntN(2)))
+		var hit *entry
+		for _, e := range model[max(0, len(model)-capacity):] {
+			if e.k == k && e.state != 2 {
+				hit = e
+			}
+		}
+		v, ticket := d.check(k, now, w)
+		switch {
+		case hit != nil && hit.state == 1:
+			if v != dedupStored {
+				t.Fatalf("frame %d: %v, want stored", i, v)
+			}
+		case hit != nil && hit.waiters < maxDedupWaiters:
+			if v != dedupWaiting {
+				t.Fatalf("frame %d: %v, want waiting", i, v)
+			}
+			hit.waiters++
+		case hit != nil:
+			if v != dedupNew || ticket != 0 {
+				t.Fatalf("frame %d: %v (ticket %d), want new and not remembered", i, v, ticket)
+			}
+		default:
+			if v != dedupNew || ticket == 0 {
+				t.Fatalf("frame %d: %v (ticket %d), want new", i, v, ticket)
+			}
+			model = append(model, &entry{k: k, ticket: ticket})
+		}
+		// Complete a random pending frame now and then, the newest often.
+		if rng.IntN(2) == 0 && len(model) > 0 {
+			e := model[len(model)-1-rng.IntN(min(len(model), 2*capacity))]
+			if e.state == 0 {
+				stored := rng.IntN(4) != 0
+				before := len(answers)
+				d.done(e.ticket, stored)
+				if got := len(answers) - before; got != e.waiters {
+					t.Fatalf("frame %d: done answered %d waiters, want %d", i, got, e.waiters)
+				}
+				waited += e.waiters
+				e.state = 2
+				if stored {
+					e.state = 1
+				}
+			}
+		}
+	}
+	if waited == 0 {
+		t.Fatal("no resend waited: the test exercised nothing")
+	}
+	if n := d.remembered(); n > capacity {
+		t.Fatalf("%d remembered for capacity %d", n, capacity)
 	}
 }
