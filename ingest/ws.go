@@ -436,6 +436,7 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
+	ackScratch   []byte // acks are formatted here; flush (gws's write queue) only
 
 	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
 	ansMu   sync.Mutex
@@ -496,13 +497,18 @@ func errorMsg(seq *uint64, code, msg string, retryAfter time.Duration, rejected 
 	return b
 }
 
-func (c *deviceConn) ackMsg(seq uint64) []byte {
-	b := make([]byte, 0, 32)
+// appendAck appends {"ack":seq}, the answer to a stored frame.
+func appendAck(b []byte, seq uint64) []byte {
 	b = append(b, `{"ack":`...)
 	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, '}')
+	return append(b, '}')
+}
+
+// sendAck queues {"ack":seq} behind the messages already queued; the
+// writer formats it (wswriter.go).
+func (c *deviceConn) sendAck(seq uint64) {
 	c.w.acksSent.Add(1)
-	return b
+	c.enqueue(outMsg{op: gws.OpcodeText, ack: true, seq: seq})
 }
 
 type wsEvents struct {
@@ -658,7 +664,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		switch verdict {
 		case dedupStored:
 			w.resent.Add(1)
-			c.answerFinal(&wf.slot, c.ackMsg(wf.seq))
+			c.ackFinal(&wf.slot, wf.seq)
 			return
 		case dedupWaiting:
 			w.resent.Add(1)
@@ -731,10 +737,17 @@ func (wf *wsFrame) resendDone(stored bool) { wf.conn.finishResend(&wf.slot, wf.s
 // finishResend answers a resend that waited for its original's outcome.
 func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool) {
 	if !stored {
-		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
+		c.answerPost(s, notStoredMsg(seq))
 		return
 	}
-	c.answerPost(s, c.ackMsg(seq))
+	c.ackPost(s, seq)
+}
+
+// notStoredMsg is the error frame of a frame whose readings failed in
+// storage. (seq is copied here so that only this path pays for its
+// escape to the heap.)
+func notStoredMsg(seq uint64) []byte {
+	return errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)
 }
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only
@@ -751,14 +764,19 @@ func answerSeq(m payload.Message) *uint64 {
 // answers of earlier frames.
 func (c *deviceConn) finish(s *answerSlot, seq uint64, o telemetry.Outcome) {
 	if o.Err != nil {
-		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
+		c.answerPost(s, notStoredMsg(seq))
 		return
 	}
 	if len(o.Rejected) > 0 {
-		c.answerPost(s, c.ackMsg(seq), errorMsg(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected))
+		c.ackPost(s, seq, storageRejectedMsg(seq, o.Rejected))
 		return
 	}
-	c.answerPost(s, c.ackMsg(seq))
+	c.ackPost(s, seq)
+}
+
+// storageRejectedMsg is the error frame naming the readings storage refused.
+func storageRejectedMsg(seq uint64, rejected []telemetry.Rejection) []byte {
+	return errorMsg(&seq, CodeRejected, strconv.Itoa(len(rejected))+" reading(s) refused by storage", 0, rejected)
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

@@ -52,6 +52,20 @@ type outMsg struct {
 	op      gws.Opcode
 	payload []byte
 	done    chan struct{} // close frames: closed once written (or dropped)
+	// ack: the payload is {"ack":seq}, formatted by the writer into the
+	// socket's scratch buffer (an ack per frame allocates nothing).
+	ack bool
+	seq uint64
+}
+
+// ackSize bounds an ack's payload, for the pending list's byte bound.
+const ackSize = len(`{"ack":18446744073709551615}`)
+
+func (m *outMsg) size() int {
+	if m.ack {
+		return ackSize
+	}
+	return len(m.payload)
 }
 
 // enqueue queues m behind the socket's other outgoing messages and makes sure
@@ -65,7 +79,7 @@ func (c *deviceConn) enqueue(m outMsg) {
 		}
 		return
 	}
-	if len(c.pending) >= maxPendingMsgs || c.pendingBytes+len(m.payload) > maxPendingBytes {
+	if len(c.pending) >= maxPendingMsgs || c.pendingBytes+m.size() > maxPendingBytes {
 		dropped := append(c.pending, m)
 		c.pending, c.pendingBytes, c.aborted = nil, 0, true
 		c.outMu.Unlock()
@@ -73,7 +87,7 @@ func (c *deviceConn) enqueue(m outMsg) {
 		return
 	}
 	c.pending = append(c.pending, m)
-	c.pendingBytes += len(m.payload)
+	c.pendingBytes += m.size()
 	start := !c.flushing
 	c.flushing = true
 	c.outMu.Unlock()
@@ -113,13 +127,21 @@ func (c *deviceConn) writeBatch(msgs []outMsg) {
 	if last > 0 {
 		c.out.cork()
 	}
-	for i, m := range msgs {
+	for i := range msgs {
+		m := &msgs[i]
 		if i == last && last > 0 {
 			// The gathered frames go out with this one's write, and
 			// gws sees that write's error as it would see its own.
 			c.out.uncork()
 		}
-		_ = c.conn.WriteMessage(m.op, m.payload)
+		payload := m.payload
+		if m.ack {
+			// gws has copied the payload into its frame when
+			// WriteMessage returns, so one scratch buffer serves all.
+			c.ackScratch = appendAck(c.ackScratch[:0], m.seq)
+			payload = c.ackScratch
+		}
+		_ = c.conn.WriteMessage(m.op, payload)
 	}
 	if last > 0 {
 		// Frames left gathered if the last WriteMessage failed before

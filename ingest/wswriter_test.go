@@ -284,7 +284,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 
 	// The first ack's flush takes it and blocks in the write; then the
 	// queue fills up, and one more overflows it.
-	c.send(c.ackMsg(0))
+	c.sendAck(0)
 	testsupport.Eventually(t, 5*time.Second, "the flush to take the first ack", func() bool {
 		c.outMu.Lock()
 		defer c.outMu.Unlock()
@@ -294,7 +294,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	go func() {
 		defer close(queued)
 		for i := range maxPendingMsgs + 1 {
-			c.send(c.ackMsg(uint64(i + 1)))
+			c.sendAck(uint64(i + 1))
 		}
 	}()
 	select {
@@ -320,7 +320,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	if done := c.close(telemetry.CloseGoingAway, ""); done != nil {
 		t.Fatal("close after abort queued a close frame")
 	}
-	c.send(c.ackMsg(1))
+	c.sendAck(1)
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if len(c.pending) != 0 {
