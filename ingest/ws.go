@@ -259,6 +259,7 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.release(id, slot)
 		return // gws has answered the client and closed the connection
 	}
+	out.startFraming()
 	w.upgrades.Add(1)
 	c := &deviceConn{w: w, conn: socket, out: out, raw: raw, id: id, slot: slot}
 	if w.dedup != nil {
@@ -436,7 +437,6 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
-	ackScratch   []byte // acks are formatted here; flush (gws's write queue) only
 
 	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
 	ansMu   sync.Mutex
