@@ -437,6 +437,7 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
+	spare        []outMsg // the other pending list; flush only (gws's write queue)
 
 	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
 	ansMu   sync.Mutex

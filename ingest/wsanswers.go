@@ -130,7 +130,11 @@ func (c *deviceConn) releaseAnswers() {
 	}
 	if n > 0 {
 		clear(c.answers[:n])
-		c.answers = c.answers[n:]
+		if n == len(c.answers) {
+			c.answers = c.answers[:0] // reuse the array rather than walk off its end
+		} else {
+			c.answers = c.answers[n:]
+		}
 	}
 }
 

@@ -102,24 +102,24 @@ func (c *deviceConn) enqueue(m outMsg) {
 // flush runs on gws's write queue: it writes the pending messages, and
 // those queued meanwhile, until none is left.
 func (c *deviceConn) flush() {
-	var spare []outMsg
 	for {
 		c.outMu.Lock()
 		batch := c.pending
 		if len(batch) == 0 {
-			c.pending = spare
 			c.flushing = false
 			c.outMu.Unlock()
 			return
 		}
-		c.pending, c.pendingBytes = spare, 0
+		// Two lists take turns, so that a busy socket queues into a
+		// list already grown instead of growing a new one per flush.
+		c.pending, c.pendingBytes = c.spare, 0
+		c.spare = nil
 		c.outMu.Unlock()
 
 		c.writeBatch(batch)
 		clear(batch)
-		spare = nil
 		if cap(batch) <= keepPending {
-			spare = batch[:0]
+			c.spare = batch[:0]
 		}
 	}
 }
