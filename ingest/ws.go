@@ -203,6 +203,7 @@ func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{log},
+		NewSession:         func() gws.SessionStorage { return &connSession{} },
 	})
 	return w
 }
@@ -518,9 +519,49 @@ type wsEvents struct {
 }
 
 func connOf(socket *gws.Conn) *deviceConn {
-	v, _ := socket.Session().Load(sessionKey)
-	c, _ := v.(*deviceConn)
-	return c
+	if s, ok := socket.Session().(*connSession); ok {
+		return s.c.Load()
+	}
+	return nil
+}
+
+// connSession is a socket's gws session: it holds only the socket's
+// deviceConn (under sessionKey). gws's default session is a map behind a
+// mutex, and every frame looks its deviceConn up; this is one atomic load.
+type connSession struct{ c atomic.Pointer[deviceConn] }
+
+func (s *connSession) Len() int {
+	if s.c.Load() == nil {
+		return 0
+	}
+	return 1
+}
+
+func (s *connSession) Load(key string) (any, bool) {
+	if c := s.c.Load(); key == sessionKey && c != nil {
+		return c, true
+	}
+	return nil, false
+}
+
+func (s *connSession) Delete(key string) {
+	if key == sessionKey {
+		s.c.Store(nil)
+	}
+}
+
+// Store keeps value only under sessionKey, and only a *deviceConn: nothing
+// else is stored in a device socket's session.
+func (s *connSession) Store(key string, value any) {
+	if c, ok := value.(*deviceConn); ok && key == sessionKey {
+		s.c.Store(c)
+	}
+}
+
+func (s *connSession) Range(f func(key string, value any) bool) {
+	if c := s.c.Load(); c != nil {
+		f(sessionKey, c)
+	}
 }
 
 func (e *wsEvents) deadline() time.Time { return time.Now().Add(2 * e.w.cfg.PingInterval) }
@@ -669,7 +710,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			return
 		case dedupWaiting:
 			w.resent.Add(1)
-			c.answerPre(&wf.slot)
+			c.answerPreEmpty(&wf.slot)
 			return
 		}
 		wf.dedup, wf.ticket = w.dedup, ticket
@@ -708,7 +749,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if len(rcpt.Rejected) > 0 {
 		c.answerPre(&wf.slot, errorMsg(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected))
 	} else {
-		c.answerPre(&wf.slot)
+		c.answerPreEmpty(&wf.slot)
 	}
 }
 
