@@ -710,7 +710,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			return
 		case dedupWaiting:
 			w.resent.Add(1)
-			c.answerPreEmpty(&wf.slot)
+			c.answerPre(&wf.slot)
 			return
 		}
 		wf.dedup, wf.ticket = w.dedup, ticket
@@ -749,7 +749,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if len(rcpt.Rejected) > 0 {
 		c.answerPre(&wf.slot, errorMsg(answerSeq(msg), CodeRejected, strconv.Itoa(len(rcpt.Rejected))+" reading(s) rejected", 0, rcpt.Rejected))
 	} else {
-		c.answerPreEmpty(&wf.slot)
+		c.answerPre(&wf.slot)
 	}
 }
 

@@ -1,7 +1,5 @@
 package ingest
 
-import "sync/atomic"
-
 // Answers of a device socket leave in frame order (the README's promise):
 // a frame's answers — its error frame, its ack, the storage's rejections —
 // wait until every earlier frame of the socket is answered. A frame whose
@@ -30,11 +28,10 @@ import "sync/atomic"
 // releasable.
 
 // answerSlot is one frame's place in its socket's answer order. Guarded by
-// the deviceConn's ansMu, except that the read loop may mark an empty first
-// part done without it (answerPreEmpty); so the two flags are atomic.
+// the deviceConn's ansMu.
 type answerSlot struct {
 	pre, post         [][]byte // read-loop answers, then Done's
-	preDone, postDone atomic.Bool
+	preDone, postDone bool
 	sentPre, sentPost int // of pre and post, already queued for writing
 	// ack: post starts with {"ack":ackSeq}, not yet queued. An ack is
 	// nearly every frame's only answer, so it is kept as its seq and
@@ -43,12 +40,12 @@ type answerSlot struct {
 	ackSeq uint64
 }
 
-func (s *answerSlot) complete() bool { return s.preDone.Load() && s.postDone.Load() }
+func (s *answerSlot) complete() bool { return s.preDone && s.postDone }
 
 // reserve gives s the next place in the answer order. withDone says
 // whether the frame's Done callback will add to it.
 func (c *deviceConn) reserve(s *answerSlot, withDone bool) {
-	s.postDone.Store(!withDone)
+	s.postDone = !withDone
 	c.ansMu.Lock()
 	if len(c.answers) >= maxPendingMsgs {
 		c.ansMu.Unlock()
@@ -63,32 +60,16 @@ func (c *deviceConn) reserve(s *answerSlot, withDone bool) {
 func (c *deviceConn) answerPre(s *answerSlot, msgs ...[]byte) {
 	c.ansMu.Lock()
 	s.pre = append(s.pre, msgs...)
-	s.preDone.Store(true)
+	s.preDone = true
 	c.releaseAnswers()
 	c.ansMu.Unlock()
-}
-
-// answerPreEmpty completes s's first part with no answer: a frame
-// consumed with nothing rejected, nearly every frame. It takes ansMu only
-// if Done has already completed the second part. Why that is enough: with
-// an empty first part, s has nothing to send until its second part is
-// done, and whoever completes the other part second sees both flags set —
-// Done's ackPost stores postDone, then (releaseAnswers) loads preDone; this
-// stores preDone, then loads postDone — so one of the two releases.
-func (c *deviceConn) answerPreEmpty(s *answerSlot) {
-	s.preDone.Store(true)
-	if s.postDone.Load() {
-		c.ansMu.Lock()
-		c.releaseAnswers()
-		c.ansMu.Unlock()
-	}
 }
 
 // answerPost adds Done's answers to s and completes its second part.
 func (c *deviceConn) answerPost(s *answerSlot, msgs ...[]byte) {
 	c.ansMu.Lock()
 	s.post = append(s.post, msgs...)
-	s.postDone.Store(true)
+	s.postDone = true
 	c.releaseAnswers()
 	c.ansMu.Unlock()
 }
@@ -98,7 +79,7 @@ func (c *deviceConn) ackPost(s *answerSlot, seq uint64, msgs ...[]byte) {
 	c.ansMu.Lock()
 	s.ack, s.ackSeq = true, seq
 	s.post = append(s.post, msgs...)
-	s.postDone.Store(true)
+	s.postDone = true
 	c.releaseAnswers()
 	c.ansMu.Unlock()
 }
@@ -117,10 +98,7 @@ func (c *deviceConn) answerNow(msg []byte) {
 		c.overflow()
 		return
 	}
-	s := &answerSlot{pre: [][]byte{msg}}
-	s.preDone.Store(true)
-	s.postDone.Store(true)
-	c.answers = append(c.answers, s)
+	c.answers = append(c.answers, &answerSlot{pre: [][]byte{msg}, preDone: true, postDone: true})
 	c.ansMu.Unlock()
 }
 
@@ -130,11 +108,11 @@ func (c *deviceConn) answerNow(msg []byte) {
 func (c *deviceConn) releaseAnswers() {
 	n := 0
 	for _, s := range c.answers {
-		if s.preDone.Load() {
+		if s.preDone {
 			for ; s.sentPre < len(s.pre); s.sentPre++ {
 				c.send(s.pre[s.sentPre])
 			}
-			if s.postDone.Load() {
+			if s.postDone {
 				if s.ack {
 					s.ack = false
 					c.sendAck(s.ackSeq)
@@ -165,8 +143,7 @@ func (c *deviceConn) releaseAnswers() {
 func (c *deviceConn) answerFinal(s *answerSlot, msgs ...[]byte) {
 	c.ansMu.Lock()
 	s.pre = append(s.pre, msgs...)
-	s.preDone.Store(true)
-	s.postDone.Store(true)
+	s.preDone, s.postDone = true, true
 	c.releaseAnswers()
 	c.ansMu.Unlock()
 }
@@ -176,8 +153,7 @@ func (c *deviceConn) answerFinal(s *answerSlot, msgs ...[]byte) {
 func (c *deviceConn) ackFinal(s *answerSlot, seq uint64) {
 	c.ansMu.Lock()
 	s.ack, s.ackSeq = true, seq
-	s.preDone.Store(true)
-	s.postDone.Store(true)
+	s.preDone, s.postDone = true, true
 	c.releaseAnswers()
 	c.ansMu.Unlock()
 }
