@@ -40,7 +40,7 @@ const maxDedupWaiters = 4
 
 type dedupKey struct {
 	seq uint64
-	sum uint64 // the device's hash mixed with maphash of the frame's bytes
+	sum uint64 // maphash of the frame's bytes mixed with the device's hash and seq
 }
 
 // dedupEntry is one remembered frame, at ring position (gen-1) % capacity.
@@ -80,8 +80,9 @@ func (d *dedup) deviceSum(device telemetry.DeviceID) uint64 {
 }
 
 func (d *dedup) key(deviceSum, seq uint64, frame []byte) dedupKey {
-	// The multiply keeps a device's sum from cancelling another's bytes.
-	return dedupKey{seq: seq, sum: maphash.Bytes(d.seed, frame) ^ deviceSum*0x9e3779b97f4a7c15}
+	// The multiplies keep a device's sum from cancelling another's bytes,
+	// and spread seqs over the index even where the bytes hash alike.
+	return dedupKey{seq: seq, sum: maphash.Bytes(d.seed, frame) ^ deviceSum*0x9e3779b97f4a7c15 ^ seq*0xc2b2ae3d27d4eb4f}
 }
 
 // home is the index position where a key's probe starts: the top bits of

@@ -136,3 +136,18 @@ func TestDedupChurn(t *testing.T) {
 		t.Fatalf("%d remembered for capacity %d", n, capacity)
 	}
 }
+
+// BenchmarkDedup is one accepted frame's dedup work at capacity: its key,
+// the check (evicting the oldest) and its done.
+func BenchmarkDedup(b *testing.B) {
+	d := newDedup(65536, time.Minute)
+	dev := d.deviceSum("dev-1")
+	frame := []byte(`{"seq":123456,"ts":1700000000000,"measurement":"env","tags":{"site":"a"},"metrics":{"t":21.5,"h":40}}`)
+	now := time.Now()
+	b.ReportAllocs()
+	for i := range b.N {
+		k := d.key(dev, uint64(i), frame)
+		_, ticket := d.check(k, now, nil)
+		d.done(ticket, true)
+	}
+}
