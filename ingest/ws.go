@@ -203,6 +203,7 @@ func NewWS(cfg WSConfig, auth Authenticator, next telemetry.Consumer, log *slog.
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{log},
+		NewSession:         func() gws.SessionStorage { return &connSession{} },
 	})
 	return w
 }
@@ -259,8 +260,12 @@ func (w *WS) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.release(id, slot)
 		return // gws has answered the client and closed the connection
 	}
+	out.startFraming()
 	w.upgrades.Add(1)
 	c := &deviceConn{w: w, conn: socket, out: out, raw: raw, id: id, slot: slot}
+	if w.dedup != nil {
+		c.dedupSum = w.dedup.deviceSum(id)
+	}
 	c.flushFn = c.flush
 	socket.Session().Store(sessionKey, c)
 	go socket.ReadLoop() // OnClose releases the slot
@@ -418,6 +423,7 @@ type deviceConn struct {
 	out        *corkConn // what conn writes to
 	raw        net.Conn  // the hijacked connection under out
 	id         telemetry.DeviceID
+	dedupSum   uint64 // the device's part of its frames' dedup keys
 	closed     atomic.Bool
 	slot       *deviceSlot
 	overloaded int // consecutive overloaded frames; read loop only
@@ -432,6 +438,7 @@ type deviceConn struct {
 	flushing     bool // a flush is scheduled or running
 	aborted      bool // the pending list overflowed; nothing more is sent
 	flushFn      func()
+	spare        []outMsg // the other pending list; flush only (gws's write queue)
 
 	// Answers waiting for earlier frames' (wsanswers.go), guarded by ansMu.
 	ansMu   sync.Mutex
@@ -492,13 +499,18 @@ func errorMsg(seq *uint64, code, msg string, retryAfter time.Duration, rejected 
 	return b
 }
 
-func (c *deviceConn) ackMsg(seq uint64) []byte {
-	b := make([]byte, 0, 32)
+// appendAck appends {"ack":seq}, the answer to a stored frame.
+func appendAck(b []byte, seq uint64) []byte {
 	b = append(b, `{"ack":`...)
 	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, '}')
+	return append(b, '}')
+}
+
+// sendAck queues {"ack":seq} behind the messages already queued; the
+// writer formats it (wswriter.go).
+func (c *deviceConn) sendAck(seq uint64) {
 	c.w.acksSent.Add(1)
-	return b
+	c.enqueue(outMsg{op: gws.OpcodeText, ack: true, seq: seq})
 }
 
 type wsEvents struct {
@@ -507,9 +519,49 @@ type wsEvents struct {
 }
 
 func connOf(socket *gws.Conn) *deviceConn {
-	v, _ := socket.Session().Load(sessionKey)
-	c, _ := v.(*deviceConn)
-	return c
+	if s, ok := socket.Session().(*connSession); ok {
+		return s.c.Load()
+	}
+	return nil
+}
+
+// connSession is a socket's gws session: it holds only the socket's
+// deviceConn (under sessionKey). gws's default session is a map behind a
+// mutex, and every frame looks its deviceConn up; this is one atomic load.
+type connSession struct{ c atomic.Pointer[deviceConn] }
+
+func (s *connSession) Len() int {
+	if s.c.Load() == nil {
+		return 0
+	}
+	return 1
+}
+
+func (s *connSession) Load(key string) (any, bool) {
+	if c := s.c.Load(); key == sessionKey && c != nil {
+		return c, true
+	}
+	return nil, false
+}
+
+func (s *connSession) Delete(key string) {
+	if key == sessionKey {
+		s.c.Store(nil)
+	}
+}
+
+// Store keeps value only under sessionKey, and only a *deviceConn: nothing
+// else is stored in a device socket's session.
+func (s *connSession) Store(key string, value any) {
+	if c, ok := value.(*deviceConn); ok && key == sessionKey {
+		s.c.Store(c)
+	}
+}
+
+func (s *connSession) Range(f func(key string, value any) bool) {
+	if c := s.c.Load(); c != nil {
+		f(sessionKey, c)
+	}
 }
 
 func (e *wsEvents) deadline() time.Time { return time.Now().Add(2 * e.w.cfg.PingInterval) }
@@ -604,7 +656,7 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	var dk dedupKey
 	dedupe := err == nil && msg.HasSeq && w.dedup != nil
 	if dedupe {
-		dk = w.dedup.key(c.id, msg.Seq, message.Bytes())
+		dk = w.dedup.key(c.dedupSum, msg.Seq, message.Bytes())
 	}
 	message.Close() // the decoder copied what it keeps
 	// Decoded first only to name the frame (seq) in the answer.
@@ -650,25 +702,25 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	c.reserve(&wf.slot, msg.HasSeq)
 	if dedupe {
-		verdict, answer := w.dedup.check(dk, received, func(stored bool, a dedupAnswer) { c.finishResend(&wf.slot, wf.seq, stored, a) })
+		verdict, ticket, answer := w.dedup.check(dk, received, wf)
 		switch verdict {
 		case dedupStored:
 			w.resent.Add(1)
-			c.answerFinal(&wf.slot, c.resendAnswers(wf.seq, true, answer)...)
+			c.resendFinal(&wf.slot, wf.seq, answer)
 			return
 		case dedupWaiting:
 			w.resent.Add(1)
 			c.answerPre(&wf.slot)
 			return
 		}
-		wf.dedup, wf.dk = w.dedup, dk
+		wf.dedup, wf.ticket = w.dedup, ticket
 	}
 	rcpt, err := w.next.Consume(&wf.wait, &wf.frame)
 	if wf.dedup != nil {
 		if err != nil {
-			wf.dedup.done(dk, false, nil) // nothing of it was accepted
+			wf.dedup.done(wf.ticket, false, nil) // nothing of it was accepted
 		} else if len(rcpt.Rejected) > 0 {
-			wf.dedup.rejected(dk, rcpt.Rejected)
+			wf.dedup.rejected(wf.ticket, rcpt.Rejected)
 		}
 	}
 	wf.wait.stop()
@@ -709,41 +761,67 @@ func (e *wsEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 // the context it is consumed under and what its answer needs, in one
 // allocation.
 type wsFrame struct {
-	frame telemetry.Frame
-	wait  waitBound
-	conn  *deviceConn
-	seq   uint64
-	slot  answerSlot // its place in the socket's answer order
-	dedup *dedup     // non-nil: remembered under dk (wsdedup.go)
-	dk    dedupKey
+	frame  telemetry.Frame
+	wait   waitBound
+	conn   *deviceConn
+	seq    uint64
+	slot   answerSlot // its place in the socket's answer order
+	dedup  *dedup     // non-nil: remembered under ticket (wsdedup.go)
+	ticket uint64
 }
 
 func (wf *wsFrame) finish(o telemetry.Outcome) {
 	if wf.dedup != nil {
-		wf.dedup.done(wf.dk, o.Err == nil, o.Rejected)
+		wf.dedup.done(wf.ticket, o.Err == nil, o.Rejected)
 	}
 	wf.conn.finish(&wf.slot, wf.seq, o)
 }
 
-// finishResend answers a resend that waited for its original's outcome.
-func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool, a dedupAnswer) {
-	c.answerPost(s, c.resendAnswers(seq, stored, a)...)
+// resendDone answers wf, a resend that waited for its original's outcome.
+func (wf *wsFrame) resendDone(stored bool, a dedupAnswer) {
+	wf.conn.finishResend(&wf.slot, wf.seq, stored, a)
 }
 
-// resendAnswers are the answers of a resent frame: those its original got.
-func (c *deviceConn) resendAnswers(seq uint64, stored bool, a dedupAnswer) [][]byte {
+// finishResend answers a resend that waited for its original's outcome
+// as the original was answered.
+func (c *deviceConn) finishResend(s *answerSlot, seq uint64, stored bool, a dedupAnswer) {
 	if !stored {
-		return [][]byte{errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)}
+		c.answerPost(s, notStoredMsg(seq))
+		return
 	}
-	var out [][]byte
+	var post [][]byte
 	if len(a.rejected) > 0 {
-		out = append(out, errorMsg(&seq, CodeRejected, strconv.Itoa(len(a.rejected))+" reading(s) rejected", 0, a.rejected))
+		post = append(post, rejectedMsg(seq, a.rejected))
 	}
-	out = append(out, c.ackMsg(seq))
 	if len(a.refused) > 0 {
-		out = append(out, errorMsg(&seq, CodeRejected, strconv.Itoa(len(a.refused))+" reading(s) refused by storage", 0, a.refused))
+		post = append(post, storageRejectedMsg(seq, a.refused))
 	}
-	return out
+	c.ackPost(s, seq, post...)
+}
+
+// resendFinal answers a resend of a stored frame as its original was
+// answered: the rejections of its validation, its ack, storage's refusals.
+func (c *deviceConn) resendFinal(s *answerSlot, seq uint64, a dedupAnswer) {
+	var pre, post [][]byte
+	if len(a.rejected) > 0 {
+		pre = append(pre, rejectedMsg(seq, a.rejected))
+	}
+	if len(a.refused) > 0 {
+		post = append(post, storageRejectedMsg(seq, a.refused))
+	}
+	c.ackFinal(s, seq, pre, post)
+}
+
+// rejectedMsg is the error frame naming the readings validation refused.
+func rejectedMsg(seq uint64, rejected []telemetry.Rejection) []byte {
+	return errorMsg(&seq, CodeRejected, strconv.Itoa(len(rejected))+" reading(s) rejected", 0, rejected)
+}
+
+// notStoredMsg is the error frame of a frame whose readings failed in
+// storage. (seq is copied here so that only this path pays for its
+// escape to the heap.)
+func notStoredMsg(seq uint64) []byte {
+	return errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil)
 }
 
 // answerSeq is the seq an answer to m names: nil when m has none. Only
@@ -760,14 +838,19 @@ func answerSeq(m payload.Message) *uint64 {
 // answers of earlier frames.
 func (c *deviceConn) finish(s *answerSlot, seq uint64, o telemetry.Outcome) {
 	if o.Err != nil {
-		c.answerPost(s, errorMsg(&seq, CodeNotStored, "readings were not stored; resend them", time.Second, nil))
+		c.answerPost(s, notStoredMsg(seq))
 		return
 	}
 	if len(o.Rejected) > 0 {
-		c.answerPost(s, c.ackMsg(seq), errorMsg(&seq, CodeRejected, strconv.Itoa(len(o.Rejected))+" reading(s) refused by storage", 0, o.Rejected))
+		c.ackPost(s, seq, storageRejectedMsg(seq, o.Rejected))
 		return
 	}
-	c.answerPost(s, c.ackMsg(seq))
+	c.ackPost(s, seq)
+}
+
+// storageRejectedMsg is the error frame naming the readings storage refused.
+func storageRejectedMsg(seq uint64, rejected []telemetry.Rejection) []byte {
+	return errorMsg(&seq, CodeRejected, strconv.Itoa(len(rejected))+" reading(s) refused by storage", 0, rejected)
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

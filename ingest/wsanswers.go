@@ -32,7 +32,12 @@ package ingest
 type answerSlot struct {
 	pre, post         [][]byte // read-loop answers, then Done's
 	preDone, postDone bool
-	sent              int // of pre+post, already queued for writing
+	sentPre, sentPost int // of pre and post, already queued for writing
+	// ack: post starts with {"ack":ackSeq}, not yet queued. An ack is
+	// nearly every frame's only answer, so it is kept as its seq and
+	// written straight into the frame (wswriter.go), not allocated.
+	ack    bool
+	ackSeq uint64
 }
 
 func (s *answerSlot) complete() bool { return s.preDone && s.postDone }
@@ -69,6 +74,16 @@ func (c *deviceConn) answerPost(s *answerSlot, msgs ...[]byte) {
 	c.ansMu.Unlock()
 }
 
+// ackPost is answerPost with {"ack":seq} ahead of msgs.
+func (c *deviceConn) ackPost(s *answerSlot, seq uint64, msgs ...[]byte) {
+	c.ansMu.Lock()
+	s.ack, s.ackSeq = true, seq
+	s.post = append(s.post, msgs...)
+	s.postDone = true
+	c.releaseAnswers()
+	c.ansMu.Unlock()
+}
+
 // answerNow answers a frame that took no slot: at once when nothing waits
 // ahead of it, else behind the waiting ones.
 func (c *deviceConn) answerNow(msg []byte) {
@@ -94,12 +109,16 @@ func (c *deviceConn) releaseAnswers() {
 	n := 0
 	for _, s := range c.answers {
 		if s.preDone {
-			for ; s.sent < len(s.pre); s.sent++ {
-				c.send(s.pre[s.sent])
+			for ; s.sentPre < len(s.pre); s.sentPre++ {
+				c.send(s.pre[s.sentPre])
 			}
 			if s.postDone {
-				for ; s.sent-len(s.pre) < len(s.post); s.sent++ {
-					c.send(s.post[s.sent-len(s.pre)])
+				if s.ack {
+					s.ack = false
+					c.sendAck(s.ackSeq)
+				}
+				for ; s.sentPost < len(s.post); s.sentPost++ {
+					c.send(s.post[s.sentPost])
 				}
 			}
 		}
@@ -111,7 +130,11 @@ func (c *deviceConn) releaseAnswers() {
 	}
 	if n > 0 {
 		clear(c.answers[:n])
-		c.answers = c.answers[n:]
+		if n == len(c.answers) {
+			c.answers = c.answers[:0] // reuse the array rather than walk off its end
+		} else {
+			c.answers = c.answers[n:]
+		}
 	}
 }
 
@@ -120,6 +143,18 @@ func (c *deviceConn) releaseAnswers() {
 func (c *deviceConn) answerFinal(s *answerSlot, msgs ...[]byte) {
 	c.ansMu.Lock()
 	s.pre = append(s.pre, msgs...)
+	s.preDone, s.postDone = true, true
+	c.releaseAnswers()
+	c.ansMu.Unlock()
+}
+
+// ackFinal completes both parts of s with {"ack":seq} between pre and
+// post: a resend of a stored frame, whose Done will not be called.
+func (c *deviceConn) ackFinal(s *answerSlot, seq uint64, pre, post [][]byte) {
+	c.ansMu.Lock()
+	s.ack, s.ackSeq = true, seq
+	s.pre = append(s.pre, pre...)
+	s.post = append(s.post, post...)
 	s.preDone, s.postDone = true, true
 	c.releaseAnswers()
 	c.ansMu.Unlock()

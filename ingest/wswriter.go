@@ -21,7 +21,10 @@ import (
 // writes it through gws (WriteMessage: gws frames it, checks that the
 // socket is open and handles a write error as always) with the socket's
 // corkConn corked, so the frames are gathered in memory; the write of the
-// last frame carries them all to the kernel in one syscall. There is no
+// last frame carries them all to the kernel in one syscall. Acks, nearly
+// every message, skip gws: the corkConn frames them itself
+// (corkConn.gatherAck), keeping gws's rule that nothing follows a close
+// frame, and a failed write closes the connection as gws would. There is no
 // timer: a message queued on an idle socket starts a flush at once, and a
 // lone message is written as before (one WriteMessage, uncorked). Messages
 // queued while a flush is writing go out together in the next one.
@@ -52,6 +55,20 @@ type outMsg struct {
 	op      gws.Opcode
 	payload []byte
 	done    chan struct{} // close frames: closed once written (or dropped)
+	// ack: the message is {"ack":seq}, framed by the writer straight into
+	// the socket's gathered bytes (corkConn.gatherAck): nothing allocated.
+	ack bool
+	seq uint64
+}
+
+// ackSize bounds an ack's payload, for the pending list's byte bound.
+const ackSize = len(`{"ack":18446744073709551615}`)
+
+func (m *outMsg) size() int {
+	if m.ack {
+		return ackSize
+	}
+	return len(m.payload)
 }
 
 // enqueue queues m behind the socket's other outgoing messages and makes sure
@@ -65,7 +82,7 @@ func (c *deviceConn) enqueue(m outMsg) {
 		}
 		return
 	}
-	if len(c.pending) >= maxPendingMsgs || c.pendingBytes+len(m.payload) > maxPendingBytes {
+	if len(c.pending) >= maxPendingMsgs || c.pendingBytes+m.size() > maxPendingBytes {
 		dropped := append(c.pending, m)
 		c.pending, c.pendingBytes, c.aborted = nil, 0, true
 		c.outMu.Unlock()
@@ -73,7 +90,7 @@ func (c *deviceConn) enqueue(m outMsg) {
 		return
 	}
 	c.pending = append(c.pending, m)
-	c.pendingBytes += len(m.payload)
+	c.pendingBytes += m.size()
 	start := !c.flushing
 	c.flushing = true
 	c.outMu.Unlock()
@@ -85,24 +102,24 @@ func (c *deviceConn) enqueue(m outMsg) {
 // flush runs on gws's write queue: it writes the pending messages, and
 // those queued meanwhile, until none is left.
 func (c *deviceConn) flush() {
-	var spare []outMsg
 	for {
 		c.outMu.Lock()
 		batch := c.pending
 		if len(batch) == 0 {
-			c.pending = spare
 			c.flushing = false
 			c.outMu.Unlock()
 			return
 		}
-		c.pending, c.pendingBytes = spare, 0
+		// Two lists take turns, so that a busy socket queues into a
+		// list already grown instead of growing a new one per flush.
+		c.pending, c.pendingBytes = c.spare, 0
+		c.spare = nil
 		c.outMu.Unlock()
 
 		c.writeBatch(batch)
 		clear(batch)
-		spare = nil
 		if cap(batch) <= keepPending {
-			spare = batch[:0]
+			c.spare = batch[:0]
 		}
 	}
 }
@@ -113,11 +130,18 @@ func (c *deviceConn) writeBatch(msgs []outMsg) {
 	if last > 0 {
 		c.out.cork()
 	}
-	for i, m := range msgs {
+	for i := range msgs {
+		m := &msgs[i]
 		if i == last && last > 0 {
 			// The gathered frames go out with this one's write, and
 			// gws sees that write's error as it would see its own.
 			c.out.uncork()
+		}
+		if m.ack {
+			if !c.out.gatherAck(m.seq) {
+				break // a close frame went out, or the stream broke
+			}
+			continue
 		}
 		_ = c.conn.WriteMessage(m.op, m.payload)
 	}
@@ -125,6 +149,12 @@ func (c *deviceConn) writeBatch(msgs []outMsg) {
 		// Frames left gathered if the last WriteMessage failed before
 		// writing (the socket closed meanwhile); normally nothing.
 		c.out.flush()
+	}
+	if c.out.broken() {
+		// gws sees its own write errors; one of an ack it does not see,
+		// so the connection is closed here: the read loop ends and
+		// OnClose releases the socket, as gws would have done.
+		_ = c.raw.Close()
 	}
 	for _, m := range msgs {
 		if m.done != nil {
@@ -178,6 +208,10 @@ type corkConn struct {
 	bufs   *sync.Pool // of *[]byte, shared by the WS's sockets
 	buf    *[]byte    // gathered frames; from bufs, nil when empty
 	err    error      // a failed write: the frame stream is broken, later writes fail too
+	// framing: the handshake is written; from now on every Write is one
+	// whole frame of gws's. closeSent: one of them was a close frame, so
+	// gatherAck adds no data frame behind it (gws's rule for its own).
+	framing, closeSent bool
 }
 
 // newCorkBufs is the pool of gathering buffers a WS's sockets share: only
@@ -209,11 +243,58 @@ func (w *corkConn) flush() {
 	}
 }
 
+// startFraming marks the end of the handshake (see framing).
+func (w *corkConn) startFraming() {
+	w.mu.Lock()
+	w.framing = true
+	w.mu.Unlock()
+}
+
+// broken reports a failed write that nobody else will act on: after a
+// close frame, gws closes the connection itself (lingering first, Close),
+// and a write failing then — against the half-closed socket — must not cut
+// that linger short with a hard close.
+func (w *corkConn) broken() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err != nil && !w.closeSent
+}
+
+// gatherAck adds the frame of {"ack":seq} (a server text frame: FIN, not
+// masked, a 7-bit length) to what is gathered, and writes it at once when
+// not corked. gws is bypassed for acks — nearly every message — as its
+// per-message framing (lock, pooled buffer, UTF-8 check of an ASCII
+// payload, a boxed payload) was most of the ack path's cost. It reports
+// false when nothing may be written: the stream is broken or a close
+// frame went out.
+func (w *corkConn) gatherAck(seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil || w.closeSent {
+		return false
+	}
+	if w.buf == nil {
+		w.buf = w.bufs.Get().(*[]byte)
+	}
+	b := append(*w.buf, 0x80|byte(gws.OpcodeText), 0)
+	n := len(b)
+	b = appendAck(b, seq)
+	b[n-1] = byte(len(b) - n) // ≤ ackSize < 126
+	*w.buf = b
+	if !w.corked || len(b) >= corkMax {
+		return w.writeGathered() == nil
+	}
+	return true
+}
+
 func (w *corkConn) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.framing && len(p) > 0 && gws.Opcode(p[0]&0x0f) == gws.OpcodeCloseConnection {
+		w.closeSent = true
 	}
 	if w.buf == nil && !w.corked {
 		n, err := w.Conn.Write(p)
@@ -247,7 +328,7 @@ func (w *corkConn) writeGathered() error {
 // Linger bounds: after the close frame, what a closing socket still reads
 // and discards from its device, and for how long.
 const (
-	lingerTime  = 2 * time.Second
+	lingerTime  = 5 * time.Second
 	lingerBytes = 16 << 20
 )
 

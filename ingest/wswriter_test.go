@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -298,7 +299,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 
 	// The first ack's flush takes it and blocks in the write; then the
 	// queue fills up, and one more overflows it.
-	c.send(c.ackMsg(0))
+	c.sendAck(0)
 	testsupport.Eventually(t, 5*time.Second, "the flush to take the first ack", func() bool {
 		c.outMu.Lock()
 		defer c.outMu.Unlock()
@@ -308,7 +309,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	go func() {
 		defer close(queued)
 		for i := range maxPendingMsgs + 1 {
-			c.send(c.ackMsg(uint64(i + 1)))
+			c.sendAck(uint64(i + 1))
 		}
 	}()
 	select {
@@ -334,7 +335,7 @@ func TestWSWriteQueueBound(t *testing.T) {
 	if done := c.close(telemetry.CloseGoingAway, ""); done != nil {
 		t.Fatal("close after abort queued a close frame")
 	}
-	c.send(c.ackMsg(1))
+	c.sendAck(1)
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if len(c.pending) != 0 {
@@ -355,3 +356,41 @@ func TestFrameReaderKeepsBufferedBytes(t *testing.T) {
 		t.Fatalf("read %q, %v; want the buffered bytes first", b, err)
 	}
 }
+
+// TestCorkConnNoAckAfterClose: acks are framed by the corkConn, not gws;
+// like gws's own frames, none may follow a close frame on the wire, and
+// they are whole server text frames.
+func TestCorkConnNoAckAfterClose(t *testing.T) {
+	var wire bytes.Buffer
+	w := &corkConn{Conn: bufConn{&wire}, bufs: newCorkBufs()}
+	if _, err := w.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")); err != nil { // 'H' has a close opcode's low bits
+		t.Fatal(err)
+	}
+	w.startFraming()
+	if !w.gatherAck(7) {
+		t.Fatal("ack refused before any close frame")
+	}
+	want := "\x81\x09{\"ack\":7}"
+	if got := strings.TrimPrefix(wire.String(), "HTTP/1.1 101 Switching Protocols\r\n\r\n"); got != want {
+		t.Fatalf("ack frame %q, want %q", got, want)
+	}
+	if _, err := w.Write([]byte{0x88, 0x02, 0x03, 0xe9}); err != nil { // close 1001
+		t.Fatal(err)
+	}
+	n := wire.Len()
+	if w.gatherAck(8) || wire.Len() != n {
+		t.Fatal("an ack was written after the close frame")
+	}
+}
+
+// bufConn is a net.Conn that writes into a buffer.
+type bufConn struct{ w io.Writer }
+
+func (c bufConn) Write(p []byte) (int, error)    { return c.w.Write(p) }
+func (bufConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (bufConn) Close() error                     { return nil }
+func (bufConn) LocalAddr() net.Addr              { return nil }
+func (bufConn) RemoteAddr() net.Addr             { return nil }
+func (bufConn) SetDeadline(time.Time) error      { return nil }
+func (bufConn) SetReadDeadline(time.Time) error  { return nil }
+func (bufConn) SetWriteDeadline(time.Time) error { return nil }
