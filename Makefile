@@ -98,6 +98,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLineProtocol$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCBOR$$' -fuzztime $(FUZZTIME) ./ingest/payload/
 	$(GO) test -run '^$$' -fuzz '^FuzzCBORMatchesJSON$$' -fuzztime $(FUZZTIME) ./ingest/payload/
+	$(GO) test -run '^$$' -fuzz '^FuzzMessagePos$$' -fuzztime $(FUZZTIME) ./live/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./live/relay/
 
 # The benchmark harness (docs/performance.md): the shipped binary against
 # raw baselines in the same run; table in bench/out/results.{json,md}.
