@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,15 @@ type HTTP struct {
 	requests, unauthorized, tooLarge, invalid atomic.Uint64
 	rateLimited, overloaded, notStored        atomic.Uint64
 	readingsAccepted, readingsRejected, acked atomic.Uint64
+
+	// bodies holds request-body buffers (*[]byte) for reuse: a body is
+	// needed only until it is decoded, as the decoders copy what they keep.
+	// Bounded by maxPooledBody per buffer; the pool drops idle ones.
+	bodies sync.Pool
 }
+
+// maxPooledBody: a buffer grown past this by a large body is not kept.
+const maxPooledBody = 1 << 20
 
 // NewHTTP returns the HTTP endpoints of ws's devices: same authenticator,
 // limits (the body may be as large as a WebSocket frame), rate bucket and
@@ -132,31 +141,69 @@ func (h *HTTP) admit(r *http.Request, token string) (telemetry.DeviceID, *refusa
 	return id, nil
 }
 
-// readBody reads the request body, inflating gzip, within the frame size.
-func (h *HTTP) readBody(rw http.ResponseWriter, r *http.Request) ([]byte, *refusal) {
+// readBody reads the request body, inflating gzip, within the frame size,
+// into a pooled buffer. The caller hands the buffer back with putBody once
+// the body is decoded, and must not use the body after that.
+func (h *HTTP) readBody(rw http.ResponseWriter, r *http.Request) ([]byte, *[]byte, *refusal) {
 	limit := int64(h.ws.cfg.MaxFrameSize)
 	var body io.Reader = http.MaxBytesReader(rw, r.Body, limit)
+	size := int64(512)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
+		if r.ContentLength > 0 {
+			size = min(r.ContentLength, limit) + 1 // +1: the read that sees EOF
+		}
 	case "gzip":
 		zr, err := gzip.NewReader(body)
 		if err != nil {
-			return nil, h.bodyError(err)
+			return nil, nil, h.bodyError(err)
 		}
 		defer zr.Close()
 		body = zr
 	default:
-		return nil, &refusal{status: http.StatusUnsupportedMediaType, code: CodeBadEncoding, msg: fmt.Sprintf("Content-Encoding %q is not supported; send gzip or nothing", enc)}
+		return nil, nil, &refusal{status: http.StatusUnsupportedMediaType, code: CodeBadEncoding, msg: fmt.Sprintf("Content-Encoding %q is not supported; send gzip or nothing", enc)}
+	}
+	buf, _ := h.bodies.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
 	}
 	// The inflated body is held to the same bound as what was sent.
-	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	data, err := readAll(slices.Grow((*buf)[:0], int(size)), io.LimitReader(body, limit+1))
+	*buf = data
 	if err == nil && int64(len(data)) > limit {
 		err = &http.MaxBytesError{Limit: limit}
 	}
 	if err != nil {
-		return nil, h.bodyError(err)
+		h.putBody(buf)
+		return nil, nil, h.bodyError(err)
 	}
-	return data, nil
+	return data, buf, nil
+}
+
+// putBody hands a body buffer back for reuse, unless it grew too large.
+func (h *HTTP) putBody(buf *[]byte) {
+	if cap(*buf) > maxPooledBody {
+		return
+	}
+	*buf = (*buf)[:0]
+	h.bodies.Put(buf)
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
 }
 
 func (h *HTTP) bodyError(err error) *refusal {
@@ -240,10 +287,12 @@ func (h *HTTP) Ingest() http.Handler {
 		id, ref := h.admit(r, telemetry.BearerToken(r))
 		if ref == nil {
 			var data []byte
-			if data, ref = h.readBody(rw, r); ref == nil {
+			var buf *[]byte
+			if data, buf, ref = h.readBody(rw, r); ref == nil {
 				dec := h.ws.decoders.Get().(*payload.Decoder)
 				msg, err := dec.Decode(data, received)
 				h.ws.decoders.Put(dec)
+				h.putBody(buf) // Decode keeps nothing of data
 				if err != nil {
 					ref = h.decodeError(err)
 					ref.seq = answerSeq(msg) // recovered from the malformed payload, when it could be
@@ -368,7 +417,7 @@ func (h *HTTP) write(rw http.ResponseWriter, r *http.Request, dialect influxDial
 		writeInflux(rw, dialect, ref)
 		return
 	}
-	data, ref := h.readBody(rw, r)
+	data, buf, ref := h.readBody(rw, r)
 	if ref != nil {
 		writeInflux(rw, dialect, ref)
 		return
@@ -376,6 +425,7 @@ func (h *HTTP) write(rw http.ResponseWriter, r *http.Request, dialect influxDial
 	dec := h.ws.decoders.Get().(*payload.Decoder)
 	msg, err := dec.DecodeLineProtocol(data, unit)
 	h.ws.decoders.Put(dec)
+	h.putBody(buf) // DecodeLineProtocol copies every string it keeps
 	if err != nil {
 		writeInflux(rw, dialect, h.decodeError(err))
 		return

@@ -96,34 +96,85 @@ func (d *Decoder) decodeLineProtocol(data []byte, prec lineprotocol.Precision) (
 	if n > d.limits.MaxReadings {
 		return msg, fmt.Errorf("%w: %d lines, at most %d allowed", ErrTooManyReadings, n, d.limits.MaxReadings)
 	}
-	d.allocate(n*2, n)
+	// Lines are decoded into the reused scratch arrays and copied at the end
+	// into arrays of the exact size: guessing the sizes up front either
+	// wastes memory or grows the arrays by append, copying them each time.
+	d.fields, d.tags = d.fastFields[:0], d.fastTags[:0]
 	msg.Readings = make([]telemetry.Reading, 0, n)
 	dec := lineprotocol.NewDecoderWithBytes(data)
 	for i := 0; dec.Next(); i++ {
 		if i >= d.limits.MaxReadings { // countLines is a bound, not the parser's count
+			d.keepScratch()
 			return Message{}, fmt.Errorf("%w: more than %d lines", ErrTooManyReadings, d.limits.MaxReadings)
 		}
 		f0, t0 := len(d.fields), len(d.tags)
 		r, p := d.lineReading(dec, prec)
 		msg.Readings = append(msg.Readings, telemetry.Reading{})
 		if !p.ok() {
+			// Cleared, so that release, which clears the scratch up to its
+			// length, leaves no string of this line behind.
+			clear(d.fields[f0:])
+			clear(d.tags[t0:])
 			d.fields, d.tags = d.fields[:f0], d.tags[:t0]
 			msg.reject(i, p)
 			continue
 		}
-		r.Fields = d.take(f0)
+		// Fields and Tags point into the scratch until lineMessage copies
+		// them out; a later append that moves the scratch leaves the old
+		// array, which still holds them, to be read from.
+		r.Fields = d.fields[f0:len(d.fields):len(d.fields)]
 		if len(d.tags) > t0 {
 			r.Tags = d.tags[t0:len(d.tags):len(d.tags)]
 		}
 		msg.Readings[i] = r
 	}
+	d.keepScratch()
 	if err := dec.Err(); err != nil {
 		return Message{}, fmt.Errorf("%w: line protocol: %v", ErrInvalidPayload, err)
 	}
 	if len(msg.Readings) == 0 {
 		msg.Readings = nil
+		return msg, nil
 	}
+	d.lineMessage(msg.Readings)
 	return msg, nil
+}
+
+// keepScratch hands the grown scratch back to the fast path's fields, which
+// release clears, so the Decoder pins none of this payload's strings.
+func (d *Decoder) keepScratch() {
+	d.fastFields, d.fastTags = d.fields, d.tags
+}
+
+// lineMessage moves the readings' fields and tags out of the scratch into
+// one array each that the Message owns. Each reading's Tags gets one spare
+// slot, as on the fast path: the bridge adds device_id in place.
+func (d *Decoder) lineMessage(rs []telemetry.Reading) {
+	tagSlots := len(d.tags)
+	for i := range rs {
+		if len(rs[i].Tags) > 0 {
+			tagSlots++
+		}
+	}
+	fields := make([]telemetry.Field, len(d.fields))
+	var tags []telemetry.Tag
+	if tagSlots > 0 {
+		tags = make([]telemetry.Tag, tagSlots)
+	}
+	fa, ta := 0, 0
+	for i := range rs {
+		r := &rs[i]
+		if nf := len(r.Fields); nf > 0 {
+			copy(fields[fa:], r.Fields)
+			r.Fields = fields[fa : fa+nf : fa+nf]
+			fa += nf
+		}
+		if nt := len(r.Tags); nt > 0 {
+			copy(tags[ta:], r.Tags)
+			r.Tags = tags[ta : ta+nt : ta+nt+1]
+			ta += nt + 1
+		}
+	}
 }
 
 // countLines bounds the number of entries: line ends plus one (the
