@@ -105,24 +105,8 @@ registry_url="postgres://telemetryd:$pg_password@127.0.0.1:$pg_port/telemetryd?s
 nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_mon_port" -js -sd "$data/nats" > "$data/logs/nats.log" 2>&1 &
 pids+=($!)
 
-cat > "$data/influxdb/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:0"
-[meta]
-  dir = "$data/influxdb/meta"
-[data]
-  dir = "$data/influxdb/data"
-  wal-dir = "$data/influxdb/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$influx_port"
-  flux-enabled = true
-  log-enabled = false
-[logging]
-  level = "warn"
-[continuous_queries]
-  log-enabled = false
-CONF
+. "$root/deploy/influxd-conf.sh"
+influxd_conf "$data/influxdb" "$influx_port" > "$data/influxdb/influxdb.conf"
 "$influxd" run -config "$data/influxdb/influxdb.conf" > "$data/logs/influxd.log" 2>&1 &
 pids+=($!)
 
