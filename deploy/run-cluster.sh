@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. "$root/deploy/lib.sh" # port_busy, secret, influxd_conf
 data=${TELEMETRY_DATA_DIR:-$root/data/cluster}
 lb_port=${LB_PORT:-8080}
 lb_stats_port=${LB_STATS_PORT:-8404}
@@ -41,19 +42,12 @@ need "$pg_bin/initdb" postgresql
 need "$influxd" influxd
 need "$telemetryd" "bin/telemetryd: run make build"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$lb_port" "$lb_stats_port" "${inst_ports[@]}" "$pg_port" "$nats_port" "$nats_mon_port" "$influx_port" "$mqtt_port"; do
   if port_busy "$p"; then echo "port $p is already in use; stop what uses it or set LB_PORT / LB_STATS_PORT / INSTANCE_PORTS / PG_PORT / NATS_PORT / NATS_MONITOR_PORT / INFLUX_PORT / MQTT_PORT" >&2; exit 1; fi
 done
 
 # Secrets, created on the first run and kept (0600) under the data dir.
 mkdir -p "$data/secrets" && chmod 700 "$data/secrets"
-secret() { # secret <file>: prints the secret in <file>, creating it first
-  if [ ! -s "$1" ]; then
-    (umask 077; head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$1")
-  fi
-  cat "$1"
-}
 admin_token=$(secret "$data/secrets/admin-token")
 mqtt_password=$(secret "$data/secrets/mqtt-password")
 pg_password=$(secret "$data/secrets/postgres-password")
@@ -105,7 +99,6 @@ registry_url="postgres://telemetryd:$pg_password@127.0.0.1:$pg_port/telemetryd?s
 nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_mon_port" -js -sd "$data/nats" > "$data/logs/nats.log" 2>&1 &
 pids+=($!)
 
-. "$root/deploy/influxd-conf.sh"
 influxd_conf "$data/influxdb" "$influx_port" > "$data/influxdb/influxdb.conf"
 "$influxd" run -config "$data/influxdb/influxdb.conf" > "$data/logs/influxd.log" 2>&1 &
 pids+=($!)

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. "$root/deploy/lib.sh" # port_busy, secret, influxd_conf
 data=${TELEMETRY_DATA_DIR:-$root/data}
 influx_port=${INFLUX_PORT:-8086}
 mqtt_port=${MQTT_PORT:-1883}
@@ -12,7 +13,6 @@ http_addr=${TELEMETRY_HTTP_ADDR:-127.0.0.1:8080}
 mkdir -p "$data/influxdb" "$data/mosquitto" "$data/logs"
 data=$(cd "$data" && pwd)
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$influx_port" "$mqtt_port" "${http_addr##*:}"; do
   if port_busy "$p"; then echo "port $p is already in use; stop what uses it or set INFLUX_PORT / MQTT_PORT / TELEMETRY_HTTP_ADDR" >&2; exit 1; fi
 done
@@ -20,12 +20,6 @@ done
 # Secrets, created on the first run and kept (0600) under the data dir: the
 # operator's admin token and the password of telemetryd's own MQTT account.
 mkdir -p "$data/secrets" && chmod 700 "$data/secrets"
-secret() { # secret <file>: prints the secret in <file>, creating it first
-  if [ ! -s "$1" ]; then
-    (umask 077; head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > "$1")
-  fi
-  cat "$1"
-}
 admin_token=$(secret "$data/secrets/admin-token")
 mqtt_password=$(secret "$data/secrets/mqtt-password")
 export TELEMETRY_DATA_DIR=$data
@@ -42,7 +36,6 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-. "$root/deploy/influxd-conf.sh"
 influxd_conf "$data/influxdb" "$influx_port" > "$data/influxdb/influxdb.conf"
 "$root/.tools/bin/influxd" run -config "$data/influxdb/influxdb.conf" > "$data/logs/influxd.log" 2>&1 &
 pids+=($!)
