@@ -68,6 +68,12 @@ type Config struct {
 	QueueFrames int
 	// MaxBatchLines is the most lines per storage write (default 5000).
 	MaxBatchLines int
+	// FlushLines is how many lines make a batch worth writing without
+	// lingering: a batch that holds them goes to a free writer at once
+	// (default 1000, at most MaxBatchLines). Large frames (an HTTP write of 1000
+	// lines) then reach InfluxDB as concurrent writes, as their clients
+	// sent them, rather than merged behind one linger.
+	FlushLines int
 	// FlushInterval is how long a batch's first frame waits for more
 	// before the batch goes to a free writer (default 5ms). While every
 	// writer is busy the batch grows instead, up to MaxBatchLines: batch
@@ -96,6 +102,7 @@ func DefaultConfig() Config {
 		Limits:        DefaultLimits(),
 		QueueFrames:   8192,
 		MaxBatchLines: 5000,
+		FlushLines:    1000,
 		FlushInterval: 5 * time.Millisecond,
 		Writers:       4,
 		RetryMin:      100 * time.Millisecond,
@@ -113,6 +120,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatchLines <= 0 {
 		c.MaxBatchLines = d.MaxBatchLines
 	}
+	if c.FlushLines <= 0 {
+		c.FlushLines = d.FlushLines
+	}
+	c.FlushLines = min(c.FlushLines, c.MaxBatchLines)
 	if c.Writers <= 0 {
 		c.Writers = d.Writers
 	}
@@ -208,7 +219,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		children: cfg.Children,
 		labels:   cfg.Labels,
 		log:      log,
-		queue:    newFrameQueue(cfg.QueueFrames, cfg.MaxBatchLines),
+		queue:    newFrameQueue(cfg.QueueFrames, cfg.MaxBatchLines, cfg.FlushLines),
 		stopping: make(chan struct{}),
 	}
 	b.initDetail()
@@ -278,7 +289,13 @@ func (b *Bridge) Consume(ctx context.Context, f *telemetry.Frame) (telemetry.Rec
 			// Size the buffers for the rest of the frame from its first
 			// line, rather than grow them a doubling at a time.
 			rest := len(f.Readings) - i
-			enc.buf = slices.Grow(enc.buf, len(enc.buf)*(rest-1)+len(enc.buf)/2)
+			need := len(enc.buf)*rest + len(enc.buf)/2
+			if need > maxPooledLines && need > cap(enc.buf) {
+				if spare := b.entries.getLines(need); spare != nil {
+					enc.buf = append(spare, enc.buf...)
+				}
+			}
+			enc.buf = slices.Grow(enc.buf, need-len(enc.buf))
 			index = slices.Grow(index, rest)
 		}
 		index = append(index, int32(i))
@@ -349,7 +366,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// leave in the order frames arrived.
 	//
 	// A batch goes to a writer that is free once its first frame has
-	// waited FlushInterval, or at once when it is full. While every writer
+	// waited FlushInterval, or at once when it holds FlushLines. While every writer
 	// is busy the batch keeps growing, up to MaxBatchLines: batches are as
 	// small as a quick ack needs while InfluxDB keeps up, and as large as
 	// its write time makes them when it does not, where a fixed size would
@@ -388,7 +405,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			for _, e := range bt.entries {
 				b.notifyDurable(e)
 				complete(e, e.outcome)
-				reset(e)
+				b.entries.reset(e)
 			}
 			b.entries.putAll(bt.entries)
 			clear(bt.entries)
@@ -417,6 +434,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 			free <- struct{}{} // unused
 			return
 		}
+		if len(free) == 0 {
+			// The last free writer: every other one is busy, so the
+			// batch takes what queued meanwhile, up to MaxBatchLines.
+			pending, lines = b.queue.take(pending, lines, b.cfg.MaxBatchLines)
+		}
 		bt := &batch{entries: pending, done: make(chan struct{})}
 		b.inflightMu.Lock()
 		b.inflightAt = append(b.inflightAt, pending[0].at.UnixNano())
@@ -432,11 +454,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.queue.flushed()
 		b.oldest.Store(0)
 	}
-	// take moves queued frames to pending, up to a full batch; a batch's
+	// take moves queued frames to pending, up to limit lines; a batch's
 	// first frame starts its linger.
-	take := func() {
+	take := func(limit int) {
 		first := len(pending) == 0
-		pending, lines = b.queue.take(pending, lines)
+		pending, lines = b.queue.take(pending, lines, limit)
 		if first && len(pending) > 0 {
 			timer.Reset(b.cfg.FlushInterval)
 			b.oldest.Store(pending[0].at.UnixNano())
@@ -447,25 +469,26 @@ loop:
 		// The queue is looked at for a batch's first frame, then again
 		// only once it has lingered: in between, frames wait in the
 		// queue without waking this goroutine for each one, unless they
-		// make a full batch (the queue wakes Run then). A full batch
-		// leaves them there until a writer takes it: Consume feels the
-		// queue fill.
-		full := lines >= b.cfg.MaxBatchLines
+		// come to FlushLines (the queue wakes Run then). Such a batch
+		// goes to a free writer at once; while none is free, frames wait
+		// in the queue, and the last writer to free up takes them all,
+		// up to MaxBatchLines (flush). The queue may fill: Consume feels
+		// it.
 		var writer <-chan struct{}
-		if full || lingered {
+		if lingered || lines >= b.cfg.FlushLines {
 			writer = free
 		}
 		select {
 		case <-b.queue.wake:
-			if len(pending) == 0 || lingered || lines+b.queue.queuedLines() >= b.cfg.MaxBatchLines {
-				take()
+			if len(pending) == 0 || lingered || lines+b.queue.queuedLines() >= b.cfg.FlushLines {
+				take(b.cfg.FlushLines)
 			}
 		case <-writer:
 			flush()
-			take()
+			take(b.cfg.FlushLines)
 		case <-timer.C:
 			lingered = true
-			take()
+			take(b.cfg.FlushLines)
 		case <-ctx.Done():
 			break loop
 		}
@@ -478,7 +501,7 @@ loop:
 	drainDeadline := time.AfterFunc(b.cfg.DrainTimeout, cancelWrites)
 	defer drainDeadline.Stop()
 	for {
-		take()
+		take(b.cfg.MaxBatchLines)
 		if lines < b.cfg.MaxBatchLines {
 			break
 		}
@@ -646,14 +669,16 @@ const (
 
 // recycle returns e to the cache. The caller must hold the only reference.
 func (b *Bridge) recycle(e *entry) {
-	reset(e)
+	b.entries.reset(e)
 	b.entries.put(e)
 }
 
-// reset readies e for reuse.
-func reset(e *entry) {
+// reset readies e for reuse; a large lines buffer goes to the cache's
+// spare buffers rather than stay with e.
+func (c *entryCache) reset(e *entry) {
 	lines, index := e.lines[:0], e.index[:0]
 	if cap(lines) > maxPooledLines {
+		c.putLines(lines)
 		lines = e.inline.lines[:0]
 	}
 	if cap(index) > maxPooledIndex {
@@ -668,12 +693,51 @@ func reset(e *entry) {
 // to the Ps consuming, so entries were allocated anyway. The price is one
 // more lock per frame beside the queue's own. At most maxFreeEntries
 // (about 3 MiB) are kept; the rest are left to the collector.
+//
+// It also keeps a few large lines buffers apart from the entries (at most
+// maxSpareLines, each at most maxSpareLineBytes; others are left to the
+// collector), for frames of many readings (an HTTP write of a client's
+// batch): without them each such frame allocates and zeroes a buffer of
+// its size.
 type entryCache struct {
-	mu   sync.Mutex
-	free []*entry // at most maxFreeEntries
+	mu    sync.Mutex
+	free  []*entry // at most maxFreeEntries
+	lines [][]byte // spare large buffers, at most maxSpareLines
 }
 
-const maxFreeEntries = 8192
+const (
+	maxFreeEntries    = 8192
+	maxSpareLines     = 16
+	maxSpareLineBytes = 1 << 20
+)
+
+// getLines returns a spare buffer of at least n bytes' capacity, or nil.
+func (c *entryCache) getLines(n int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, b := range c.lines {
+		if cap(b) >= n {
+			last := len(c.lines) - 1
+			c.lines[i] = c.lines[last]
+			c.lines[last] = nil
+			c.lines = c.lines[:last]
+			return b
+		}
+	}
+	return nil
+}
+
+// putLines keeps b as a spare, room and size permitting.
+func (c *entryCache) putLines(b []byte) {
+	if cap(b) > maxSpareLineBytes {
+		return
+	}
+	c.mu.Lock()
+	if len(c.lines) < maxSpareLines {
+		c.lines = append(c.lines, b[:0])
+	}
+	c.mu.Unlock()
+}
 
 // get returns a free entry, or a new one.
 func (c *entryCache) get() *entry {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -176,6 +177,50 @@ func TestBridgeFullBatchDoesNotLinger(t *testing.T) {
 	eventually(t, "5 acks", func() bool { return rec.len() == 5 })
 	if sink.count() != 1 {
 		t.Fatalf("%d writes, want one batch of 10 lines", sink.count())
+	}
+}
+
+// enteredSink counts the writes under way and holds each until release
+// is closed.
+type enteredSink struct {
+	entered atomic.Int32
+	release chan struct{}
+}
+
+func (s *enteredSink) Write(ctx context.Context, lines []byte) error {
+	s.entered.Add(1)
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestBridgeFlushLinesGoToFreeWritersAtOnce: frames of FlushLines lines
+// each (HTTP writes of a client batch) are written as they come, one
+// concurrent write each, instead of lingering to be merged into one.
+func TestBridgeFlushLinesGoToFreeWritersAtOnce(t *testing.T) {
+	sink := &enteredSink{release: make(chan struct{})}
+	b, _, _ := startBridge(t, Config{Writers: 4, MaxBatchLines: 100, FlushLines: 3, FlushInterval: time.Hour}, sink, nil)
+	release := sync.OnceFunc(func() { close(sink.release) })
+	t.Cleanup(release)
+	var rec recorder
+	for i := range 4 {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), 1, 2, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "4 writes under way at once", func() bool { return sink.entered.Load() == 4 })
+	// A frame short of FlushLines lingers (an hour here) with writers free.
+	if _, err := b.Consume(context.Background(), frame("d1", rec.done(4), 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the short frame taken from the queue", func() bool { return b.Stats().QueueFrames == 0 })
+	release()
+	eventually(t, "the 4 large frames acknowledged", func() bool { return rec.len() == 4 })
+	if n := sink.entered.Load(); n != 4 {
+		t.Fatalf("%d writes, want the short frame left lingering", n)
 	}
 }
 
@@ -463,6 +508,70 @@ func TestEntryCache(t *testing.T) {
 	}
 	if got := c.get(); got != es[maxFreeEntries-1] {
 		t.Fatal("want the last entry kept")
+	}
+}
+
+// TestEntryCacheSpareLines: a large frame's lines buffer is kept apart
+// when its entry is reset and serves the next large frame; too many or too
+// large ones are left to the collector.
+func TestEntryCacheSpareLines(t *testing.T) {
+	var c entryCache
+	e := c.get()
+	e.lines = make([]byte, 10, 64<<10)
+	big := &e.lines[:1][0]
+	c.reset(e)
+	if cap(e.lines) != len(e.inline.lines) {
+		t.Fatal("a reset entry kept its large buffer")
+	}
+	if got := c.getLines(100 << 10); got != nil {
+		t.Fatal("a spare smaller than asked for was handed out")
+	}
+	got := c.getLines(32 << 10)
+	if got == nil || len(got) != 0 || &got[:1][0] != big {
+		t.Fatal("the spare buffer was not handed out, empty")
+	}
+	c.putLines(make([]byte, 0, maxSpareLineBytes+1))
+	for range maxSpareLines + 5 {
+		c.putLines(make([]byte, 0, 8<<10))
+	}
+	if len(c.lines) != maxSpareLines {
+		t.Fatalf("%d spares kept, want the bound %d", len(c.lines), maxSpareLines)
+	}
+	for _, b := range c.lines {
+		if cap(b) > maxSpareLineBytes {
+			t.Fatal("an oversized buffer was kept")
+		}
+	}
+}
+
+// TestBridgeReusesLargeFrameBuffers: consecutive large frames encode into
+// the same spare buffer once the first is completed, and their lines are
+// still right.
+func TestBridgeReusesLargeFrameBuffers(t *testing.T) {
+	sink := &fakeSink{}
+	b, _, _ := startBridge(t, Config{FlushInterval: time.Millisecond}, sink, nil)
+	values := make([]float64, 200)
+	for i := range values {
+		values[i] = float64(i)
+	}
+	var rec recorder
+	for i := range 3 {
+		if _, err := b.Consume(context.Background(), frame("d1", rec.done(i), values...)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "frame acknowledged", func() bool { return rec.len() == i+1 })
+	}
+	b.entries.mu.Lock()
+	spares := len(b.entries.lines)
+	b.entries.mu.Unlock()
+	if spares != 1 {
+		t.Fatalf("%d spare buffers, want the one the three frames shared", spares)
+	}
+	if got := strings.Count(sink.stored(), "\n"); got != 600 {
+		t.Fatalf("%d lines stored, want 600", got)
+	}
+	if !strings.Contains(sink.stored(), "v=199 ") {
+		t.Fatal("a frame's last line is missing")
 	}
 }
 

@@ -15,7 +15,7 @@ import "sync"
 //
 // Run is woken through wake (capacity 1, so wakes coalesce) only when it
 // may have something to do: a frame lands in an empty queue, or the queue
-// and Run's pending batch come to a full batch. A wake is a hint: Run
+// and Run's pending batch come to FlushLines (a batch worth writing at once). A wake is a hint: Run
 // looks at the queue again, and a stale one costs a look.
 //
 // When the ring is full, Consume waits on space, which Run closes the next
@@ -28,6 +28,7 @@ type frameQueue struct {
 	head, n    int
 	lines      int // lines of the queued frames
 	batchLines int // MaxBatchLines
+	flushLines int // FlushLines
 	runLines   int // lines in Run's pending batch
 	closed     bool
 	space      chan struct{} // made by a Consume that found the ring full, closed by take
@@ -37,11 +38,12 @@ type frameQueue struct {
 	framesAccepted, readingsAccepted uint64
 }
 
-func newFrameQueue(frames, batchLines int) *frameQueue {
+func newFrameQueue(frames, batchLines, flushLines int) *frameQueue {
 	return &frameQueue{
 		wake:       make(chan struct{}, 1),
 		ring:       make([]*entry, frames),
 		batchLines: batchLines,
+		flushLines: flushLines,
 	}
 }
 
@@ -70,7 +72,7 @@ func (q *frameQueue) push(e *entry, readings int) (full <-chan struct{}, closed 
 	q.n++
 	before := q.lines + q.runLines
 	q.lines += len(e.index)
-	wake := q.n == 1 || before < q.batchLines && before+len(e.index) >= q.batchLines
+	wake := q.n == 1 || before < q.flushLines && before+len(e.index) >= q.flushLines
 	q.framesAccepted++
 	q.readingsAccepted += uint64(readings)
 	q.mu.Unlock()
@@ -84,11 +86,12 @@ func (q *frameQueue) push(e *entry, readings int) (full <-chan struct{}, closed 
 }
 
 // take moves queued frames to pending, oldest first, while pending holds
-// fewer than the batch's lines; lines is pending's line count, updated.
-// Run is the only caller.
-func (q *frameQueue) take(pending []*entry, lines int) ([]*entry, int) {
+// fewer than limit lines (at most MaxBatchLines); lines is pending's line
+// count, updated. Run is the only caller.
+func (q *frameQueue) take(pending []*entry, lines, limit int) ([]*entry, int) {
+	limit = min(limit, q.batchLines)
 	q.mu.Lock()
-	for q.n > 0 && lines < q.batchLines {
+	for q.n > 0 && lines < limit {
 		e := q.ring[q.head]
 		q.ring[q.head] = nil
 		q.head++

@@ -42,14 +42,14 @@ func TestFrameQueueWakes(t *testing.T) {
 		{"first frame", 0, nil, 1, true},
 		{"first frame while a batch lingers", 3, nil, 1, true},
 		{"second frame", 0, []int{1}, 1, false},
-		{"makes a full batch with the queue", 0, []int{4, 4}, 2, true},
-		{"makes a full batch with the pending batch", 6, []int{2}, 2, true},
-		{"past a full batch already", 0, []int{6, 6}, 1, false},
-		{"one short of a full batch", 0, []int{4, 4}, 1, false},
+		{"reaches FlushLines with the queue", 0, []int{4, 4}, 2, true},
+		{"reaches FlushLines with the pending batch", 6, []int{2}, 2, true},
+		{"past FlushLines already", 0, []int{6, 6}, 1, false},
+		{"one short of FlushLines", 0, []int{4, 4}, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q := newFrameQueue(16, 10)
+			q := newFrameQueue(16, 20, 10) // wakes at FlushLines, not at MaxBatchLines
 			q.runLines = tt.runLines
 			for i, n := range tt.queued {
 				if full, closed := q.push(linesEntry(n, int64(i)), n); full != nil || closed {
@@ -70,7 +70,7 @@ func TestFrameQueueWakes(t *testing.T) {
 // TestFrameQueueOrderAndBatches: frames leave in the order they came, across
 // the ring's end, a batch's worth at a time; the counters follow.
 func TestFrameQueueOrderAndBatches(t *testing.T) {
-	q := newFrameQueue(4, 5)
+	q := newFrameQueue(4, 5, 5)
 	next, want := int64(0), int64(0)
 	push := func(lines int) {
 		t.Helper()
@@ -81,7 +81,7 @@ func TestFrameQueueOrderAndBatches(t *testing.T) {
 	}
 	takeBatch := func(wantFrames int) {
 		t.Helper()
-		pending, lines := q.take(nil, 0)
+		pending, lines := q.take(nil, 0, q.batchLines)
 		if len(pending) != wantFrames {
 			t.Fatalf("took %d frames, want %d", len(pending), wantFrames)
 		}
@@ -116,7 +116,7 @@ func TestFrameQueueOrderAndBatches(t *testing.T) {
 // closes once there is room; a closed one refuses frames but keeps its
 // queued ones for Run.
 func TestFrameQueueFullAndClosed(t *testing.T) {
-	q := newFrameQueue(2, 100)
+	q := newFrameQueue(2, 100, 100)
 	q.push(linesEntry(1, 0), 1)
 	q.push(linesEntry(1, 1), 1)
 	full, closed := q.push(linesEntry(1, 2), 1)
@@ -128,7 +128,7 @@ func TestFrameQueueFullAndClosed(t *testing.T) {
 		t.Fatal("room signalled before any was made")
 	default:
 	}
-	if pending, _ := q.take(nil, 0); len(pending) != 2 {
+	if pending, _ := q.take(nil, 0, q.batchLines); len(pending) != 2 {
 		t.Fatalf("took %d frames, want 2", len(pending))
 	}
 	select {
@@ -141,7 +141,7 @@ func TestFrameQueueFullAndClosed(t *testing.T) {
 	if full, closed := q.push(linesEntry(1, 4), 1); full != nil || !closed {
 		t.Fatal("a closed queue took a frame")
 	}
-	if pending, _ := q.take(nil, 0); len(pending) != 1 || pending[0].at.UnixNano() != 3 {
+	if pending, _ := q.take(nil, 0, q.batchLines); len(pending) != 1 || pending[0].at.UnixNano() != 3 {
 		t.Fatal("closing dropped a queued frame")
 	}
 }

@@ -697,7 +697,11 @@ func (s *hubState) fanOut(rs []telemetry.Reading) {
 			sr.pos = first + int64(i)
 		}
 		srs = append(srs, sr)
-		s.seen(&rs[i], now)
+		// A device's readings of one batch arrived together: presence
+		// needs the last of each run, not each (seen clones changed tags).
+		if i+1 == len(rs) || rs[i+1].Device != rs[i].Device {
+			s.seen(&rs[i], now)
+		}
 	}
 	s.deliver(rs, srs, first, last)
 }
