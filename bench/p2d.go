@@ -111,6 +111,11 @@ func runP2d(ctx context.Context, e *env, r *result) error {
 	ss, err = sampleDrain(ctx, e.s.svc, svcCount, queued, every, drainTimeout(queued))
 	waitProf := <-profStarted
 	if err != nil {
+		// What the MQTT side holds tells a stall in telemetryd (unacked
+		// messages) from one in the broker (nothing received).
+		if m, merr := e.s.metrics(ctx); merr == nil {
+			r.detail("stalled_counters", delta(metricSet{}, m, "telemetryd_mqtt", "telemetryd_frames", "telemetryd_acks", "telemetryd_readings_accepted", "telemetryd_influx_write", "telemetryd_bridge"))
+		}
 		return fmt.Errorf("telemetryd: %w", err)
 	}
 	r.detail("service_cores", meter.cores())

@@ -45,12 +45,12 @@ type MQTTConfig struct {
 	// order is then not preserved across clients.
 	Connections int
 	// Queue bounds, per connection, messages received but not yet handed
-	// to the pipeline, and PUBACKs due but not yet written (default 16384).
-	// It must exceed the broker's max_inflight_messages (10000 in
-	// deploy/mosquitto.conf), which bounds both: a message that finds either
-	// full is left unacked until the next session, and counted as Overflow.
+	// to the pipeline (default 16384). It should exceed the broker's
+	// max_inflight_messages (10000 in deploy/mosquitto.conf); when it is
+	// full, paho's reading waits (and so the broker) until there is room.
 	// Its memory is bounded by the broker's max_inflight_bytes and
-	// message_size_limit.
+	// message_size_limit. Only a message still arriving while the intake
+	// stops is left unacked (for the next session), counted as Overflow.
 	Queue  int
 	Limits payload.Limits
 	// MaxMessageSize (default 256 KiB), FrameRate (messages per second per
@@ -168,13 +168,14 @@ func (m *MQTT) Run(ctx context.Context) error {
 	for i := range m.cfg.Connections {
 		conn := &mqttConn{id: m.cfg.clientID(i)}
 		inbox := make(chan mqtt.Message, m.cfg.Queue)
-		c := mqtt.NewClient(m.clientOptions(conn, topic, inbox))
+		intakeDone := make(chan struct{})
+		c := mqtt.NewClient(m.clientOptions(conn, topic, inbox, intakeDone))
 		m.mu.Lock()
 		m.clients = append(m.clients, c)
 		m.conns = append(m.conns, conn)
 		m.mu.Unlock()
 		c.Connect() // ConnectRetry: keeps trying in the background
-		acks := &ackSequencer{m: m, due: make(chan mqtt.Message, m.cfg.Queue)}
+		acks := newAckSequencer(m)
 		m.senders.Add(1)
 		go func() {
 			defer m.senders.Done()
@@ -183,6 +184,7 @@ func (m *MQTT) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(intakeDone)
 			m.work(ctx, inbox, acks)
 		}()
 	}
@@ -206,7 +208,7 @@ func (m *MQTT) Close() {
 	m.clients = nil
 }
 
-func (m *MQTT) clientOptions(conn *mqttConn, topic string, inbox chan mqtt.Message) *mqtt.ClientOptions {
+func (m *MQTT) clientOptions(conn *mqttConn, topic string, inbox chan mqtt.Message, intakeDone <-chan struct{}) *mqtt.ClientOptions {
 	clientID := conn.id
 	o := mqtt.NewClientOptions().
 		AddBroker(m.cfg.URL).
@@ -237,9 +239,16 @@ func (m *MQTT) clientOptions(conn *mqttConn, topic string, inbox chan mqtt.Messa
 		conn.messages.Add(1)
 		select {
 		case inbox <- msg:
+			return
 		default:
-			// Unreachable while the queue exceeds the broker's in-flight
-			// window; if it happens the message stays unacked until reconnect.
+		}
+		// Full: the broker sent more than its in-flight window (as on a
+		// reconnect). Wait, which holds paho's reading and so the broker
+		// back: a message dropped here would stay unacked, holding one of
+		// the broker's in-flight slots until the next session.
+		select {
+		case inbox <- msg:
+		case <-intakeDone: // shutting down: left for redelivery
 			m.overflow.Add(1)
 		}
 	}
@@ -416,17 +425,23 @@ func (c *bufferedConn) Close() error {
 // release runs on the pipeline's completer (a Frame's Done), which must
 // never block; paho's msg.Ack() does: it hands the PUBACK to the client's
 // writer goroutine and so waits on the broker socket. So release only
-// queues the PUBACKs that are due on due, and send — this connection's own
-// goroutine — writes them, in order. due holds cfg.Queue PUBACKs, more
-// than the broker's in-flight window lets be outstanding, so it is never
-// full; if it were, the PUBACK is dropped and counted (Overflow), and the
-// broker redelivers the message to the next session: a duplicate, never a
-// blocked completer.
+// appends the PUBACKs that are due to due, and send — this connection's own
+// goroutine — writes them, in order. due is never cut short: a PUBACK
+// dropped there would hold one of the broker's in-flight slots until the
+// next session, and enough of them stall the session (it happened on a
+// reconnect, when Mosquitto sent more than max_inflight_messages at once).
+// Its length is bounded by the messages this connection took in and has not
+// acked, which the broker's in-flight window bounds.
 type ackSequencer struct {
 	m       *MQTT
-	mu      sync.Mutex // guards pending, and orders sends on due
+	mu      sync.Mutex // guards pending and due, and orders sends
 	pending []*pendingAck
-	due     chan mqtt.Message
+	due     []mqtt.Message
+	wake    chan struct{} // cap 1: due has PUBACKs to send
+}
+
+func newAckSequencer(m *MQTT) *ackSequencer {
+	return &ackSequencer{m: m, wake: make(chan struct{}, 1)}
 }
 
 type pendingAck struct {
@@ -464,40 +479,53 @@ func (s *ackSequencer) release(p *pendingAck, send bool) {
 		s.mu.Unlock()
 		return
 	}
+	queued := false
 	for _, q := range s.pending[:n] {
-		if !q.ack {
-			continue
-		}
-		select {
-		case s.due <- q.msg:
-		default:
-			s.m.overflow.Add(1)
+		if q.ack {
+			s.due = append(s.due, q.msg)
+			queued = true
 		}
 	}
 	clear(s.pending[:n])
 	s.pending = s.pending[n:]
 	s.mu.Unlock()
 	s.m.unacked.Add(-int64(n))
+	if queued {
+		select {
+		case s.wake <- struct{}{}:
+		default: // a wake-up is pending; the sender takes these too
+		}
+	}
+}
+
+// takeDue swaps the PUBACKs due for spare (emptied), oldest first.
+func (s *ackSequencer) takeDue(spare []mqtt.Message) []mqtt.Message {
+	s.mu.Lock()
+	due := s.due
+	s.due = spare[:0]
+	s.mu.Unlock()
+	return due
 }
 
 // send writes the PUBACKs due, in order, until stop is closed; then those
 // already due, and returns.
 func (s *ackSequencer) send(stop <-chan struct{}) {
+	var batch []mqtt.Message
+	ack := func() {
+		batch = s.takeDue(batch)
+		for i, msg := range batch {
+			msg.Ack()
+			batch[i] = nil
+		}
+		s.m.acked.Add(uint64(len(batch)))
+	}
 	for {
 		select {
-		case msg := <-s.due:
-			msg.Ack()
-			s.m.acked.Add(1)
+		case <-s.wake:
+			ack()
 		case <-stop:
-			for {
-				select {
-				case msg := <-s.due:
-					msg.Ack()
-					s.m.acked.Add(1)
-				default:
-					return
-				}
-			}
+			ack()
+			return
 		}
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/telemetryd/telemetryd/telemetry"
 )
 
@@ -57,7 +55,7 @@ func (f fakeMessage) Ack()              { *f.acked = append(*f.acked, f.id) }
 func TestAckSequencerReleasesInReceiveOrder(t *testing.T) {
 	var acked []uint16
 	m := &MQTT{}
-	s := &ackSequencer{m: m, due: make(chan mqtt.Message, 5)}
+	s := newAckSequencer(m)
 	stop := make(chan struct{})
 	close(stop) // send writes what is due, then returns
 	ps := make([]*pendingAck, 5)
@@ -100,46 +98,47 @@ type blockedMessage struct {
 
 func (b blockedMessage) Ack() { b.entered <- b.id; <-b.gate }
 
-// TestAckReleaseNeverBlocks: with the sender stuck in a PUBACK, release
-// still returns at once — queueing while there is room, counting an
-// overflow (message left for redelivery) when there is not.
-func TestAckReleaseNeverBlocks(t *testing.T) {
+// TestAckReleaseNeverBlocksNorDrops: with the sender stuck in a PUBACK,
+// release still returns at once, and however many PUBACKs come due
+// meanwhile (a reconnect can bring more than the broker's in-flight window),
+// none is dropped: each would hold a broker slot until the next session.
+func TestAckReleaseNeverBlocksNorDrops(t *testing.T) {
 	m := &MQTT{}
-	s := &ackSequencer{m: m, due: make(chan mqtt.Message, 2)}
+	s := newAckSequencer(m)
 	entered, gate := make(chan uint16), make(chan struct{})
 	stop := make(chan struct{})
 	sent := make(chan struct{})
 	go func() { s.send(stop); close(sent) }()
 	var acked []uint16
-	ps := make([]*pendingAck, 4)
+	const n = 20000 // beyond the 16384 the old bounded queue held
+	ps := make([]*pendingAck, n)
 	for i := range ps {
-		ps[i] = &pendingAck{msg: blockedMessage{fakeMessage{id: uint16(i + 1), acked: &acked}, entered, gate}}
+		ps[i] = &pendingAck{msg: blockedMessage{fakeMessage{id: uint16(i%65535 + 1), acked: &acked}, entered, gate}}
 		s.add(ps[i])
 	}
 	s.release(ps[0], true)
 	if id := <-entered; id != 1 {
 		t.Fatalf("first PUBACK for %d", id)
 	}
-	// The sender is now inside message 1's Ack. Two fit in due, the
-	// fourth overflows; none of these calls may block.
+	// The sender is now inside message 1's Ack; none of these may block.
 	for _, p := range ps[1:] {
 		s.release(p, true)
 	}
-	if n := m.overflow.Load(); n != 1 {
-		t.Fatalf("overflow = %d, want 1", n)
+	if n := m.overflow.Load(); n != 0 {
+		t.Fatalf("overflow = %d, want 0", n)
 	}
 	if n := m.unacked.Load(); n != 0 {
 		t.Fatalf("unacked = %d, want 0", n)
 	}
 	close(gate)
-	for _, want := range []uint16{2, 3} {
-		if id := <-entered; id != want {
-			t.Fatalf("PUBACK for %d, want %d", id, want)
+	for i := 2; i <= n; i++ {
+		if id := <-entered; id != uint16((i-1)%65535+1) {
+			t.Fatalf("PUBACK for %d, want %d", id, i)
 		}
 	}
 	close(stop)
 	<-sent
-	if n := m.acked.Load(); n != 3 {
-		t.Fatalf("acked = %d, want 3", n)
+	if got := m.acked.Load(); got != n {
+		t.Fatalf("acked = %d, want %d", got, n)
 	}
 }
