@@ -25,7 +25,7 @@ func openRelay(cfg config, hub *live.Hub, log *slog.Logger) (*relay.Relay, error
 	if id == "" {
 		return nil, errors.New("-live-nats-url needs an instance id: no host name to derive it from; set TELEMETRY_INSTANCE_ID")
 	}
-	return relay.New(relay.Config{URL: cfg.LiveNATSURL, Instance: id}, hub, log.With("component", "relay", "instance", id))
+	return relay.New(relay.Config{URL: cfg.LiveNATSURL, Instance: id, Linger: cfg.LiveNATSLinger}, hub, log.With("component", "relay", "instance", id))
 }
 
 // livePublisher is where the bridge hands its readings: the relay, which

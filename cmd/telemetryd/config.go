@@ -16,6 +16,7 @@ import (
 	"github.com/telemetryd/telemetryd/ingest"
 	"github.com/telemetryd/telemetryd/ingest/payload"
 	"github.com/telemetryd/telemetryd/live"
+	"github.com/telemetryd/telemetryd/live/relay"
 )
 
 // config is everything telemetryd reads from flags and the environment.
@@ -68,6 +69,7 @@ type config struct {
 	Sec                securityConfig // identity, TLS, limits
 	RegistryURL        string         // registrystore.go: "" SQLite, postgres:// shared
 	LiveNATSURL        string         // cluster.go: "" in-process live hub only
+	LiveNATSLinger     time.Duration
 }
 
 // envFlags registers flags whose defaults come from environment variables
@@ -190,6 +192,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	e.str(&c.LiveSlowPolicy, "live-slow-policy", "TELEMETRY_LIVE_SLOW_POLICY", string(live.SlowConflate), `what happens to a dashboard whose queue is full: "conflate" (keep it, merge its backlog to the latest value per series and tell it) or "disconnect" (close with 1013; it reconnects and re-subscribes)`)
 	e.int(&c.LiveQueueBytes, "live-queue-bytes", "TELEMETRY_LIVE_QUEUE_BYTES", live.DefaultMaxPendingBytes, "bytes queued for one dashboard (WebSocket or SSE) before -live-slow-policy applies")
 	e.str(&c.LiveNATSURL, "live-nats-url", "TELEMETRY_LIVE_NATS_URL", "", "NATS server (with JetStream) joining the live side of several instances: every dashboard sees every instance's readings, snapshots hold the whole fleet; empty: this process only")
+	e.dur(&c.LiveNATSLinger, "live-nats-linger", "TELEMETRY_LIVE_NATS_LINGER", relay.DefaultLinger, "how long readings are gathered into one NATS message for the other instances (a delay across instances, for a receive and a hub wake-up per batch there rather than per reading); negative: at once")
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
 	}

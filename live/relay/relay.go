@@ -28,6 +28,9 @@ type Hub interface {
 	Notice(ctx context.Context, frame []byte, standing bool)
 }
 
+// DefaultLinger is Config.Linger's default.
+const DefaultLinger = 2 * time.Millisecond
+
 // Config tunes the relay. URL and Instance are required; the zero value of
 // every other field means its default.
 type Config struct {
@@ -52,6 +55,12 @@ type Config struct {
 	// instances (it is still shown here and stored) and is counted; they
 	// see its series again with their next reading.
 	PublishBuffer int
+	// Linger is how long the writer gathers readings into one message
+	// before it sends them (default DefaultLinger; negative: at once). At a few
+	// thousand readings per second a message per reading costs every other
+	// instance a receive and a Hub wake-up each; a short linger makes that
+	// one per batch, for that much delay across instances.
+	Linger time.Duration
 	// MaxMessageBytes is the size at which a batch is cut into another NATS
 	// message (default 256 KiB, at most half the server's max_payload).
 	MaxMessageBytes int
@@ -91,6 +100,9 @@ func (c *Config) defaults() error {
 	}
 	if c.PublishBuffer <= 0 {
 		c.PublishBuffer = 8192
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 256 << 10
@@ -474,12 +486,15 @@ func (r *Relay) receive(ctx context.Context, m *nats.Msg) {
 // maxBatchReadings bounds what the writer coalesces into one round.
 const maxBatchReadings = 4096
 
-// write sends queued batches, coalescing what is already waiting into as
-// few messages as MaxMessageBytes allows, and records every reading for the
-// last-value stream. It never waits for more readings than are there.
+// write sends queued batches, coalescing what is waiting Linger after a
+// batch's first readings arrived into as few messages as MaxMessageBytes
+// allows, and records every reading for the last-value stream.
 func (r *Relay) write(ctx context.Context, nc *nats.Conn) {
 	var batch []telemetry.Reading
 	s := sender{relay: r, nc: nc}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		var rs []telemetry.Reading
 		select {
@@ -500,6 +515,17 @@ func (r *Relay) write(ctx context.Context, nc *nats.Conn) {
 		case rs = <-r.out:
 		}
 		batch = append(batch[:0], rs...)
+		if r.cfg.Linger > 0 {
+			// Waits on the timer alone: Publish queues on r.out without
+			// waking this goroutine once per batch (r.out is buffered),
+			// and the drain below takes what came meanwhile.
+			linger.Reset(r.cfg.Linger)
+			select {
+			case <-linger.C:
+			case <-ctx.Done():
+				linger.Stop()
+			}
+		}
 	drain:
 		for len(batch) < maxBatchReadings {
 			select {

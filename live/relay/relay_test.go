@@ -235,6 +235,27 @@ func TestManyReadingsAcrossMessages(t *testing.T) {
 	}
 }
 
+// TestLingerGathersReadings: readings published one at a time within
+// Linger of each other travel as one NATS message (one receive and one Hub
+// wake-up per batch at the other instances, not one per reading).
+func TestLingerGathersReadings(t *testing.T) {
+	ns := natstest.Start(t)
+	slow := func(c *Config) { c.Linger = time.Second }
+	a := startInstance(t, ns.URL(), "a", slow)
+	b := startInstance(t, ns.URL(), "b", slow)
+	a.waitConnected(t)
+	b.waitConnected(t)
+	onB := subscribe(t, b.hub, live.Filter{})
+	const n = 10
+	for i := range n {
+		a.relay.Publish([]telemetry.Reading{reading(fmt.Sprintf("dev-%d", i), "p", 1000, float64(i))})
+	}
+	eventually(t, "all readings on B", func() bool { return len(onB.seen("readings")) == n })
+	if st := a.relay.Stats(); st.PublishedMessages != 1 || st.PublishedReadings != n {
+		t.Fatalf("%d messages for %d readings, want 1 for %d", st.PublishedMessages, st.PublishedReadings, n)
+	}
+}
+
 // TestCatchupAfterOneInstanceLostNATS: only A loses NATS; B stays connected
 // and never reloads, so what A ingested meanwhile can reach B's dashboard
 // only as A's catch-up once A is back.
