@@ -33,7 +33,26 @@ func runP3(ctx context.Context, e *env, r *result) error {
 	r.ServiceText = fmtRate(r.Service, "frames/s")
 	r.BaselineText = fmtRate(r.Baseline, "frames/s")
 	r.judgeCPU(cpuLimit)
+	p3Floor(e, r)
 	return nil
+}
+
+// p3Floor records the CPU per frame that no implementation of the service's
+// pipeline on this baseline gets under: the raw server reads a frame, finds
+// its seq and writes an ack; telemetryd must also decode, normalize and
+// encode it, which P7 prices in-process for the same frame — and that is
+// before live fan-out, resend dedup, storage writes and acks sent only once
+// durable, which cost more again.
+func p3Floor(e *env, r *result) {
+	if e.p7CPU <= 0 || r.BaselineCPU <= 0 {
+		r.note("P7 did not run: no CPU floor (run P7 with P3 for it)")
+		return
+	}
+	floor := r.BaselineCPU + e.p7CPU
+	r.detail("cpu_floor_ns", round2(floor))
+	r.detail("cpu_floor_ratio", round2(floor/r.BaselineCPU))
+	r.note("CPU floor %.2f× (%.2f µs): the raw server's %.2f µs plus P7's decode+normalize+encode of the same frame, %.2f µs; "+
+		"live fan-out, dedup, storage and acks after durability come on top of it", floor/r.BaselineCPU, floor/1000, r.BaselineCPU/1000, e.p7CPU/1000)
 }
 
 // wsFrameLoad runs P3's clients against url for one phase and returns the

@@ -271,6 +271,7 @@ func runP7(ctx context.Context, e *env, r *result) error {
 	r.detail("service", sc)
 	r.detail("baseline", bc)
 	r.Service, r.Baseline = sc.CPUNsPerOp, bc.CPUNsPerOp
+	e.p7CPU = sc.CPUNsPerOp
 	r.ServiceText = fmt.Sprintf("%.0f ns, %.2g allocs", sc.CPUNsPerOp, sc.AllocsPerOp)
 	r.BaselineText = fmt.Sprintf("%.0f ns, %.2g allocs", bc.CPUNsPerOp, bc.AllocsPerOp)
 	r.judge(0.15, false)

@@ -45,12 +45,23 @@ func runPC(ctx context.Context, e *env, r *result) error {
 
 	// Single instance: the stack's telemetryd.
 	e.settle(ctx, r, "single")
-	single, err := pcPhase(ctx, e, rate, fmt.Sprintf(mqttService, p5Device),
-		map[string]string{"telemetryd": e.s.svcAddr}, map[string]int{"telemetryd": e.s.svc.pid()}, e.s.svcAddr)
+	single, err := pcPhase(ctx, e, r, rate, fmt.Sprintf(mqttService, p5Device),
+		map[string]string{"telemetryd": e.s.svcAddr}, map[string]int{"telemetryd": e.s.svc.pid()}, e.s.svcAddr,
+		map[string]string{"single": e.s.adminAddr})
 	if err != nil {
 		return fmt.Errorf("single instance: %w", err)
 	}
 	r.detail("single", single)
+	// The same instance at one instance's share of the load: what a
+	// reading costs at that rate without a cluster, which tells the
+	// cluster's own costs from those of a lower rate per process.
+	e.settle(ctx, r, "third")
+	third, err := pcPhase(ctx, e, r, max(rate/3, 1), fmt.Sprintf(mqttService, p5Device),
+		map[string]string{"telemetryd": e.s.svcAddr}, map[string]int{"telemetryd": e.s.svc.pid()}, e.s.svcAddr, nil)
+	if err != nil {
+		return fmt.Errorf("single instance at a third of the rate: %w", err)
+	}
+	r.detail("single_third_rate", third)
 
 	// The cluster beside it.
 	cl, err := startPCCluster(ctx, e)
@@ -59,7 +70,8 @@ func runPC(ctx context.Context, e *env, r *result) error {
 	}
 	defer cl.close()
 	e.settle(ctx, r, "cluster")
-	cluster, err := pcPhase(ctx, e, rate, fmt.Sprintf(pcTopic, p5Device), cl.addrs, cl.pids, cl.addrs["pc-c"])
+	cluster, err := pcPhase(ctx, e, r, rate, fmt.Sprintf(pcTopic, p5Device), cl.addrs, cl.pids, cl.addrs["pc-c"],
+		map[string]string{"pc-a": cl.admin["pc-a"], "pc-c": cl.admin["pc-c"]})
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -80,6 +92,13 @@ func runPC(ctx context.Context, e *env, r *result) error {
 	// spread over a third of the readings: the lower the rate, the more
 	// that alone raises the cluster's CPU per reading.
 	r.note("at %d readings/s each cluster instance took about %d/s; fixed per-process costs weigh 3× more per reading there than on the single instance", rate, rate/3)
+	if t := third.CPUPerReading["telemetryd"]; t > 0 && r.BaselineCPU > 0 {
+		r.detail("cpu_ratio_rate_effect", round2(t/r.BaselineCPU))
+		r.detail("cpu_ratio_cluster_effect", round2(r.ServiceCPU/t))
+		r.note("the single instance at %d readings/s (a cluster instance's share): %.0f ns/reading, %.2f× its cost at %d/s; "+
+			"the busiest cluster instance costs %.2f× that: the cluster's own share of the ratio",
+			rate/3, t, t/r.BaselineCPU, rate, r.ServiceCPU/t)
+	}
 	if r.Pass != nil && r.Baseline > 0 && r.Service > 2*r.Baseline {
 		f := false
 		r.Pass = &f
@@ -106,7 +125,7 @@ type pcFigures struct {
 // pcPhase publishes at rate to topic for warm-up + the phase's duration,
 // with a dashboard on dashAddr, and measures each instance's CPU per
 // reading it consumed.
-func pcPhase(ctx context.Context, e *env, rate int, topic string, addrs map[string]string, pids map[string]int, dashAddr string) (pcFigures, error) {
+func pcPhase(ctx context.Context, e *env, r *result, rate int, topic string, addrs map[string]string, pids map[string]int, dashAddr string, profile map[string]string) (pcFigures, error) {
 	f := pcFigures{Readings: map[string]float64{}, CPUPerReading: map[string]float64{}}
 	var since atomic.Int64
 	var lat hist
@@ -129,7 +148,19 @@ func pcPhase(ctx context.Context, e *env, rate int, topic string, addrs map[stri
 		}
 	}
 	meter := newCPUMeter(pids)
-	if err := publishAtRate(ctx, e, topic, "bench-pub-pc", float64(rate), e.cfg.Duration, &since); err != nil {
+	// Profiles of the phase's load (name → admin address): the profile id
+	// is PC-<name>.
+	var waits []func() string
+	for name, admin := range profile {
+		waits = append(waits, e.prof.cpuOf(ctx, admin, r.ID+"-"+name, e.cfg.Duration))
+	}
+	err = publishAtRate(ctx, e, topic, "bench-pub-pc", float64(rate), e.cfg.Duration, &since)
+	for _, wait := range waits {
+		if p := wait(); p != "" {
+			r.Profiles = append(r.Profiles, p)
+		}
+	}
+	if err != nil {
 		return f, err
 	}
 	want := int64(float64(rate) * e.cfg.Duration.Seconds() * 0.99)
@@ -174,6 +205,7 @@ type pcCluster struct {
 	nats  *child
 	nodes []*child
 	addrs map[string]string // instance → HTTP address
+	admin map[string]string // instance → admin (pprof) address
 	pids  map[string]int
 }
 
@@ -191,7 +223,7 @@ func startPCCluster(ctx context.Context, e *env) (_ *pcCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &pcCluster{addrs: map[string]string{}, pids: map[string]int{}}
+	c := &pcCluster{addrs: map[string]string{}, admin: map[string]string{}, pids: map[string]int{}}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -225,8 +257,13 @@ func startPCCluster(ctx context.Context, e *env) (_ *pcCluster, err error) {
 			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
+		aport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		admin := "127.0.0.1:" + strconv.Itoa(aport)
 		args := append([]string{
-			"-http-addr", addr, "-admin-token", e.s.adminTok, "-device-tokens", tokPath,
+			"-http-addr", addr, "-admin-addr", admin, "-admin-token", e.s.adminTok, "-device-tokens", tokPath,
 			"-data-dir", filepath.Join(e.s.dir, name),
 			"-influx-url", e.s.influxURL, "-influx-bucket", serviceDB + "/autogen",
 			"-mqtt-url", e.s.mqttURL, "-mqtt-topic", fmt.Sprintf(pcTopic, "+"),
@@ -239,7 +276,7 @@ func startPCCluster(ctx context.Context, e *env) (_ *pcCluster, err error) {
 			return nil, err
 		}
 		c.nodes = append(c.nodes, n)
-		c.addrs[name], c.pids[name] = addr, n.pid()
+		c.addrs[name], c.admin[name], c.pids[name] = addr, admin, n.pid()
 	}
 	for i, n := range c.nodes {
 		addr := c.addrs[n.name]

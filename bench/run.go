@@ -29,6 +29,9 @@ type env struct {
 
 	// Service rates measured earlier in the run, for P5 and P8.
 	p2Rate, p3Rate float64
+	// p7CPU is P7's service CPU per payload (P3's frame) in ns: the
+	// pipeline's cheapest part, priced in-process (P3's floor).
+	p7CPU float64
 }
 
 // gateway is a P1 sender: a registry gateway with its children, or (when

@@ -664,6 +664,11 @@ type profiler struct {
 // cpu starts a CPU profile of d (rounded up to whole seconds) and returns
 // a function that waits for it and writes <out>/<id>.cpu.pprof.
 func (p *profiler) cpu(ctx context.Context, id string, d time.Duration) (wait func() string) {
+	return p.cpuOf(ctx, p.s.adminAddr, id, d)
+}
+
+// cpuOf is cpu for the telemetryd whose admin listener is at addr.
+func (p *profiler) cpuOf(ctx context.Context, addr, id string, d time.Duration) (wait func() string) {
 	if !p.enabled || d < time.Second {
 		return func() string { return "" }
 	}
@@ -672,7 +677,7 @@ func (p *profiler) cpu(ctx context.Context, id string, d time.Duration) (wait fu
 	var wg sync.WaitGroup
 	var errMsg string
 	wg.Go(func() {
-		if err := p.fetch(ctx, "/debug/pprof/profile?seconds="+strconv.Itoa(secs), path, d+30*time.Second); err != nil {
+		if err := p.fetch(ctx, addr, "/debug/pprof/profile?seconds="+strconv.Itoa(secs), path, d+30*time.Second); err != nil {
 			errMsg = err.Error()
 		}
 	})
@@ -692,17 +697,17 @@ func (p *profiler) heap(ctx context.Context, id string) string {
 		return ""
 	}
 	path := filepath.Join(p.out, id+".heap.pprof")
-	if err := p.fetch(ctx, "/debug/pprof/heap?gc=1", path, 30*time.Second); err != nil {
+	if err := p.fetch(ctx, p.s.adminAddr, "/debug/pprof/heap?gc=1", path, 30*time.Second); err != nil {
 		p.log.Warn("heap profile not written", "scenario", id, "error", err)
 		return ""
 	}
 	return path
 }
 
-func (p *profiler) fetch(ctx context.Context, path, file string, timeout time.Duration) error {
+func (p *profiler) fetch(ctx context.Context, addr, path, file string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.s.adminAddr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return err
 	}
