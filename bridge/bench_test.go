@@ -143,7 +143,7 @@ func discardQueued(ctx context.Context, br *Bridge) {
 		select {
 		case <-br.queue.wake:
 			for {
-				pending, _ = br.queue.take(pending[:0], 0, br.cfg.MaxBatchLines)
+				pending, _, _ = br.queue.take(pending[:0], 0, br.cfg.MaxBatchLines, false)
 				if len(pending) == 0 {
 					break
 				}

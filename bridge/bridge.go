@@ -68,12 +68,14 @@ type Config struct {
 	QueueFrames int
 	// MaxBatchLines is the most lines per storage write (default 5000).
 	MaxBatchLines int
-	// FlushLines is how many lines make a batch worth writing without
-	// lingering: a batch that holds them goes to a free writer at once
-	// (default 1000, at most MaxBatchLines). Large frames (an HTTP write of 1000
-	// lines) then reach InfluxDB as concurrent writes, as their clients
-	// sent them, rather than merged behind one linger.
-	FlushLines int
+	// LargeFrameLines marks a frame of at least that many lines (an HTTP
+	// write of a client's batch; default 1000, at most MaxBatchLines) as
+	// large: it goes to a free writer at once, with whatever lingers
+	// before it, instead of waiting FlushInterval, and a free writer takes
+	// it alone. Large frames then reach InfluxDB as concurrent writes, as
+	// their clients sent them, rather than merged into one behind a linger.
+	// Small frames batch as FlushInterval says.
+	LargeFrameLines int
 	// FlushInterval is how long a batch's first frame waits for more
 	// before the batch goes to a free writer (default 5ms). While every
 	// writer is busy the batch grows instead, up to MaxBatchLines: batch
@@ -99,15 +101,15 @@ type Config struct {
 // DefaultConfig is what the zero value of each Config field stands for.
 func DefaultConfig() Config {
 	return Config{
-		Limits:        DefaultLimits(),
-		QueueFrames:   8192,
-		MaxBatchLines: 5000,
-		FlushLines:    1000,
-		FlushInterval: 5 * time.Millisecond,
-		Writers:       4,
-		RetryMin:      100 * time.Millisecond,
-		RetryMax:      5 * time.Second,
-		DrainTimeout:  20 * time.Second,
+		Limits:          DefaultLimits(),
+		QueueFrames:     8192,
+		MaxBatchLines:   5000,
+		LargeFrameLines: 1000,
+		FlushInterval:   5 * time.Millisecond,
+		Writers:         4,
+		RetryMin:        100 * time.Millisecond,
+		RetryMax:        5 * time.Second,
+		DrainTimeout:    20 * time.Second,
 	}
 }
 
@@ -120,10 +122,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatchLines <= 0 {
 		c.MaxBatchLines = d.MaxBatchLines
 	}
-	if c.FlushLines <= 0 {
-		c.FlushLines = d.FlushLines
+	if c.LargeFrameLines <= 0 {
+		c.LargeFrameLines = d.LargeFrameLines
 	}
-	c.FlushLines = min(c.FlushLines, c.MaxBatchLines)
+	c.LargeFrameLines = min(c.LargeFrameLines, c.MaxBatchLines)
 	if c.Writers <= 0 {
 		c.Writers = d.Writers
 	}
@@ -219,7 +221,7 @@ func New(cfg Config, sink Sink, live Publisher, log *slog.Logger) *Bridge {
 		children: cfg.Children,
 		labels:   cfg.Labels,
 		log:      log,
-		queue:    newFrameQueue(cfg.QueueFrames, cfg.MaxBatchLines, cfg.FlushLines),
+		queue:    newFrameQueue(cfg.QueueFrames, cfg.MaxBatchLines, cfg.LargeFrameLines),
 		stopping: make(chan struct{}),
 	}
 	b.initDetail()
@@ -366,7 +368,8 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// leave in the order frames arrived.
 	//
 	// A batch goes to a writer that is free once its first frame has
-	// waited FlushInterval, or at once when it holds FlushLines. While every writer
+	// waited FlushInterval, or at once when it is full or holds a large
+	// frame (LargeFrameLines). While every writer
 	// is busy the batch keeps growing, up to MaxBatchLines: batches are as
 	// small as a quick ack needs while InfluxDB keeps up, and as large as
 	// its write time makes them when it does not, where a fixed size would
@@ -422,14 +425,28 @@ func (b *Bridge) Run(ctx context.Context) error {
 	var (
 		pending  []*entry
 		lines    int
+		large    bool // pending holds a large frame
 		lingered bool // pending's first frame has waited FlushInterval
 		timer    = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
+	// take moves queued frames to pending, up to a full batch; while a
+	// writer is free, it stops after a large frame (which goes at once, on
+	// its own). A batch's first frame starts its linger.
+	take := func() {
+		first := len(pending) == 0
+		var got bool
+		pending, lines, got = b.queue.take(pending, lines, b.cfg.MaxBatchLines, len(free) > 0)
+		large = large || got
+		if first && len(pending) > 0 {
+			timer.Reset(b.cfg.FlushInterval)
+			b.oldest.Store(pending[0].at.UnixNano())
+		}
+	}
 	// flush hands pending to a writer; the caller holds a free token.
 	flush := func() {
 		timer.Stop()
-		lingered = false
+		lingered, large = false, false
 		if len(pending) == 0 {
 			free <- struct{}{} // unused
 			return
@@ -437,7 +454,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if len(free) == 0 {
 			// The last free writer: every other one is busy, so the
 			// batch takes what queued meanwhile, up to MaxBatchLines.
-			pending, lines = b.queue.take(pending, lines, b.cfg.MaxBatchLines)
+			pending, lines, _ = b.queue.take(pending, lines, b.cfg.MaxBatchLines, false)
 		}
 		bt := &batch{entries: pending, done: make(chan struct{})}
 		b.inflightMu.Lock()
@@ -454,41 +471,29 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.queue.flushed()
 		b.oldest.Store(0)
 	}
-	// take moves queued frames to pending, up to limit lines; a batch's
-	// first frame starts its linger.
-	take := func(limit int) {
-		first := len(pending) == 0
-		pending, lines = b.queue.take(pending, lines, limit)
-		if first && len(pending) > 0 {
-			timer.Reset(b.cfg.FlushInterval)
-			b.oldest.Store(pending[0].at.UnixNano())
-		}
-	}
 loop:
 	for {
 		// The queue is looked at for a batch's first frame, then again
 		// only once it has lingered: in between, frames wait in the
 		// queue without waking this goroutine for each one, unless they
-		// come to FlushLines (the queue wakes Run then). Such a batch
-		// goes to a free writer at once; while none is free, frames wait
-		// in the queue, and the last writer to free up takes them all,
-		// up to MaxBatchLines (flush). The queue may fill: Consume feels
-		// it.
+		// make a full batch or one is large (the queue wakes Run then).
+		// A full batch leaves them there until a writer takes it: Consume
+		// feels the queue fill.
 		var writer <-chan struct{}
-		if lingered || lines >= b.cfg.FlushLines {
+		if lingered || large || lines >= b.cfg.MaxBatchLines {
 			writer = free
 		}
 		select {
 		case <-b.queue.wake:
-			if len(pending) == 0 || lingered || lines+b.queue.queuedLines() >= b.cfg.FlushLines {
-				take(b.cfg.FlushLines)
+			if ql, qlarge := b.queue.queued(); len(pending) == 0 || lingered || qlarge || lines+ql >= b.cfg.MaxBatchLines {
+				take()
 			}
 		case <-writer:
 			flush()
-			take(b.cfg.FlushLines)
+			take()
 		case <-timer.C:
 			lingered = true
-			take(b.cfg.FlushLines)
+			take()
 		case <-ctx.Done():
 			break loop
 		}
@@ -501,7 +506,7 @@ loop:
 	drainDeadline := time.AfterFunc(b.cfg.DrainTimeout, cancelWrites)
 	defer drainDeadline.Stop()
 	for {
-		take(b.cfg.MaxBatchLines)
+		pending, lines, _ = b.queue.take(pending, lines, b.cfg.MaxBatchLines, false)
 		if lines < b.cfg.MaxBatchLines {
 			break
 		}

@@ -197,12 +197,12 @@ func (s *enteredSink) Write(ctx context.Context, lines []byte) error {
 	}
 }
 
-// TestBridgeFlushLinesGoToFreeWritersAtOnce: frames of FlushLines lines
-// each (HTTP writes of a client batch) are written as they come, one
-// concurrent write each, instead of lingering to be merged into one.
-func TestBridgeFlushLinesGoToFreeWritersAtOnce(t *testing.T) {
+// TestBridgeLargeFramesGoToFreeWritersAtOnce: frames of LargeFrameLines
+// lines each (HTTP writes of a client's batch) are written as they come,
+// one concurrent write each, instead of lingering to be merged into one.
+func TestBridgeLargeFramesGoToFreeWritersAtOnce(t *testing.T) {
 	sink := &enteredSink{release: make(chan struct{})}
-	b, _, _ := startBridge(t, Config{Writers: 4, MaxBatchLines: 100, FlushLines: 3, FlushInterval: time.Hour}, sink, nil)
+	b, _, _ := startBridge(t, Config{Writers: 4, MaxBatchLines: 100, LargeFrameLines: 3, FlushInterval: time.Hour}, sink, nil)
 	release := sync.OnceFunc(func() { close(sink.release) })
 	t.Cleanup(release)
 	var rec recorder
@@ -212,7 +212,7 @@ func TestBridgeFlushLinesGoToFreeWritersAtOnce(t *testing.T) {
 		}
 	}
 	eventually(t, "4 writes under way at once", func() bool { return sink.entered.Load() == 4 })
-	// A frame short of FlushLines lingers (an hour here) with writers free.
+	// A small frame lingers (an hour here), writers free or not.
 	if _, err := b.Consume(context.Background(), frame("d1", rec.done(4), 1, 2)); err != nil {
 		t.Fatal(err)
 	}

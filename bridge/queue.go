@@ -14,8 +14,9 @@ import "sync"
 // for a many-core machine to show the need.)
 //
 // Run is woken through wake (capacity 1, so wakes coalesce) only when it
-// may have something to do: a frame lands in an empty queue, or the queue
-// and Run's pending batch come to FlushLines (a batch worth writing at once). A wake is a hint: Run
+// may have something to do: a frame lands in an empty queue, the queue
+// and Run's pending batch come to a full batch, or a large frame
+// (LargeFrameLines) lands. A wake is a hint: Run
 // looks at the queue again, and a stale one costs a look.
 //
 // When the ring is full, Consume waits on space, which Run closes the next
@@ -28,7 +29,8 @@ type frameQueue struct {
 	head, n    int
 	lines      int // lines of the queued frames
 	batchLines int // MaxBatchLines
-	flushLines int // FlushLines
+	largeLines int // LargeFrameLines
+	large      int // large frames queued
 	runLines   int // lines in Run's pending batch
 	closed     bool
 	space      chan struct{} // made by a Consume that found the ring full, closed by take
@@ -38,12 +40,12 @@ type frameQueue struct {
 	framesAccepted, readingsAccepted uint64
 }
 
-func newFrameQueue(frames, batchLines, flushLines int) *frameQueue {
+func newFrameQueue(frames, batchLines, largeLines int) *frameQueue {
 	return &frameQueue{
 		wake:       make(chan struct{}, 1),
 		ring:       make([]*entry, frames),
 		batchLines: batchLines,
-		flushLines: flushLines,
+		largeLines: largeLines,
 	}
 }
 
@@ -72,7 +74,11 @@ func (q *frameQueue) push(e *entry, readings int) (full <-chan struct{}, closed 
 	q.n++
 	before := q.lines + q.runLines
 	q.lines += len(e.index)
-	wake := q.n == 1 || before < q.flushLines && before+len(e.index) >= q.flushLines
+	large := len(e.index) >= q.largeLines
+	if large {
+		q.large++
+	}
+	wake := q.n == 1 || large || before < q.batchLines && before+len(e.index) >= q.batchLines
 	q.framesAccepted++
 	q.readingsAccepted += uint64(readings)
 	q.mu.Unlock()
@@ -87,8 +93,9 @@ func (q *frameQueue) push(e *entry, readings int) (full <-chan struct{}, closed 
 
 // take moves queued frames to pending, oldest first, while pending holds
 // fewer than limit lines (at most MaxBatchLines); lines is pending's line
-// count, updated. Run is the only caller.
-func (q *frameQueue) take(pending []*entry, lines, limit int) ([]*entry, int) {
+// count, updated. With stopAfterLarge it stops after a large frame; large
+// reports whether it took one. Run is the only caller.
+func (q *frameQueue) take(pending []*entry, lines, limit int, stopAfterLarge bool) (_ []*entry, _ int, large bool) {
 	limit = min(limit, q.batchLines)
 	q.mu.Lock()
 	for q.n > 0 && lines < limit {
@@ -102,6 +109,13 @@ func (q *frameQueue) take(pending []*entry, lines, limit int) ([]*entry, int) {
 		q.lines -= len(e.index)
 		lines += len(e.index)
 		pending = append(pending, e)
+		if len(e.index) >= q.largeLines {
+			q.large--
+			large = true
+			if stopAfterLarge {
+				break
+			}
+		}
 	}
 	q.runLines = lines
 	if q.space != nil && q.n < len(q.ring) {
@@ -109,14 +123,15 @@ func (q *frameQueue) take(pending []*entry, lines, limit int) ([]*entry, int) {
 		q.space = nil
 	}
 	q.mu.Unlock()
-	return pending, lines
+	return pending, lines, large
 }
 
-// queuedLines reports the lines waiting in the queue.
-func (q *frameQueue) queuedLines() int {
+// queued reports the lines waiting in the queue, and whether a large
+// frame is among them.
+func (q *frameQueue) queued() (lines int, large bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.lines
+	return q.lines, q.large > 0
 }
 
 // flushed tells the queue that Run's pending batch went to a writer.

@@ -42,14 +42,15 @@ func TestFrameQueueWakes(t *testing.T) {
 		{"first frame", 0, nil, 1, true},
 		{"first frame while a batch lingers", 3, nil, 1, true},
 		{"second frame", 0, []int{1}, 1, false},
-		{"reaches FlushLines with the queue", 0, []int{4, 4}, 2, true},
-		{"reaches FlushLines with the pending batch", 6, []int{2}, 2, true},
-		{"past FlushLines already", 0, []int{6, 6}, 1, false},
-		{"one short of FlushLines", 0, []int{4, 4}, 1, false},
+		{"makes a full batch with the queue", 0, []int{4, 4}, 2, true},
+		{"makes a full batch with the pending batch", 6, []int{2}, 2, true},
+		{"past a full batch already", 0, []int{6, 6}, 1, false},
+		{"one short of a full batch", 0, []int{4, 4}, 1, false},
+		{"a large frame", 0, []int{1}, 8, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q := newFrameQueue(16, 20, 10) // wakes at FlushLines, not at MaxBatchLines
+			q := newFrameQueue(16, 10, 8)
 			q.runLines = tt.runLines
 			for i, n := range tt.queued {
 				if full, closed := q.push(linesEntry(n, int64(i)), n); full != nil || closed {
@@ -81,7 +82,7 @@ func TestFrameQueueOrderAndBatches(t *testing.T) {
 	}
 	takeBatch := func(wantFrames int) {
 		t.Helper()
-		pending, lines := q.take(nil, 0, q.batchLines)
+		pending, lines, _ := q.take(nil, 0, q.batchLines, false)
 		if len(pending) != wantFrames {
 			t.Fatalf("took %d frames, want %d", len(pending), wantFrames)
 		}
@@ -128,7 +129,7 @@ func TestFrameQueueFullAndClosed(t *testing.T) {
 		t.Fatal("room signalled before any was made")
 	default:
 	}
-	if pending, _ := q.take(nil, 0, q.batchLines); len(pending) != 2 {
+	if pending, _, _ := q.take(nil, 0, q.batchLines, false); len(pending) != 2 {
 		t.Fatalf("took %d frames, want 2", len(pending))
 	}
 	select {
@@ -141,7 +142,7 @@ func TestFrameQueueFullAndClosed(t *testing.T) {
 	if full, closed := q.push(linesEntry(1, 4), 1); full != nil || !closed {
 		t.Fatal("a closed queue took a frame")
 	}
-	if pending, _ := q.take(nil, 0, q.batchLines); len(pending) != 1 || pending[0].at.UnixNano() != 3 {
+	if pending, _, _ := q.take(nil, 0, q.batchLines, false); len(pending) != 1 || pending[0].at.UnixNano() != 3 {
 		t.Fatal("closing dropped a queued frame")
 	}
 }
@@ -209,4 +210,28 @@ func TestBridgeConsumeWaitsForRoom(t *testing.T) {
 		}
 		<-stopped
 	})
+}
+
+// TestFrameQueueTakeStopsAfterALargeFrame: with stopAfterLarge a take ends
+// after the first large frame (the small ones before it go with it), and
+// reports it; without, it fills the batch.
+func TestFrameQueueTakeStopsAfterALargeFrame(t *testing.T) {
+	q := newFrameQueue(8, 100, 10)
+	for i, n := range []int{1, 10, 10, 2} {
+		q.push(linesEntry(n, int64(i)), n)
+	}
+	if _, large := q.queued(); !large {
+		t.Fatal("a large frame queued, not reported")
+	}
+	pending, lines, large := q.take(nil, 0, 100, true)
+	if len(pending) != 2 || lines != 11 || !large {
+		t.Fatalf("took %d frames (%d lines, large %v), want the small one and the first large one", len(pending), lines, large)
+	}
+	pending, lines, large = q.take(nil, 0, 100, false)
+	if len(pending) != 2 || lines != 12 || !large {
+		t.Fatalf("took %d frames (%d lines, large %v), want the rest", len(pending), lines, large)
+	}
+	if _, large := q.queued(); large {
+		t.Fatal("no large frame left, one reported")
+	}
 }
