@@ -59,6 +59,7 @@ type config struct {
 	MaxReadings     int
 	ConfigFile      string // optional TOML rules file (configfile.go)
 	AdminAddr       string // opt-in pprof listener (admin.go)
+	GCPercent       int    // gctuning.go
 	Spool           bool
 	SpoolMaxBytes   int
 	// DeadLetterMaxBytes bounds the dead-letter file (storage/deadletters.go).
@@ -184,6 +185,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	registerLiveFlags(e, &c.Live) // live.go
 	e.str(&c.RegistryURL, "registry-url", "TELEMETRY_REGISTRY_URL", "", "postgres://user:password@host:port/db of a device registry shared by several instances (cluster mode, docs/cluster.md); empty: the SQLite file under -data-dir")
 	e.str(&c.ConfigFile, "config", "TELEMETRY_CONFIG", "", "optional TOML file of rules: unit conversions, field types, limits (see docs/configuration.md)")
+	e.int(&c.GCPercent, "gc-percent", "TELEMETRY_GC_PERCENT", defaultGCPercent, "Go garbage collector target (GOGC): heap growth over the live heap, in percent, before a collection; higher spends memory to save CPU; the GOGC variable, when set, wins")
 	e.str(&c.AdminAddr, "admin-addr", "TELEMETRY_ADMIN_ADDR", "", "listen address of the admin server (pprof), e.g. 127.0.0.1:6060; empty: off. Never expose it publicly")
 	e.bool(&c.Spool, "spool", "TELEMETRY_SPOOL", true, "buffer batches on disk (under the data dir) while InfluxDB is slow or down, and ack once fsynced there")
 	e.int(&c.SpoolMaxBytes, "spool-max-bytes", "TELEMETRY_SPOOL_MAX_BYTES", 1<<30, "disk spool size limit; when full, devices are no longer acknowledged")
@@ -213,6 +215,9 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	}
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		return c, fs, fmt.Errorf("-trusted-proxies: %w", err)
+	}
+	if c.GCPercent < 10 {
+		return c, fs, fmt.Errorf("-gc-percent: %d is below 10 (the collector cannot be switched off here; GOGC=off can)", c.GCPercent)
 	}
 	return c, fs, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"log/slog"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -67,5 +69,39 @@ func TestParsePrefixes(t *testing.T) {
 		if strings.Join(s, ",") != strings.Join(tt.want, ",") {
 			t.Errorf("parsePrefixes(%q) = %v, want %v", tt.in, s, tt.want)
 		}
+	}
+}
+
+// TestTuneGC: -gc-percent is applied and restored; GOGC, when set, wins;
+// a value that would switch the collector off is refused at start.
+func TestTuneGC(t *testing.T) {
+	noEnv := func(string) (string, bool) { return "", false }
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	restore := tuneGC(250, noEnv, slog.New(slog.DiscardHandler))
+	if got := debug.SetGCPercent(250); got != 250 {
+		t.Fatalf("GC percent %d, want 250", got)
+	}
+	restore()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GC percent %d after restore, want 100", got)
+	}
+	gogc := func(k string) (string, bool) {
+		if k == "GOGC" {
+			return "50", true
+		}
+		return "", false
+	}
+	tuneGC(250, gogc, slog.New(slog.DiscardHandler))()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GC percent %d with GOGC set, want it untouched (100)", got)
+	}
+	for _, v := range []string{"0", "-1", "5"} {
+		if _, err := parseConfig([]string{"-gc-percent", v}, noEnv, io.Discard); err == nil {
+			t.Errorf("-gc-percent %s accepted", v)
+		}
+	}
+	if cfg, err := parseConfig(nil, noEnv, io.Discard); err != nil || cfg.GCPercent != defaultGCPercent {
+		t.Fatalf("default -gc-percent %d, %v; want %d", cfg.GCPercent, err, defaultGCPercent)
 	}
 }
