@@ -55,7 +55,14 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"P1", "P2", "P2d", "P3", "P4", "P4z", "P4r", "P5", "P6", "P7", "P8", "P9", "PC"}
+// scenarioIDs lists every scenario, in run order (run.go's scenarios).
+func scenarioIDs() []string {
+	var ids []string
+	for _, sc := range scenarios() {
+		ids = append(ids, sc.id)
+	}
+	return ids
+}
 
 // config is the harness's settings (flags).
 type config struct {
@@ -88,6 +95,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "Usage: bench [flags]\n\nRuns telemetryd's performance scenarios P1–P8 against raw baselines\nmeasured in the same run and prints one table (see docs/performance.md).\n\nFlags:")
 		fs.PrintDefaults()
 	}
+	allScenarios := scenarioIDs()
 	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
 	fs.DurationVar(&c.Duration, "duration", 15*time.Second, "length of each measured phase (the service's and the baseline's)")
 	fs.DurationVar(&c.Overload, "overload", 30*time.Second, "P8: how long the 2× overload lasts (-full: 2m)")

@@ -51,6 +51,8 @@ type scenario struct {
 func scenarios() []scenario {
 	return []scenario{
 		{"P7", "CPU per reading: decode+normalize+encode", runP7, false, true},
+		{"P7l", "CPU per reading: line-protocol decoding vs line-protocol/v2 alone", runP7l, false, false},
+		{"P7c", "CPU per reading: CBOR decoding vs fxamacker/cbor alone", runP7c, false, false},
 		// P6 first among the stack's scenarios: both servers are fresh, so
 		// neither reuses memory an earlier scenario left resident.
 		{"P6", "RSS per idle device WebSocket", runP6, true, false},
