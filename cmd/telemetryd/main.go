@@ -55,7 +55,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
-	defer tuneGC(cfg.GCPercent, lookupEnv, log)() // gctuning.go
+	restoreGC := tuneGC(cfg.GCPercent, lookupEnv, log) // gctuning.go
+	defer restoreGC()
 	dataDir, err := storage.LockDir(cfg.DataDir) // one process per data dir: its spool and dead letters are its own
 	if err != nil {
 		return err
