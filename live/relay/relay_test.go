@@ -242,7 +242,7 @@ func TestManyReadingsAcrossMessages(t *testing.T) {
 // wake-up per batch at the other instances, not one per reading).
 func TestLingerGathersReadings(t *testing.T) {
 	ns := natstest.Start(t)
-	slow := func(c *Config) { c.Linger = time.Second }
+	slow := func(c *Config) { c.Linger = 2 * time.Second }
 	a := startInstance(t, ns.URL(), "a", slow)
 	b := startInstance(t, ns.URL(), "b", slow)
 	a.waitConnected(t)
@@ -251,6 +251,11 @@ func TestLingerGathersReadings(t *testing.T) {
 	const n = 10
 	for i := range n {
 		a.relay.Publish([]telemetry.Reading{reading(fmt.Sprintf("dev-%d", i), "p", 1000, float64(i))})
+		if i == 0 {
+			// A gap a writer that does not linger would send the first
+			// reading in (it takes microseconds), well inside the linger.
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	eventually(t, "all readings on B", func() bool { return len(onB.seen("readings")) == n })
 	if st := a.relay.Stats(); st.PublishedMessages != 1 || st.PublishedReadings != n {
