@@ -434,9 +434,13 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// writer is free, it stops after a large frame (which goes at once, on
 	// its own). A batch's first frame starts its linger.
 	take := func() {
+		writerFree := len(free) > 0
+		if large && writerFree {
+			return // pending goes alone, now
+		}
 		first := len(pending) == 0
 		var got bool
-		pending, lines, got = b.queue.take(pending, lines, b.cfg.MaxBatchLines, len(free) > 0)
+		pending, lines, got = b.queue.take(pending, lines, b.cfg.MaxBatchLines, writerFree)
 		large = large || got
 		if first && len(pending) > 0 {
 			timer.Reset(b.cfg.FlushInterval)
